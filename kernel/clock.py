@@ -13,6 +13,8 @@ import itertools
 import time
 from typing import Protocol
 
+from .offload import offloads_in_flight
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -101,6 +103,8 @@ class SimClock:
     async def settle(self) -> None:
         """Run every task that can run, until all of them wait on a timer or an event."""
         loop = asyncio.get_running_loop()
+        while offloads_in_flight():  # a store call on its worker thread: real work, wait for it
+            await asyncio.sleep(0.0002)
         # `_ready` is the loop's queue of runnable callbacks (CPython's BaseEventLoop). Yield until
         # it drains twice in a row: a callback may schedule another in the same iteration.
         quiet = 0
@@ -112,9 +116,11 @@ class SimClock:
                 if quiet > 50:
                     return
                 continue
-            quiet = quiet + 1 if not ready else 0
+            quiet = quiet + 1 if not ready and not offloads_in_flight() else 0
             if quiet >= 2:
                 return
+            if offloads_in_flight():
+                await asyncio.sleep(0.0002)
 
     async def advance_to(self, target: float) -> None:
         await self.settle()

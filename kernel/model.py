@@ -79,6 +79,9 @@ class ScheduleRun:
     error: str | None = None
     replica: str | None = None
     lease_version: int | None = None
+    reclaim: int = (
+        0  # how many times this attempt was re-delivered after its holder's lease expired
+    )
     triggered_at: float | None = None
     completed_at: float | None = None
     duration_ms: float | None = None

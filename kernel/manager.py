@@ -1,0 +1,162 @@
+"""ScheduleManager: the CRUD side. Creates, updates, enables, disables, deletes and triggers
+schedules, validating input and keeping the slot cursor right; never fires anything itself.
+Every change goes through the store in one transaction and wakes the schedulers of this process.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from .clock import Clock, SystemClock
+from .errors import ScheduleExistsError, ScheduleNotFoundError, ValidationError
+from .model import Schedule, ScheduleRun
+from .policy import manual_key
+from .slots import first_slot
+from .spec import TIMING_FIELDS, check_timing, validate_fields
+from .store import SPEC_FIELDS, Store
+
+_DEFAULTS = {
+    f: getattr(Schedule("", "", "/"), f) for f in SPEC_FIELDS if f not in ("name", "endpoint")
+}
+
+
+def _caller_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Accept `cron` as the caller's name for the cron_expr column."""
+    fields = dict(fields)
+    if "cron" in fields:
+        if "cron_expr" in fields:
+            raise ValidationError("cron", "give cron or cron_expr, not both")
+        fields["cron_expr"] = fields.pop("cron")
+    return fields
+
+
+class ScheduleManager:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        new_id: Callable[[], str] | None = None,
+    ):
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.new_id = new_id or (lambda: uuid.uuid4().hex)
+
+    async def create(
+        self, name: str, *, endpoint: str, if_exists: str = "raise", **fields: Any
+    ) -> Schedule:
+        """Create a schedule. if_exists: "raise" (ScheduleExistsError), "update" (apply the
+        fields that differ; the slot cursor moves only if timing changed), "skip" (return it)."""
+        validate_fields({"if_exists": if_exists})
+        spec = {
+            **_DEFAULTS,
+            **validate_fields({"name": name, "endpoint": endpoint, **_caller_fields(fields)}),
+        }
+        now = self.clock.now()
+        check_timing(spec, now)
+        existing = await self.store.get_schedule_by_name(name)
+        if existing is not None:
+            if if_exists == "raise":
+                raise ScheduleExistsError(name)
+            if if_exists == "skip":
+                return existing
+            changed = {k: v for k, v in spec.items() if getattr(existing, k) != v}
+            return await self.update(existing.id, **changed) if changed else existing
+        schedule = Schedule(id=self.new_id(), created_at=now, updated_at=now, **spec)
+        schedule.next_run_at = first_slot(schedule, now) if schedule.enabled else None
+        try:
+            await self.store.create_schedule(schedule)
+        except ScheduleExistsError:
+            # Another replica created it between our look-up and insert (startup races).
+            if if_exists == "raise":
+                raise
+            return await self.create(name, endpoint=endpoint, if_exists=if_exists, **fields)
+        return schedule
+
+    async def get(self, schedule_id: str) -> Schedule | None:
+        return await self.store.get_schedule(schedule_id)
+
+    async def get_by_name(self, name: str) -> Schedule | None:
+        return await self.store.get_schedule_by_name(name)
+
+    async def list(self, enabled: bool | None = None) -> list[Schedule]:
+        return await self.store.list_schedules(enabled)
+
+    async def _require(self, schedule_id: str) -> Schedule:
+        schedule = await self.store.get_schedule(schedule_id)
+        if schedule is None:
+            raise ScheduleNotFoundError(schedule_id)
+        return schedule
+
+    async def update(self, schedule_id: str, **fields: Any) -> Schedule:
+        """Change fields. A timing change (cron, interval, run_at, start_at, timezone) restarts
+        the slot series from now; a run in flight finishes under the old spec and its release
+        cannot write the old cursor back (the store fences it on spec_version)."""
+        current = await self._require(schedule_id)
+        changes = validate_fields(_caller_fields(fields))
+        if not changes:
+            return current
+        now = self.clock.now()
+        merged = replace(current, **changes)
+        timing = {k: getattr(merged, k) for k in TIMING_FIELDS}
+        check_timing({**timing, "misfire_grace_seconds": merged.misfire_grace_seconds}, now)
+        if any(k in changes for k in TIMING_FIELDS) or changes.get("enabled") is True:
+            changes["next_run_at"] = first_slot(merged, now) if merged.enabled else None
+        updated = await self.store.update_schedule(schedule_id, changes, now)
+        if updated is None:
+            raise ScheduleNotFoundError(schedule_id)
+        return updated
+
+    async def enable(self, schedule_id: str) -> Schedule:
+        """Resume from the next slot after now; slots missed while disabled are not fired."""
+        current = await self._require(schedule_id)
+        if current.enabled:
+            return current
+        return await self.update(schedule_id, enabled=True)
+
+    async def disable(self, schedule_id: str) -> Schedule:
+        """Nothing of the schedule fires after this commits: pending triggers and retries are
+        cancelled; an attempt already in flight finishes and is recorded."""
+        current = await self._require(schedule_id)
+        if not current.enabled:
+            return current
+        return await self.update(schedule_id, enabled=False)
+
+    async def delete(self, schedule_id: str) -> bool:
+        return await self.store.delete_schedule(schedule_id, self.clock.now())
+
+    async def trigger(self, schedule_id: str) -> str:
+        """Durable "run now": queues a pending run and returns its id. It is never lost: if a
+        run is in flight it fires right after it (as overlap=buffer_one would)."""
+        now = self.clock.now()
+        run_row_id = self.new_id()
+        run = ScheduleRun(
+            id=run_row_id,
+            schedule_id=schedule_id,
+            attempt=1,
+            scheduled_for=None,
+            trigger="manual",
+            status="pending",
+            idempotency_key=manual_key(schedule_id, run_row_id),
+            due_at=now,
+            created_at=now,
+        )
+        try:
+            await self.store.add_pending_run(run, now)
+        except LookupError:
+            raise ScheduleNotFoundError(schedule_id) from None
+        except PermissionError:
+            raise ValidationError(
+                "enabled", f"schedule {schedule_id!r} is disabled; enable it before triggering"
+            ) from None
+        return run_row_id
+
+    async def runs(self, schedule_id: str, limit: int = 20) -> list[ScheduleRun]:
+        """The schedule's runs, newest first."""
+        return await self.store.list_runs(schedule_id, limit)
+
+    async def get_run(self, run_row_id: str) -> ScheduleRun | None:
+        return await self.store.get_run(run_row_id)

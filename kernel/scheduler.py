@@ -1,0 +1,401 @@
+"""The replica loop: peek, claim, start, dispatch, finish; plus the heartbeat that keeps leases and
+the watchdog that stops work whose lease can no longer be trusted.
+
+    loop:  due = store.next_due()                 # one index probe; the whole idle cost
+           if due <= now: claim -> plan -> start -> spawn one task per attempt
+           sleep until min(due, now + poll_interval), or until a store change wakes us
+    task:  [jitter] -> dispatch (HTTP) -> plan_finish -> finish (batched, fenced) -> release
+    heart: every lease/4 extend every held lease; a lease not confirmed within lease/2 is treated
+           as lost: its attempts are cancelled and nothing more is sent under it.
+
+A lease is local knowledge with an expiry: the store's fencing makes a stale holder's writes
+harmless, the watchdog makes sure a stale holder also stops *sending*. With replica clocks apart by
+up to lease/3, a holder stops (lease/2 after its last confirmed renewal) before any other replica
+can see the lease expire (lease − lease/3 after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock, SystemClock
+from .dispatch import Dispatcher
+from .errors import StoreError
+from .model import Schedule, ScheduleRun
+from .policy import Planner, StartDecision, fire_for
+from .store import Claim, FinishPlan, Store
+
+log = logging.getLogger("leasecron")
+
+EventHook = Callable[[str, dict[str, Any]], None]
+
+
+def default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(slots=True, eq=False)
+class Held:
+    """A lease this replica holds: its view of the schedule and the attempts running under it."""
+
+    schedule: Schedule
+    spec_version: int
+    valid_until: float  # local deadline after which nothing more is sent under this lease
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+
+class Scheduler:
+    """One replica. Several may share a store, in one process or many; the lease coordinates them.
+
+    poll_interval: the longest the loop sleeps without looking (it wakes earlier at the next due
+        time, and at once on changes made through this process).
+    lease_seconds: lease length; renewed every lease/4 while work is in flight.
+    max_concurrent: attempts in flight at once on this replica.
+    on_event: optional hook called as on_event(name, data) for "fire", "finish", "lease_lost",
+        "store_error".
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        *,
+        clock: Clock | None = None,
+        replica_id: str | None = None,
+        poll_interval: float = 1.0,
+        lease_seconds: float = 30.0,
+        max_concurrent: int = 10,
+        rng: random.Random | None = None,
+        new_id: Callable[[], str] | None = None,
+        on_event: EventHook | None = None,
+    ):
+        if poll_interval <= 0:
+            raise ValueError("poll_interval: must be > 0")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds: must be > 0")
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent: must be >= 1")
+        self.store = store
+        self.dispatcher = dispatcher
+        self.clock: Clock = clock or SystemClock()
+        self.replica_id = replica_id or default_replica_id()
+        self.poll_interval = poll_interval
+        self.lease_seconds = lease_seconds
+        self.max_concurrent = max_concurrent
+        self.rng = rng or random.Random()
+        self.planner = Planner(self.replica_id, new_id or (lambda: uuid.uuid4().hex), self.rng)
+        self.on_event = on_event
+        self._held: dict[str, Held] = {}
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._finish_queue: list[tuple[FinishPlan, asyncio.Future]] = []
+        self._finish_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        self.fired = 0  # attempts sent by this replica
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self._stopping = False
+        self.store.add_listener(self._wake.set)
+        self._tasks = [
+            asyncio.create_task(self._loop(), name=f"leasecron-loop-{self.replica_id}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"leasecron-heart-{self.replica_id}"),
+            asyncio.create_task(self._flush_loop(), name=f"leasecron-flush-{self.replica_id}"),
+        ]
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, let attempts in flight finish for up to `timeout` real seconds, then
+        cancel the rest and expire their leases at once so another replica re-delivers them."""
+        if not self._tasks:
+            return
+        self._stopping = True
+        self._wake.set()
+        loop_task, heart_task, flush_task = self._tasks
+        loop_task.cancel()
+        running = [t for held in self._held.values() for t in held.tasks]
+        if running and timeout > 0:
+            await asyncio.wait(running, timeout=timeout)
+        leftover = {sid: held for sid, held in self._held.items() if held.tasks}
+        for held in leftover.values():
+            for task in held.tasks:
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(
+                *(t for h in leftover.values() for t in h.tasks), return_exceptions=True
+            )
+        if leftover:
+            leases = [(sid, h.schedule.lease_version) for sid, h in leftover.items()]
+            with contextlib.suppress(StoreError):
+                await self.store.heartbeat(self.replica_id, self.clock.now(), 0.0, leases)
+            self.store.notify()
+        self._held.clear()
+        heart_task.cancel()
+        self._finish_ready.set()
+        await self._drain_finishes()
+        flush_task.cancel()
+        await asyncio.gather(loop_task, heart_task, flush_task, return_exceptions=True)
+        self._tasks = []
+        if hasattr(self.store, "remove_listener"):
+            self.store.remove_listener(self._wake.set)
+
+    async def __aenter__(self) -> Scheduler:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def wake(self) -> None:
+        """Look at the store now (a change made elsewhere, e.g. notified by another host)."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _emit(self, event: str, /, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(event, data)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        store_backoff = 0.0
+        while not self._stopping:
+            self._wake.clear()  # before looking, so a change made while we look is not missed
+            now = self.clock.now()
+            wake_at = now + self.poll_interval
+            try:
+                wake_at = min(wake_at, await self._fire_held_slots(now))
+                capacity = self.max_concurrent - self._in_flight
+                if capacity > 0:
+                    due = await self.store.next_due()
+                    if due is not None and due <= now:
+                        claims = await self.store.claim(
+                            self.replica_id, now, self.lease_seconds, capacity
+                        )
+                        if claims:
+                            await self._start(claims, now)
+                            continue  # more may be due: look again before sleeping
+                        wake_at = now + min(self.poll_interval, 0.005)  # lost a race; re-peek
+                    elif due is not None:
+                        wake_at = min(wake_at, due)
+                store_backoff = 0.0
+            except StoreError as exc:
+                # "Not claimed": nothing was started; back off and look again.
+                store_backoff = min(self.poll_interval, max(0.01, store_backoff * 2))
+                wake_at = self.clock.now() + store_backoff
+                self._emit("store_error", operation=exc.operation, error=str(exc))
+            await self.clock.wait(self._wake, wake_at - self.clock.now())
+
+    async def _start(self, claims: list[Claim], now: float) -> None:
+        items = [(c.schedule, c.spec_version, self.planner.plan_claim(c, now)) for c in claims]
+        await self._apply_start(items, now)
+
+    async def _apply_start(
+        self, items: list[tuple[Schedule, int, StartDecision]], now: float
+    ) -> None:
+        try:
+            results = await self.store.start(
+                self.replica_id, now, self.lease_seconds, [d.plan for _, _, d in items]
+            )
+        except StoreError as exc:
+            # Nothing was written, so nothing may be sent. The leases stay ours until they expire
+            # (due_at is the expiry), then any replica takes the rows up again.
+            self._emit("store_error", operation=exc.operation, error=str(exc))
+            return
+        for (schedule, spec_version, decision), started in zip(items, results, strict=True):
+            if not started:
+                held = self._held.get(schedule.id)
+                if started is None and held is not None and not held.tasks:
+                    del self._held[schedule.id]
+                continue
+            schedule.next_run_at = decision.plan.next_run_at
+            held = self._held.get(schedule.id)
+            if held is None:
+                held = Held(schedule, spec_version, now + self.lease_seconds / 2)
+                self._held[schedule.id] = held
+            for run in decision.runs:
+                if run.id in started:
+                    self._spawn(held, run, decision.delays.get(run.id, 0.0))
+
+    async def _fire_held_slots(self, now: float) -> float:
+        """overlap=allow: the holder itself fires slots that come due while its runs are in
+        flight (no other replica can, the row is leased). Returns the next such slot time."""
+        next_at = float("inf")
+        due: list[tuple[Schedule, int, StartDecision]] = []
+        for held in self._held.values():
+            s = held.schedule
+            if s.overlap != "allow" or not held.tasks or s.next_run_at is None:
+                continue
+            if s.next_run_at <= now and self._in_flight < self.max_concurrent:
+                due.append(
+                    (s, held.spec_version, self.planner.plan_slot_only(s, held.spec_version, now))
+                )
+            else:
+                next_at = min(next_at, s.next_run_at)
+        if due:
+            await self._apply_start(due, now)
+            next_at = now
+        return next_at
+
+    # -- one attempt -----------------------------------------------------------------------------
+
+    def _spawn(self, held: Held, run: ScheduleRun, delay: float) -> None:
+        self._in_flight += 1
+        task = asyncio.create_task(self._attempt(held, run, delay))
+        held.tasks.add(task)
+
+    async def _attempt(self, held: Held, run: ScheduleRun, delay: float) -> None:
+        task = asyncio.current_task()
+        try:
+            if delay > 0:
+                await self.clock.sleep(delay)
+            if self.clock.now() > held.valid_until:
+                return  # lease can no longer be trusted: send nothing; the row is reclaimed
+            schedule = held.schedule
+            fire = fire_for(schedule, run)
+            started_at = self.clock.now()
+            self.fired += 1
+            self._emit(
+                "fire",
+                replica=self.replica_id,
+                schedule_id=schedule.id,
+                name=schedule.name,
+                run_row_id=run.id,
+                attempt=run.attempt,
+                scheduled_for=run.scheduled_for,
+                trigger=run.trigger,
+                idempotency_key=run.idempotency_key,
+                at=started_at,
+            )
+
+            async def on_started(run_id: str | None, session_id: str | None) -> None:
+                with contextlib.suppress(StoreError):
+                    await self.store.set_run_ids(run.id, run_id, session_id)
+
+            outcome = await self.dispatcher.dispatch(fire, on_started)
+            now = self.clock.now()
+            # Release with the last attempt in flight; after that no slot may be fired under it.
+            release = held.tasks == {task}
+            if release and self._held.get(schedule.id) is held:
+                del self._held[schedule.id]
+            plan = self.planner.plan_finish(
+                schedule, held.spec_version, run, outcome, started_at, now, release
+            )
+            recorded = await self._finish(plan)
+            self._emit(
+                "finish",
+                replica=self.replica_id,
+                schedule_id=schedule.id,
+                run_row_id=run.id,
+                status=outcome.status,
+                recorded=recorded,
+                retry_at=plan.retry.due_at if plan.retry else None,
+                at=now,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A fault of ours, not of the target: stop renewing so the lease expires and another
+            # replica re-delivers the attempt, and say so loudly.
+            log.exception(
+                "attempt %s of schedule %s failed inside the scheduler", run.id, held.schedule.id
+            )
+            if self._held.get(held.schedule.id) is held:
+                del self._held[held.schedule.id]
+        finally:
+            held.tasks.discard(task)
+            self._in_flight -= 1
+            self._wake.set()
+
+    # -- finishing, batched --------------------------------------------------------------------
+
+    async def _finish(self, plan: FinishPlan) -> bool:
+        fut = asyncio.get_running_loop().create_future()
+        self._finish_queue.append((plan, fut))
+        self._finish_ready.set()
+        return await fut
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._finish_ready.wait()
+            self._finish_ready.clear()
+            await self._drain_finishes()
+
+    async def _drain_finishes(self) -> None:
+        """Write every queued outcome in one transaction; on a store error retry the write: an
+        outcome is never dropped (a write after a reclaim is rejected by the fence, harmlessly)."""
+        backoff = 0.05
+        while self._finish_queue:
+            batch, self._finish_queue = self._finish_queue, []
+            while True:
+                try:
+                    results = await self.store.finish(
+                        self.replica_id, self.clock.now(), [plan for plan, _ in batch]
+                    )
+                    break
+                except StoreError as exc:
+                    self._emit("store_error", operation=exc.operation, error=str(exc))
+                    await self.clock.sleep(backoff)
+                    backoff = min(backoff * 2, self.lease_seconds / 4)
+            for (_, fut), recorded in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(recorded)
+
+    # -- heartbeat and watchdog ----------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease_seconds / 4
+        next_beat = self.clock.now() + interval
+        while True:
+            now = self.clock.now()
+            deadline = min([next_beat, *(h.valid_until for h in self._held.values())])
+            if deadline > now:
+                await self.clock.sleep(deadline - now)
+                continue
+            if now >= next_beat:
+                next_beat = now + interval
+                await self._renew(now)
+            self._expire_untrusted(self.clock.now())
+
+    async def _renew(self, now: float) -> None:
+        held = dict(self._held)
+        if not held:
+            return
+        leases = [(sid, h.schedule.lease_version) for sid, h in held.items()]
+        try:
+            kept = await self.store.heartbeat(self.replica_id, now, self.lease_seconds, leases)
+        except StoreError as exc:
+            self._emit("store_error", operation=exc.operation, error=str(exc))
+            return  # the watchdog gives up on these leases if renewals keep failing
+        for sid, h in held.items():
+            if sid in kept:
+                h.valid_until = max(h.valid_until, now + self.lease_seconds / 2)
+            else:
+                self._lose(sid, h, "lease taken over")
+
+    def _expire_untrusted(self, now: float) -> None:
+        for sid, h in list(self._held.items()):
+            if now >= h.valid_until:
+                self._lose(sid, h, "lease not renewed in time")
+
+    def _lose(self, sid: str, held: Held, why: str) -> None:
+        if self._held.get(sid) is held:
+            del self._held[sid]
+        for task in held.tasks:
+            task.cancel()
+        self._emit("lease_lost", replica=self.replica_id, schedule_id=sid, reason=why)

@@ -1,0 +1,742 @@
+"""SqliteStore: the embedded store. One file, WAL mode, every statement of the lease algorithm below
+in one block, each with the race it closes. Blocking sqlite3 calls run on the store's own worker
+thread (or inline, for deterministic simulation), never on the event loop.
+
+Transactions take the write lock up front (BEGIN IMMEDIATE): within one, nothing another replica
+or process commits can interleave, so "read the row, decide, write it" is safe. The re-checks in
+the WHERE clauses still matter: they are what makes a write by a holder that lost its lease a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import fields as dc_fields
+from typing import Any
+
+from .errors import ScheduleExistsError, StoreError
+from .model import Schedule, ScheduleRun
+from .offload import Worker
+from .store import SPEC_FIELDS, Claim, FinishPlan, StartPlan
+
+SCHEMA_VERSION = 1
+_FAR = 1e18  # stands for "never" inside MIN(); SQLite's scalar MIN() returns NULL on any NULL
+
+# ---------------------------------------------------------------------------------------------
+# The lease algorithm, top to bottom. {S} is the schedules table, {R} the runs table.
+# ---------------------------------------------------------------------------------------------
+
+# When a row next needs attention: its earliest pending run or its slot cursor, whichever is
+# sooner. Written by every statement that releases a row or changes its work, so the idle poll
+# can stay one index probe.
+DUE_EXPR = """NULLIF(MIN(COALESCE(next_run_at, {far}),
+    COALESCE((SELECT MIN(r.due_at) FROM {R} r WHERE r.schedule_id = {S}.id
+              AND r.status = 'pending'), {far})), {far})"""
+
+LEASE_SQL = {
+    # The idle poll: MIN over the partial index on due_at is one index probe, flat in table size.
+    "next_due": """
+        SELECT MIN(due_at) FROM {S} WHERE enabled = 1 AND due_at IS NOT NULL""",
+    # Claim up to :limit due rows under a new lease. The subquery picks candidates; the outer
+    # WHERE re-checks due-ness and lease state, so a candidate another replica fired and released
+    # meanwhile (its due_at moved to the future) or still holds is not taken. A held row's due_at
+    # is its lease expiry, so a crashed holder's row comes due here and is reclaimed. Bumping
+    # lease_version issues the fencing token all later writes of this holder must present.
+    "claim": """
+        UPDATE {S} SET locked_by = :replica, locked_at = :now, lease_expires_at = :lease_until,
+               due_at = :lease_until, lease_version = lease_version + 1
+         WHERE id IN (SELECT id FROM {S} WHERE enabled = 1 AND due_at IS NOT NULL
+                       AND due_at <= :now ORDER BY due_at LIMIT :limit)
+           AND enabled = 1 AND due_at <= :now
+           AND (locked_by IS NULL OR lease_expires_at <= :now)
+        RETURNING *""",
+    # The claimed row's waiting work and orphans, read inside the claim's transaction: a trigger
+    # committed after it is seen by the next claim (its due_at) and never half-seen by this one.
+    "claim_runs": """
+        SELECT * FROM {R} WHERE schedule_id = :id AND status IN ('pending', 'running')
+         ORDER BY due_at, created_at""",
+    # Start: advance the slot cursor only while we still hold the lease (a reclaim bumped
+    # lease_version) and the spec is the one we planned with (an update recomputed next_run_at
+    # itself; ours would resurrect the old schedule).
+    "start_fence": """
+        UPDATE {S} SET next_run_at = :next_run_at, last_run_at = COALESCE(:last_run_at, last_run_at)
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version
+           AND spec_version = :spec""",
+    # An attempt whose holder's lease expired ends lease_lost, but only if it is still running:
+    # if the old holder's result landed first, the slot is done and must not be fired again.
+    "lose_orphan": """
+        UPDATE {R} SET status = 'lease_lost', completed_at = :now,
+               error = 'lease expired while in flight; reclaimed by ' || :replica
+         WHERE id = :id AND status = 'running'""",
+    # Pending -> running only if still pending: a disable or delete between claim and start
+    # cancelled it, and a cancelled trigger must not fire.
+    "start_pending": """
+        UPDATE {R} SET status = 'running', replica = :replica, lease_version = :version,
+               triggered_at = :now
+         WHERE id = :id AND status = 'pending'""",
+    "insert_run": """
+        INSERT INTO {R} (id, schedule_id, attempt, scheduled_for, trigger, status,
+               idempotency_key, due_at, error, replica, lease_version, reclaim,
+               triggered_at, completed_at, input, created_at)
+        VALUES (:id, :schedule_id, :attempt, :scheduled_for, :trigger, :status,
+               :idempotency_key, :due_at, :error, :replica, :lease_version, :reclaim,
+               :triggered_at, :completed_at, :input, :created_at)""",
+    # Heartbeat: extend the lease only for the (holder, version) that owns it. A holder whose
+    # lease was taken gets rowcount 0 and stops; it can never extend someone else's lease.
+    "heartbeat": """
+        UPDATE {S} SET lease_expires_at = :lease_until, due_at = :lease_until
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
+    # Record an attempt's outcome only while this holder still owns the attempt. After a reclaim
+    # the row is lease_lost and this late write changes nothing.
+    "finish_run": """
+        UPDATE {R} SET status = :status, status_code = :status_code,
+               run_id = COALESCE(:run_id, run_id), session_id = COALESCE(:session_id, session_id),
+               error = :error, completed_at = :completed_at, duration_ms = :duration_ms,
+               output = :output
+         WHERE id = :id AND status = 'running' AND replica = :replica
+           AND lease_version = :version""",
+    # The holder's bookkeeping on the schedule row, fenced on the lease like every holder write.
+    "finish_schedule": """
+        UPDATE {S} SET last_status = :status,
+               consecutive_failures = CASE WHEN :success THEN 0 ELSE consecutive_failures + 1 END
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
+    # Overlap handling moves the slot cursor past slots that came due during the run, but only if
+    # no update changed the spec meanwhile.
+    "finish_advance": """
+        UPDATE {S} SET next_run_at = :next_run_at
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version
+           AND spec_version = :spec""",
+    # A retry is queued only if the schedule still exists and is enabled: a disable or delete
+    # that committed during the run means nothing more of it fires.
+    "schedule_enabled": """
+        SELECT spec_version, locked_by, lease_version FROM {S} WHERE id = :id AND enabled = 1""",
+    # A one-off is done after its last attempt.
+    "disable_one_off": """
+        UPDATE {S} SET enabled = 0, next_run_at = NULL, due_at = NULL
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version
+           AND spec_version = :spec""",
+    # Release: drop the lease and recompute due_at from the cursor and pending runs in the same
+    # statement, so a trigger or an update committed during the run is honoured, not overwritten.
+    "release": """
+        UPDATE {S} SET locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
+               due_at = CASE WHEN enabled = 1 THEN """
+    + DUE_EXPR
+    + """ END
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
+    # Manager writes (update, trigger) recompute due_at too, unless a live lease holds the row:
+    # then due_at is the lease expiry and the holder's release recomputes it.
+    "refresh_due": """
+        UPDATE {S} SET due_at = CASE
+               WHEN enabled = 0 THEN NULL
+               WHEN locked_by IS NOT NULL AND lease_expires_at > :now THEN due_at
+               ELSE """
+    + DUE_EXPR
+    + """ END
+         WHERE id = :id""",
+    # Disabling or deleting cancels waiting work in the same transaction: nothing of the schedule
+    # fires after the change commits. A running attempt is left to finish and be recorded.
+    "cancel_pending": """
+        UPDATE {R} SET status = 'cancelled', completed_at = :now, error = :reason
+         WHERE schedule_id = :id AND status = 'pending'""",
+    "set_run_ids": """
+        UPDATE {R} SET run_id = :run_id, session_id = :session_id WHERE id = :id""",
+}
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS {S} (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT,
+    method TEXT NOT NULL DEFAULT 'POST',
+    endpoint TEXT NOT NULL,
+    payload TEXT,
+    cron_expr TEXT,
+    interval_seconds REAL,
+    run_at REAL,
+    start_at REAL,
+    timezone TEXT NOT NULL DEFAULT 'UTC',
+    timeout_seconds REAL NOT NULL DEFAULT 3600,
+    max_retries INTEGER NOT NULL DEFAULT 0,
+    retry_delay_seconds REAL NOT NULL DEFAULT 60,
+    overlap TEXT NOT NULL DEFAULT 'skip',
+    misfire TEXT NOT NULL DEFAULT 'fire_once',
+    misfire_grace_seconds REAL NOT NULL DEFAULT 60,
+    max_catchup INTEGER NOT NULL DEFAULT 100,
+    catchup_window_seconds REAL NOT NULL DEFAULT 86400,
+    jitter_seconds REAL NOT NULL DEFAULT 0,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    next_run_at REAL,
+    due_at REAL,
+    locked_by TEXT,
+    locked_at REAL,
+    lease_expires_at REAL,
+    lease_version INTEGER NOT NULL DEFAULT 0,
+    spec_version INTEGER NOT NULL DEFAULT 1,
+    last_run_at REAL,
+    last_status TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {prefix}schedules_due ON {S} (due_at)
+    WHERE enabled = 1 AND due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {R} (
+    id TEXT PRIMARY KEY,
+    schedule_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    scheduled_for REAL,
+    trigger TEXT NOT NULL,
+    status TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    due_at REAL,
+    status_code INTEGER,
+    run_id TEXT,
+    session_id TEXT,
+    error TEXT,
+    replica TEXT,
+    lease_version INTEGER,
+    reclaim INTEGER NOT NULL DEFAULT 0,
+    triggered_at REAL,
+    completed_at REAL,
+    duration_ms REAL,
+    input TEXT,
+    output TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_by_schedule ON {R} (schedule_id, created_at);
+CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_open ON {R} (schedule_id, due_at)
+    WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_run_id ON {R} (run_id);
+"""
+
+# Schema versions, applied in order and recorded in the meta table. A migration may add tables,
+# columns and indexes; it never drops or rewrites data.
+MIGRATIONS: list[str] = [SCHEMA_V1]
+
+_SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule)]
+_RUN_COLUMNS = [f.name for f in dc_fields(ScheduleRun)]
+
+
+def _json_dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _json_load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _to_schedule(row: sqlite3.Row) -> Schedule:
+    values = {name: row[name] for name in _SCHEDULE_COLUMNS}
+    values["payload"] = _json_load(values["payload"])
+    values["enabled"] = bool(values["enabled"])
+    return Schedule(**values)
+
+
+def _to_run(row: sqlite3.Row) -> ScheduleRun:
+    values = {name: row[name] for name in _RUN_COLUMNS}
+    values["input"] = _json_load(values["input"])
+    values["output"] = _json_load(values["output"])
+    return ScheduleRun(**values)
+
+
+def _run_params(run: ScheduleRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "schedule_id": run.schedule_id,
+        "attempt": run.attempt,
+        "scheduled_for": run.scheduled_for,
+        "trigger": run.trigger,
+        "status": run.status,
+        "idempotency_key": run.idempotency_key,
+        "due_at": run.due_at,
+        "error": run.error,
+        "replica": run.replica,
+        "lease_version": run.lease_version,
+        "reclaim": run.reclaim,
+        "triggered_at": run.triggered_at,
+        "completed_at": run.completed_at,
+        "input": _json_dump(run.input),
+        "created_at": run.created_at,
+    }
+
+
+class SqliteStore:
+    """The kernel's Store on one SQLite file.
+
+    path: a file path (":memory:" works for a single store object).
+    prefix: table name prefix (default "agno_": agno_schedules, agno_schedule_runs).
+    inline: run statements on the calling thread instead of the worker thread. Deterministic, for
+        the simulator and tests; a busy file would then block the event loop.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        prefix: str = "agno_",
+        inline: bool = False,
+        busy_timeout: float = 10.0,
+    ):
+        if not prefix.replace("_", "").isalnum():
+            raise ValueError(f"prefix: {prefix!r} must be letters, digits and underscores")
+        self.path = str(path)
+        self.prefix = prefix
+        self.schedules_table = f"{prefix}schedules"
+        self.runs_table = f"{prefix}schedule_runs"
+        self._sql = {
+            name: sql.format(S=self.schedules_table, R=self.runs_table, far=_FAR)
+            for name, sql in LEASE_SQL.items()
+        }
+        self._listeners: list[Callable[[], None]] = []
+        self._worker = None if inline else Worker(f"leasecron-sqlite-{prefix}")
+        self._local = threading.local()
+        self._conn: sqlite3.Connection | None = None
+        self._busy_timeout = busy_timeout
+        self._call(self._migrate)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash; only an OS crash may lose
+            # the last transactions, never corrupt the file.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn = conn
+        return self._conn
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._worker is None:
+            return fn(*args)
+        return self._worker.call(fn, *args)
+
+    async def _run(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            if self._worker is None:
+                return fn(*args)
+            return await self._worker.run(fn, *args)
+        except (ScheduleExistsError, StoreError):
+            raise
+        except sqlite3.Error as exc:
+            raise StoreError(operation, exc) from exc
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run fn inside BEGIN IMMEDIATE ... COMMIT; roll back on any error."""
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _migrate(self) -> None:
+        def apply(conn: sqlite3.Connection) -> None:
+            meta = f"{self.prefix}leasecron_meta"
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT)")
+            row = conn.execute(f"SELECT value FROM {meta} WHERE key = 'schema_version'").fetchone()
+            current = int(row[0]) if row else 0
+            if current > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"{self.path}: schema version {current} is newer than this leasecron "
+                    f"({len(MIGRATIONS)}); upgrade leasecron"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                script = MIGRATIONS[version - 1].format(
+                    S=self.schedules_table, R=self.runs_table, prefix=self.prefix
+                )
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {meta} (key, value) VALUES ('schema_version', ?)",
+                    (str(version),),
+                )
+
+        self._tx(apply)
+
+    def schema_version(self) -> int:
+        meta = f"{self.prefix}leasecron_meta"
+        row = self._call(
+            lambda: (
+                self._connect()
+                .execute(f"SELECT value FROM {meta} WHERE key = 'schema_version'")
+                .fetchone()
+            )
+        )
+        return int(row[0])
+
+    # -- wake-ups --------------------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def notify(self) -> None:
+        """Wake every scheduler of this process that listens on this store."""
+        for callback in list(self._listeners):
+            callback()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            self._call(conn.close)
+        if self._worker is not None:
+            self._worker.shutdown()
+
+    # -- schedules -------------------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            values = {name: getattr(schedule, name) for name in _SCHEDULE_COLUMNS}
+            values["payload"] = _json_dump(values["payload"])
+            values["enabled"] = int(values["enabled"])
+            values["due_at"] = schedule.next_run_at if schedule.enabled else None
+            cols = ", ".join(values)
+            marks = ", ".join(f":{c}" for c in values)
+            try:
+                conn.execute(
+                    f"INSERT INTO {self.schedules_table} ({cols}) VALUES ({marks})", values
+                )
+            except sqlite3.IntegrityError as exc:
+                if "name" in str(exc):
+                    raise ScheduleExistsError(schedule.name) from exc
+                raise
+
+        await self._run("create_schedule", self._tx, op)
+        self.notify()
+
+    def _get(self, conn: sqlite3.Connection, column: str, value: str) -> Schedule | None:
+        row = conn.execute(
+            f"SELECT * FROM {self.schedules_table} WHERE {column} = ?", (value,)
+        ).fetchone()
+        return _to_schedule(row) if row else None
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return await self._run(
+            "get_schedule", lambda: self._get(self._connect(), "id", schedule_id)
+        )
+
+    async def get_schedule_by_name(self, name: str) -> Schedule | None:
+        return await self._run(
+            "get_schedule_by_name", lambda: self._get(self._connect(), "name", name)
+        )
+
+    async def list_schedules(self, enabled: bool | None = None) -> list[Schedule]:
+        def op() -> list[Schedule]:
+            sql = f"SELECT * FROM {self.schedules_table}"
+            args: tuple = ()
+            if enabled is not None:
+                sql += " WHERE enabled = ?"
+                args = (int(enabled),)
+            rows = self._connect().execute(sql + " ORDER BY name", args).fetchall()
+            return [_to_schedule(r) for r in rows]
+
+        return await self._run("list_schedules", op)
+
+    async def update_schedule(
+        self, schedule_id: str, fields: dict[str, Any], now: float
+    ) -> Schedule | None:
+        """Apply caller fields (spec, enabled, next_run_at) and bump spec_version, so a holder that
+        planned with the old spec cannot write its slot cursor back over this change."""
+        allowed = {*SPEC_FIELDS, "enabled", "next_run_at"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"update_schedule: not updatable: {sorted(unknown)}")
+
+        def op(conn: sqlite3.Connection) -> Schedule | None:
+            if self._get(conn, "id", schedule_id) is None:
+                return None
+            values = dict(fields)
+            if "payload" in values:
+                values["payload"] = _json_dump(values["payload"])
+            if "enabled" in values:
+                values["enabled"] = int(values["enabled"])
+            sets = ", ".join(f"{c} = :{c}" for c in values)
+            values.update(id=schedule_id, now=now)
+            try:
+                conn.execute(
+                    f"UPDATE {self.schedules_table} SET {sets}, spec_version = spec_version + 1, "
+                    f"updated_at = :now WHERE id = :id",
+                    values,
+                )
+            except sqlite3.IntegrityError as exc:
+                if "name" in str(exc):
+                    raise ScheduleExistsError(fields["name"]) from exc
+                raise
+            if fields.get("enabled") is False:
+                conn.execute(
+                    self._sql["cancel_pending"],
+                    {"id": schedule_id, "now": now, "reason": "schedule disabled"},
+                )
+            conn.execute(self._sql["refresh_due"], {"id": schedule_id, "now": now})
+            return self._get(conn, "id", schedule_id)
+
+        result = await self._run("update_schedule", self._tx, op)
+        self.notify()
+        return result
+
+    async def delete_schedule(self, schedule_id: str, now: float) -> bool:
+        """Delete the schedule and cancel its pending runs. Run history stays; an attempt in
+        flight finishes and is recorded on its run row."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                self._sql["cancel_pending"],
+                {"id": schedule_id, "now": now, "reason": "schedule deleted"},
+            )
+            cur = conn.execute(f"DELETE FROM {self.schedules_table} WHERE id = ?", (schedule_id,))
+            return cur.rowcount == 1
+
+        deleted = await self._run("delete_schedule", self._tx, op)
+        self.notify()
+        return deleted
+
+    async def add_pending_run(self, run: ScheduleRun, now: float) -> None:
+        """Queue durable work (a manual trigger). Fails with LookupError if the schedule is gone
+        or disabled, checked in the same transaction as the insert."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                f"SELECT enabled FROM {self.schedules_table} WHERE id = ?", (run.schedule_id,)
+            ).fetchone()
+            if row is None:
+                raise LookupError(f"schedule {run.schedule_id!r} not found")
+            if not row[0]:
+                raise PermissionError(f"schedule {run.schedule_id!r} is disabled")
+            conn.execute(self._sql["insert_run"], _run_params(run))
+            conn.execute(self._sql["refresh_due"], {"id": run.schedule_id, "now": now})
+
+        await self._run("add_pending_run", self._tx, op)
+        self.notify()
+
+    async def list_runs(self, schedule_id: str | None, limit: int = 20) -> list[ScheduleRun]:
+        def op() -> list[ScheduleRun]:
+            where, args = ("WHERE schedule_id = ?", (schedule_id,)) if schedule_id else ("", ())
+            rows = (
+                self._connect()
+                .execute(
+                    f"SELECT * FROM {self.runs_table} {where} "
+                    f"ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                    (*args, limit),
+                )
+                .fetchall()
+            )
+            return [_to_run(r) for r in rows]
+
+        return await self._run("list_runs", op)
+
+    async def get_run(self, run_row_id: str) -> ScheduleRun | None:
+        def op() -> ScheduleRun | None:
+            row = (
+                self._connect()
+                .execute(f"SELECT * FROM {self.runs_table} WHERE id = ?", (run_row_id,))
+                .fetchone()
+            )
+            return _to_run(row) if row else None
+
+        return await self._run("get_run", op)
+
+    # -- the lease algorithm -----------------------------------------------------------------------
+
+    async def next_due(self) -> float | None:
+        return await self._run(
+            "next_due", lambda: self._connect().execute(self._sql["next_due"]).fetchone()[0]
+        )
+
+    async def claim(
+        self, replica: str, now: float, lease_seconds: float, limit: int
+    ) -> list[Claim]:
+        def op(conn: sqlite3.Connection) -> list[Claim]:
+            rows = conn.execute(
+                self._sql["claim"],
+                {
+                    "replica": replica,
+                    "now": now,
+                    "lease_until": now + lease_seconds,
+                    "limit": limit,
+                },
+            ).fetchall()
+            claims = []
+            for row in rows:
+                schedule = _to_schedule(row)
+                pending: list[ScheduleRun] = []
+                running: list[ScheduleRun] = []
+                for run_row in conn.execute(self._sql["claim_runs"], {"id": schedule.id}):
+                    run = _to_run(run_row)
+                    (pending if run.status == "pending" else running).append(run)
+                claims.append(Claim(schedule, row["spec_version"], pending, running))
+            return claims
+
+        return await self._run("claim", self._tx, op)
+
+    async def start(
+        self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
+    ) -> list[set[str] | None]:
+        """Apply start plans; per plan the set of run row ids now running, or None if fenced out."""
+
+        def op(conn: sqlite3.Connection) -> list[set[str] | None]:
+            results: list[set[str] | None] = []
+            for plan in plans:
+                fence = {"id": plan.schedule_id, "replica": replica, "version": plan.lease_version}
+                cur = conn.execute(
+                    self._sql["start_fence"],
+                    {
+                        **fence,
+                        "spec": plan.spec_version,
+                        "next_run_at": plan.next_run_at,
+                        "last_run_at": now if plan.insert_runs or plan.start_pending else None,
+                    },
+                )
+                if cur.rowcount != 1:
+                    results.append(None)
+                    continue
+                started: set[str] = set()
+                for orphan_id, replacement in plan.lost_runs:
+                    lost = conn.execute(
+                        self._sql["lose_orphan"], {"id": orphan_id, "now": now, "replica": replica}
+                    ).rowcount
+                    if lost and replacement is not None:
+                        conn.execute(self._sql["insert_run"], _run_params(replacement))
+                        started.add(replacement.id)
+                for run in plan.insert_runs:
+                    conn.execute(self._sql["insert_run"], _run_params(run))
+                    if run.status == "running":
+                        started.add(run.id)
+                for run_row_id in plan.start_pending:
+                    if conn.execute(
+                        self._sql["start_pending"],
+                        {
+                            "id": run_row_id,
+                            "replica": replica,
+                            "version": plan.lease_version,
+                            "now": now,
+                        },
+                    ).rowcount:
+                        started.add(run_row_id)
+                if plan.disable:
+                    conn.execute(self._sql["disable_one_off"], {**fence, "spec": plan.spec_version})
+                if not started and not plan.keep_lease:
+                    conn.execute(self._sql["release"], fence)
+                results.append(started)
+            return results
+
+        return await self._run("start", self._tx, op)
+
+    async def heartbeat(
+        self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
+    ) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
+            held = set()
+            for schedule_id, version in leases:
+                cur = conn.execute(
+                    self._sql["heartbeat"],
+                    {
+                        "id": schedule_id,
+                        "replica": replica,
+                        "version": version,
+                        "lease_until": now + lease_seconds,
+                    },
+                )
+                if cur.rowcount == 1:
+                    held.add(schedule_id)
+            return held
+
+        return await self._run("heartbeat", self._tx, op)
+
+    async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]:
+        """Record outcomes. Per plan True if the outcome was recorded (this holder still owned the
+        attempt); the schedule-side writes are fenced separately on the lease."""
+
+        def op(conn: sqlite3.Connection) -> list[bool]:
+            results = []
+            for plan in plans:
+                fence = {"id": plan.schedule_id, "replica": replica, "version": plan.lease_version}
+                recorded = (
+                    conn.execute(
+                        self._sql["finish_run"],
+                        {
+                            "id": plan.run_row_id,
+                            "replica": replica,
+                            "version": plan.lease_version,
+                            "status": plan.status,
+                            "status_code": plan.status_code,
+                            "run_id": plan.run_id,
+                            "session_id": plan.session_id,
+                            "error": plan.error,
+                            "completed_at": plan.completed_at,
+                            "duration_ms": plan.duration_ms,
+                            "output": _json_dump(plan.output),
+                        },
+                    ).rowcount
+                    == 1
+                )
+                results.append(recorded)
+                if not recorded:
+                    continue
+                holds = (
+                    conn.execute(
+                        self._sql["finish_schedule"],
+                        {**fence, "status": plan.status, "success": plan.success},
+                    ).rowcount
+                    == 1
+                )
+                enabled = conn.execute(self._sql["schedule_enabled"], {"id": plan.schedule_id})
+                state = enabled.fetchone()
+                if plan.retry is not None and state is not None:
+                    conn.execute(self._sql["insert_run"], _run_params(plan.retry))
+                if not holds:
+                    # Lease taken meanwhile (or the schedule deleted): our result is recorded, the
+                    # new holder owns the row; refresh due_at only if nobody holds it.
+                    conn.execute(self._sql["refresh_due"], {"id": plan.schedule_id, "now": now})
+                    continue
+                spec_unchanged = state is not None and state["spec_version"] == plan.spec_version
+                if plan.advance_slot and spec_unchanged:
+                    conn.execute(
+                        self._sql["finish_advance"],
+                        {**fence, "spec": plan.spec_version, "next_run_at": plan.next_run_at},
+                    )
+                    for run in plan.insert_runs:
+                        conn.execute(self._sql["insert_run"], _run_params(run))
+                if plan.disable and plan.retry is None:
+                    conn.execute(self._sql["disable_one_off"], {**fence, "spec": plan.spec_version})
+                if plan.release:
+                    conn.execute(self._sql["release"], fence)
+            return results
+
+        results = await self._run("finish", self._tx, op)
+        if any(plan.retry is not None or plan.release for plan in plans):
+            self.notify()
+        return results
+
+    async def set_run_ids(
+        self, run_row_id: str, run_id: str | None, session_id: str | None
+    ) -> None:
+        await self._run(
+            "set_run_ids",
+            self._tx,
+            lambda conn: conn.execute(
+                self._sql["set_run_ids"],
+                {"id": run_row_id, "run_id": run_id, "session_id": session_id},
+            ),
+        )
+
+
+def iter_sql(store: SqliteStore) -> Iterable[tuple[str, str]]:
+    """The formatted lease statements of a store, for docs and the raw-SQL benchmark."""
+    return store._sql.items()

@@ -1,0 +1,135 @@
+"""The storage protocol: scheduler-level operations a store must provide, and the plans that cross
+it. The scheduler never sees SQL; a store never decides policy (misfire, overlap, retry delays).
+
+Lease lifecycle, the same for every store:
+  next_due   peek: the earliest `due_at` of an enabled schedule (an idle poll is only this)
+  claim      take up to N due schedules under a fresh lease (version bumped: the fencing token)
+  start      fenced on (locked_by, lease_version): write the run rows and the advanced slot
+  heartbeat  fenced: extend the leases still held; the ones missing from the answer are lost
+  finish     fenced: record the outcome, queue a retry, apply overlap, release the lease
+`due_at` folds "work is due" and "the holder's lease expired" into one indexed column: a locked
+row's due_at is its lease expiry, so a replica that crashed mid-run is reclaimed by the same query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .model import Schedule, ScheduleRun
+
+# Columns a caller may set on create/update; everything else belongs to the lease machinery.
+SPEC_FIELDS = (
+    "name",
+    "description",
+    "method",
+    "endpoint",
+    "payload",
+    "cron_expr",
+    "interval_seconds",
+    "run_at",
+    "start_at",
+    "timezone",
+    "timeout_seconds",
+    "max_retries",
+    "retry_delay_seconds",
+    "overlap",
+    "misfire",
+    "misfire_grace_seconds",
+    "max_catchup",
+    "catchup_window_seconds",
+    "jitter_seconds",
+)
+
+
+@dataclass(slots=True)
+class Claim:
+    """A schedule this replica now holds, with the run rows a decision needs."""
+
+    schedule: Schedule
+    spec_version: int
+    pending: list[ScheduleRun]  # durable work waiting: triggers, retries, buffered slots
+    running: list[ScheduleRun]  # orphans: in flight under a previous holder whose lease expired
+
+
+@dataclass(slots=True)
+class StartPlan:
+    """What the holder decided to do with a claimed schedule; applied atomically and fenced."""
+
+    schedule_id: str
+    lease_version: int
+    spec_version: int
+    next_run_at: float | None  # the slot cursor after this decision
+    insert_runs: list[ScheduleRun] = field(default_factory=list)  # new rows (running or final)
+    start_pending: list[str] = field(default_factory=list)  # pending row ids now running
+    # Orphaned running rows -> lease_lost, each with the row that re-delivers it (or None when its
+    # re-deliveries are used up). The replacement is inserted only if the orphan was still running.
+    lost_runs: list[tuple[str, ScheduleRun | None]] = field(default_factory=list)
+    # Keep the lease even if nothing starts (an overlap=allow holder with other runs in flight);
+    # otherwise a plan that starts nothing releases the lease in the same transaction.
+    keep_lease: bool = False
+    disable: bool = False  # a one-off with nothing left to fire
+
+
+@dataclass(slots=True)
+class FinishPlan:
+    """The end of one attempt: its result, what follows it, and whether the lease is released."""
+
+    schedule_id: str
+    lease_version: int
+    spec_version: int
+    run_row_id: str
+    status: str
+    status_code: int | None
+    run_id: str | None
+    session_id: str | None
+    error: str | None
+    completed_at: float
+    duration_ms: float
+    output: Any = None
+    retry: ScheduleRun | None = None  # pending row for the next attempt (only if still enabled)
+    # Overlap handling at release, valid only while the spec is unchanged (spec_version):
+    next_run_at: float | None = None
+    advance_slot: bool = False
+    insert_runs: list[ScheduleRun] = field(default_factory=list)  # skipped / buffered rows
+    release: bool = True
+    disable: bool = False
+    last_run_at: float | None = None
+    success: bool = False
+
+
+class Store(Protocol):
+    # -- schedules (the manager's side) --
+    async def create_schedule(self, schedule: Schedule) -> None: ...
+    async def get_schedule(self, schedule_id: str) -> Schedule | None: ...
+    async def get_schedule_by_name(self, name: str) -> Schedule | None: ...
+    async def list_schedules(self, enabled: bool | None = None) -> list[Schedule]: ...
+    async def update_schedule(
+        self, schedule_id: str, fields: dict[str, Any], now: float
+    ) -> Schedule | None: ...
+    async def delete_schedule(self, schedule_id: str, now: float) -> bool: ...
+    async def add_pending_run(self, run: ScheduleRun, now: float) -> None: ...
+    async def list_runs(self, schedule_id: str | None, limit: int = 20) -> list[ScheduleRun]: ...
+    async def get_run(self, run_row_id: str) -> ScheduleRun | None: ...
+
+    # -- the lease algorithm (the scheduler's side) --
+    async def next_due(self) -> float | None: ...
+    async def claim(
+        self, replica: str, now: float, lease_seconds: float, limit: int
+    ) -> list[Claim]: ...
+    async def start(
+        self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
+    ) -> list[set[str] | None]: ...
+    async def heartbeat(
+        self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
+    ) -> set[str]: ...
+    async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]: ...
+    async def set_run_ids(
+        self, run_row_id: str, run_id: str | None, session_id: str | None
+    ) -> None: ...
+
+    # -- wake-ups --
+    def add_listener(self, callback: Callable[[], None]) -> None: ...
+    def notify(self) -> None: ...
+    async def close(self) -> None: ...
