@@ -1,0 +1,832 @@
+"""HttpDispatcher: headers, bodies, the AgentOS run protocol on a SimClock, failure classes, the
+allowed-hosts rule, and both HTTP paths across a real loopback socket.
+
+No pytest-asyncio: each async test is a sync test running its coroutine with `arun`."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+from leasecron.kernel.clock import SimClock
+from leasecron.kernel.dispatch import (
+    HttpDispatcher,
+    validate_endpoint,
+    validate_method,
+)
+from leasecron.kernel.errors import ValidationError
+from leasecron.kernel.model import Fire, Outcome
+
+BASE = "http://agentos.test"
+T0 = 1_780_000_000.0
+
+
+def arun(coro, limit: float = 5.0):
+    """Run `coro` on a fresh loop, bounded in real time so a bug cannot hang the suite."""
+
+    async def main():
+        async with asyncio.timeout(limit):
+            return await coro
+
+    return asyncio.run(main())
+
+
+def make_fire(endpoint: str = "/hooks/nightly", method: str = "POST", **kw) -> Fire:
+    values = {
+        "schedule_id": "sch-1",
+        "schedule_name": "nightly",
+        "run_row_id": "row-1",
+        "method": method,
+        "endpoint": endpoint,
+        "payload": {"message": "hello"},
+        "attempt": 2,
+        "scheduled_for": 1_780_000_000.5,
+        "idempotency_key": "sch-1:1780000000.5",
+        "timeout_seconds": 60.0,
+    }
+    values.update(kw)
+    return Fire(**values)
+
+
+class Target:
+    """An in-process HTTP target: `handler(request)` answers; every request is recorded with
+    the clock time it arrived at."""
+
+    def __init__(self, handler: Callable[[httpx.Request], httpx.Response], clock=None):
+        self.handler = handler
+        self.clock = clock
+        self.requests: list[httpx.Request] = []
+        self.times: list[float] = []
+
+    def transport(self) -> httpx.MockTransport:
+        def handle(request: httpx.Request):
+            self.requests.append(request)
+            self.times.append(self.clock.now() if self.clock else 0.0)
+            return self.handler(request)
+
+        return httpx.MockTransport(handle)
+
+    def gets(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "GET"]
+
+
+def run_target(poll_statuses, clock=None, post=None):
+    """A run target: POST answers `post` (default 202 run r1/s1 PENDING); the n-th GET answers
+    poll_statuses[n] (an int is an HTTP code, an Exception is raised, a dict is the JSON)."""
+    polls = list(poll_statuses)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            if post is not None:
+                return post
+            body = {"run_id": "r1", "session_id": "s1", "status": "PENDING"}
+            return httpx.Response(202, json=body)
+        step = polls.pop(0) if len(polls) > 1 else polls[0]
+        if isinstance(step, Exception):
+            raise step
+        if isinstance(step, int):
+            return httpx.Response(step, text="not yet")
+        return httpx.Response(200, json=step)
+
+    return Target(handler, clock)
+
+
+def dispatcher(target: Target | None = None, **kw) -> HttpDispatcher:
+    transport = target.transport() if target is not None else None
+    return HttpDispatcher(BASE, kw.pop("token", "s3cret"), transport, **kw)
+
+
+# -- headers and bodies -----------------------------------------------------------------------
+
+
+def test_plain_post_headers_json_body_and_output():
+    target = Target(lambda r: httpx.Response(200, json={"ok": True, "n": 3}))
+
+    async def main():
+        async with dispatcher(target, headers={"X-Extra": "yes"}) as d:
+            return await d.dispatch(make_fire(payload={"message": "hi", "n": [1, 2]}))
+
+    out = arun(main())
+    assert out == Outcome(status="success", status_code=200, output={"ok": True, "n": 3})
+    [req] = target.requests
+    assert req.method == "POST"
+    assert str(req.url) == "http://agentos.test/hooks/nightly"
+    assert req.headers["Idempotency-Key"] == "sch-1:1780000000.5"
+    assert req.headers["X-Schedule-Id"] == "sch-1"
+    assert req.headers["X-Schedule-Attempt"] == "2"
+    assert req.headers["X-Scheduled-For"] == "1780000000.5"
+    assert req.headers["Authorization"] == "Bearer s3cret"
+    assert req.headers["X-Extra"] == "yes"
+    assert req.headers["Content-Type"] == "application/json"
+    assert json.loads(req.content) == {"message": "hi", "n": [1, 2]}
+
+
+def test_no_token_no_authorization_get_has_no_body_and_text_output():
+    target = Target(lambda r: httpx.Response(200, text="pong"))
+
+    async def main():
+        async with dispatcher(target, token=None) as d:
+            fire = make_fire("/ping", method="get", scheduled_for=None, attempt=1)
+            return await d.dispatch(fire)
+
+    out = arun(main())
+    assert out == Outcome(status="success", status_code=200, output="pong")
+    [req] = target.requests
+    assert req.method == "GET"
+    assert "Authorization" not in req.headers
+    assert req.headers["X-Scheduled-For"] == ""
+    assert req.headers["X-Schedule-Attempt"] == "1"
+    assert req.content == b""
+
+
+def test_put_patch_send_json_delete_sends_nothing():
+    target = Target(lambda r: httpx.Response(204))
+
+    async def main():
+        async with dispatcher(target) as d:
+            return [await d.dispatch(make_fire(method=m)) for m in ("PUT", "PATCH", "DELETE")]
+
+    outs = arun(main())
+    assert [o.status for o in outs] == ["success"] * 3
+    assert [o.output for o in outs] == [None] * 3
+    assert [json.loads(r.content) if r.content else None for r in target.requests] == [
+        {"message": "hello"},
+        {"message": "hello"},
+        None,
+    ]
+
+
+def test_plain_output_is_cut_to_64_kib():
+    target = Target(lambda r: httpx.Response(200, text="x" * 200_000))
+
+    async def main():
+        async with dispatcher(target) as d:
+            return await d.dispatch(make_fire())
+
+    out = arun(main())
+    assert out.status == "success"
+    assert out.output == "x" * 65536
+    assert out.extra == {"output_truncated": True}
+
+
+def test_run_endpoint_form_body():
+    target = run_target([{"status": "COMPLETED", "content": "done"}])
+    clock = SimClock(T0)
+    payload = {
+        "message": "summarise",
+        "user_id": None,
+        "metadata": {"a": 1, "b": [True]},
+        "add_history": True,
+        "debug": False,
+        "n": 3,
+        "stream": True,  # the protocol's own values win
+    }
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(d.dispatch(make_fire("/agents/a1/runs", payload=payload)))
+            await clock.advance(0.5)
+            return await task
+
+    out = arun(main())
+    assert out.status == "success"
+    post = target.requests[0]
+    assert post.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert parse_qsl(post.content.decode(), keep_blank_values=True) == [
+        ("message", "summarise"),
+        ("metadata", '{"a": 1, "b": [true]}'),
+        ("add_history", "true"),
+        ("debug", "false"),
+        ("n", "3"),
+        ("stream", "false"),
+        ("background", "true"),
+    ]
+
+
+# -- the run protocol -------------------------------------------------------------------------
+
+
+def test_on_started_before_polling_then_completed():
+    clock = SimClock(T0)
+    target = run_target([{"status": "COMPLETED", "content": {"answer": 42}}], clock)
+    started: list[tuple] = []
+
+    async def on_started(run_id, session_id):
+        started.append((run_id, session_id, len(target.gets())))
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(d.dispatch(make_fire("/teams/t9/runs/"), on_started))
+            await clock.settle()
+            assert started == [("r1", "s1", 0)]
+            assert not task.done()
+            assert target.gets() == []
+            await clock.advance(0.5)
+            assert task.done()
+            return await task
+
+    out = arun(main())
+    assert out == Outcome(
+        status="success",
+        status_code=202,
+        run_id="r1",
+        session_id="s1",
+        output={"answer": 42},
+        extra={"polls": 1},
+    )
+    assert started == [("r1", "s1", 0)]
+    [get] = target.gets()
+    assert str(get.url) == "http://agentos.test/teams/t9/runs/r1?session_id=s1"
+    assert target.times == [T0, T0 + 0.5]
+    for name in ("Idempotency-Key", "X-Schedule-Id", "X-Schedule-Attempt", "Authorization"):
+        assert get.headers[name] == target.requests[0].headers[name]
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "retryable", "error", "output"),
+    [
+        ({"status": "completed", "content": "hi"}, "success", False, None, "hi"),
+        ({"status": "COMPLETED"}, "success", False, None, None),
+        ({"status": "ERROR", "error": "model exploded"}, "failed", True, "model exploded", None),
+        ({"status": "Error", "content": "tool failed"}, "failed", True, "tool failed", None),
+        ({"status": "ERROR"}, "failed", True, "run ended with status ERROR", None),
+        ({"status": "CANCELLED"}, "cancelled", False, "run ended with status CANCELLED", None),
+        (
+            {"status": "paused", "content": "?"},
+            "paused",
+            False,
+            "run ended with status PAUSED",
+            None,
+        ),
+    ],
+)
+def test_poll_status_mapping(reply, status, retryable, error, output):
+    clock = SimClock(T0)
+    target = run_target([reply], clock)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(d.dispatch(make_fire("/workflows/w1/runs")))
+            await clock.advance(0.5)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.retryable, out.error, out.output) == (status, retryable, error, output)
+    assert (out.run_id, out.session_id, out.status_code) == ("r1", "s1", 202)
+
+
+def test_backoff_delays_and_polling_through_404_errors_and_unknown_statuses():
+    clock = SimClock(T0)
+    steps = [
+        404,
+        httpx.ConnectError("refused"),
+        {"status": "PENDING"},
+        503,
+        {"status": "RUNNING"},
+        httpx.ReadTimeout("slow"),
+        {"status": "SOMETHING_NEW"},
+        {"nostatus": True},
+        429,
+        {"status": "COMPLETED", "content": "finally"},
+    ]
+    target = run_target(steps, clock)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(
+                d.dispatch(make_fire("/agents/a1/runs", timeout_seconds=1e4))
+            )
+            await clock.advance(100)
+            return await task
+
+    out = arun(main())
+    assert out.status == "success"
+    assert out.output == "finally"
+    assert out.extra == {"polls": 10}
+    times = target.times[1:]  # [0] is the POST
+    delays = [b - a for a, b in zip([T0, *times], times, strict=False)]
+    expected = [0.5, 0.8, 1.28, 2.048, 3.2768, 5.24288, 8.388608, 10.0, 10.0, 10.0]
+    assert delays == pytest.approx(expected, abs=1e-6)
+
+
+def test_custom_backoff_parameters():
+    clock = SimClock(T0)
+    target = run_target([{"status": "RUNNING"}] * 5 + [{"status": "COMPLETED"}], clock)
+
+    async def main():
+        d = dispatcher(target, clock=clock, poll_initial=1.0, poll_factor=2.0, poll_max=5.0)
+        async with d:
+            task = asyncio.create_task(d.dispatch(make_fire("/agents/a1/runs")))
+            await clock.advance(100)
+            return await task
+
+    out = arun(main())
+    assert out.status == "success"
+    assert [t - T0 for t in target.times[1:]] == pytest.approx([1, 3, 7, 12, 17, 22])
+
+
+def test_timeout_on_the_sim_clock_keeps_run_ids():
+    clock = SimClock(T0)
+    target = run_target([{"status": "RUNNING"}], clock)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            fire = make_fire("/agents/a1/runs", timeout_seconds=5.0)
+            task = asyncio.create_task(d.dispatch(fire))
+            await clock.advance(4.99)
+            assert not task.done()
+            await clock.advance(0.02)
+            assert task.done()
+            return await task
+
+    out = arun(main())
+    assert out == Outcome(
+        status="timeout",
+        status_code=202,
+        run_id="r1",
+        session_id="s1",
+        error="run did not finish within 5s",
+        retryable=True,
+        extra={"polls": 4},
+    )
+    assert [t - T0 for t in target.times[1:]] == pytest.approx([0.5, 1.3, 2.58, 4.628])
+
+
+def test_timeout_covers_a_post_that_never_answers():
+    clock = SimClock(T0)
+    never = asyncio.Event
+
+    async def handler(request):
+        await never().wait()
+
+    async def main():
+        d = HttpDispatcher(BASE, transport=httpx.MockTransport(handler), clock=clock)
+        async with d:
+            task = asyncio.create_task(d.dispatch(make_fire("/agents/a1/runs", timeout_seconds=30)))
+            await clock.advance(29.9)
+            assert not task.done()
+            await clock.advance(0.1)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.retryable, out.run_id, out.status_code) == ("timeout", True, None, None)
+
+
+def test_poll_auth_failure_is_final():
+    clock = SimClock(T0)
+    target = run_target([401], clock)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(d.dispatch(make_fire("/agents/a1/runs")))
+            await clock.advance(0.5)
+            return await task
+
+    out = arun(main())
+    assert out == Outcome(
+        status="failed",
+        status_code=401,
+        run_id="r1",
+        session_id="s1",
+        error="poll: HTTP 401 Unauthorized: not yet",
+        retryable=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "retryable", "output", "error"),
+    [
+        (httpx.Response(200, json={"status": "COMPLETED", "content": "sync"}), "success", False,
+         "sync", None),
+        (httpx.Response(200, json={"status": "ERROR", "error": "bad"}), "failed", True, None,
+         "bad"),
+        (httpx.Response(200, json={"content": "no status"}), "success", False, "no status", None),
+        (httpx.Response(200, text="plain words"), "success", False, "plain words", None),
+    ],
+)  # fmt: skip
+def test_run_endpoint_answering_synchronously(reply, status, retryable, output, error):
+    target = run_target([{"status": "RUNNING"}], post=reply)
+    started = []
+
+    async def on_started(run_id, session_id):
+        started.append(run_id)
+
+    async def main():
+        async with dispatcher(target) as d:
+            return await d.dispatch(make_fire("/agents/a1/runs"), on_started)
+
+    out = arun(main())
+    assert (out.status, out.retryable, out.output, out.error) == (status, retryable, output, error)
+    assert out.status_code == 200
+    assert target.gets() == []
+    assert started == []
+
+
+def test_final_status_in_the_start_reply_needs_no_poll():
+    body = {"run_id": "r7", "session_id": "s7", "status": "COMPLETED", "content": "quick"}
+    target = run_target([{"status": "RUNNING"}], post=httpx.Response(200, json=body))
+    started = []
+
+    async def on_started(run_id, session_id):
+        started.append((run_id, session_id))
+
+    async def main():
+        async with dispatcher(target) as d:
+            return await d.dispatch(make_fire("/agents/a1/runs"), on_started)
+
+    out = arun(main())
+    assert (out.status, out.output, out.run_id) == ("success", "quick", "r7")
+    assert started == [("r7", "s7")]
+    assert target.gets() == []
+
+
+def test_run_path_with_get_is_a_plain_call():
+    target = Target(lambda r: httpx.Response(200, json=[1]))
+
+    async def main():
+        async with dispatcher(target) as d:
+            return await d.dispatch(make_fire("/agents/a1/runs", method="GET"))
+
+    out = arun(main())
+    assert out == Outcome(status="success", status_code=200, output=[1])
+    assert [r.method for r in target.requests] == ["GET"]
+
+
+# -- failure classes of the initial request ---------------------------------------------------
+
+HTTP_DATE = email.utils.formatdate(T0 + 120, usegmt=True)
+
+
+@pytest.mark.parametrize("endpoint", ["/hooks/x", "/agents/a1/runs"])
+@pytest.mark.parametrize(
+    ("code", "headers", "retryable", "retry_after"),
+    [
+        (400, {}, False, None),
+        (404, {}, False, None),
+        (408, {}, True, None),
+        (429, {"Retry-After": "7"}, True, 7.0),
+        (429, {"Retry-After": HTTP_DATE}, True, 120.0),
+        (429, {"Retry-After": "soon"}, True, None),
+        (429, {}, True, None),
+        (500, {"Retry-After": "9"}, True, None),  # Retry-After counts on 429/503 only
+        (502, {}, True, None),
+        (503, {"Retry-After": "30"}, True, 30.0),
+        (503, {"Retry-After": HTTP_DATE}, True, 120.0),
+        (302, {"Location": "http://elsewhere/"}, False, None),
+    ],
+)
+def test_status_code_classes(endpoint, code, headers, retryable, retry_after):
+    clock = SimClock(T0)
+    target = Target(lambda r: httpx.Response(code, headers=headers, text="nope"))
+    started = []
+
+    async def on_started(*ids):
+        started.append(ids)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            return await d.dispatch(make_fire(endpoint), on_started)
+
+    out = arun(main())
+    reason = httpx.codes.get_reason_phrase(code)
+    assert out == Outcome(
+        status="failed",
+        status_code=code,
+        error=f"HTTP {code} {reason}: nope",
+        retryable=retryable,
+        retry_after=retry_after,
+    )
+    assert len(target.requests) == 1  # no redirect followed
+    assert started == []
+
+
+def test_error_text_is_short():
+    target = Target(lambda r: httpx.Response(500, text="E" * 5000))
+
+    async def main():
+        async with dispatcher(target) as d:
+            return await d.dispatch(make_fire())
+
+    out = arun(main())
+    assert out.error == "HTTP 500 Internal Server Error: " + "E" * 500 + "…"
+
+
+@pytest.mark.parametrize("endpoint", ["/hooks/x", "/agents/a1/runs"])
+@pytest.mark.parametrize(
+    ("exc", "status", "error"),
+    [
+        (httpx.ConnectError("connection refused"), "failed", "ConnectError: connection refused"),
+        (httpx.RemoteProtocolError("peer closed"), "failed", "RemoteProtocolError: peer closed"),
+        (httpx.ReadTimeout("timed out"), "timeout", "ReadTimeout: timed out"),
+        (httpx.ConnectTimeout(""), "timeout", "ConnectTimeout"),
+    ],
+)
+def test_transport_errors(endpoint, exc, status, error):
+    def handler(request):
+        raise exc
+
+    async def main():
+        d = HttpDispatcher(BASE, transport=httpx.MockTransport(handler))
+        async with d:
+            return await d.dispatch(make_fire(endpoint))
+
+    assert arun(main()) == Outcome(status=status, error=error, retryable=True)
+
+
+def test_unexpected_exceptions_become_retryable_failures():
+    def handler(request):
+        raise RuntimeError("kaput")
+
+    async def boom(run_id, session_id):
+        raise KeyError("store down")
+
+    async def main():
+        d1 = HttpDispatcher(BASE, transport=httpx.MockTransport(handler))
+        d2 = dispatcher(run_target([{"status": "RUNNING"}]))
+        async with d1, d2:
+            plain = await d1.dispatch(make_fire())
+            run = await d1.dispatch(make_fire("/agents/a1/runs"))
+            started = await d2.dispatch(make_fire("/agents/a1/runs"), boom)
+            return plain, run, started
+
+    plain, run, started = arun(main())
+    assert plain == Outcome(status="failed", error="RuntimeError('kaput')", retryable=True)
+    assert run == Outcome(status="failed", error="RuntimeError('kaput')", retryable=True)
+    assert started == Outcome(
+        status="failed",
+        status_code=202,
+        run_id="r1",
+        session_id="s1",
+        error="KeyError('store down')",
+        retryable=True,
+    )
+
+
+def test_cancellation_propagates_and_stops_polling():
+    clock = SimClock(T0)
+    target = run_target([{"status": "RUNNING"}], clock)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(d.dispatch(make_fire("/agents/a1/runs")))
+            await clock.advance(1.0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            polls = len(target.gets())
+            await clock.advance(100)
+            return polls, len(target.gets())
+
+    assert arun(main()) == (1, 1)
+
+
+# -- endpoints, methods, allowed hosts --------------------------------------------------------
+
+
+def test_allowed_hosts_rule():
+    def handler(request):
+        if request.method == "POST" and request.url.path == "/agents/a1/runs":
+            return httpx.Response(202, json={"run_id": "r/1", "session_id": "s1"})
+        if request.method == "GET":
+            return httpx.Response(200, json={"status": "COMPLETED"})
+        return httpx.Response(200, json={})
+
+    target = Target(handler)
+    fires = [
+        make_fire("http://evil.example/steal"),
+        make_fire("https://Agents.Internal/hook"),
+        make_fire("http://other.internal:9000/hook"),
+        make_fire("http://other.internal:9001/hook"),
+        make_fire("http://agents.internal/agents/a1/runs"),
+        make_fire("//evil.example/steal"),
+        make_fire("relative/path"),
+    ]
+
+    async def main():
+        d = dispatcher(
+            target, allowed_hosts=["agents.internal", "other.internal:9000"], poll_initial=0.0
+        )
+        async with d:
+            return [await d.dispatch(f) for f in fires]
+
+    outs = arun(main())
+    assert outs[0] == Outcome(
+        status="failed",
+        retryable=False,
+        error="endpoint: absolute URL host 'evil.example' is not in allowed_hosts",
+    )
+    assert [o.status for o in outs[1:3]] == ["success", "success"]
+    assert outs[3].error == "endpoint: absolute URL host 'other.internal' is not in allowed_hosts"
+    assert (outs[4].status, outs[4].run_id) == ("success", "r/1")
+    assert outs[5].error.startswith("endpoint: ")
+    assert outs[6].error.startswith("endpoint: ")
+    assert all(not o.retryable for o in (outs[0], outs[3], outs[5], outs[6]))
+    assert [str(r.url) for r in target.requests] == [
+        "https://agents.internal/hook",
+        "http://other.internal:9000/hook",
+        "http://agents.internal/agents/a1/runs",
+        "http://agents.internal/agents/a1/runs/r%2F1?session_id=s1",
+    ]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["", "relative/x", "//evil.example/x", "ftp://agents.internal/x", "http://evil.example/x",
+     "/with space", "http://", None],
+)  # fmt: skip
+def test_validate_endpoint_rejects(endpoint):
+    with pytest.raises(ValidationError) as info:
+        validate_endpoint(endpoint, ["agents.internal"])
+    assert info.value.field == "endpoint"
+    assert str(info.value).startswith("endpoint: ")
+    with pytest.raises(ValidationError):
+        HttpDispatcher(BASE, allowed_hosts=["agents.internal"]).validate_endpoint(endpoint)
+
+
+def test_validate_endpoint_accepts():
+    d = HttpDispatcher(BASE, allowed_hosts=["agents.internal"])
+    for endpoint in ("/agents/a1/runs", "/x?y=1", "http://agents.internal:8080/x"):
+        assert validate_endpoint(endpoint, ["agents.internal"]) is None
+        assert d.validate_endpoint(endpoint) is None
+    with pytest.raises(ValidationError) as info:
+        validate_endpoint("http://agents.internal/x")  # no allowed hosts by default
+    assert (
+        str(info.value) == "endpoint: absolute URL host 'agents.internal' is not in allowed_hosts"
+    )
+
+
+def test_validate_method():
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "post"):
+        assert validate_method(method) is None
+    for method in ("FETCH", "HEAD", "", None):
+        with pytest.raises(ValidationError) as info:
+            validate_method(method)
+        assert info.value.field == "method"
+    assert str(info.value) == "method: None is not one of GET, POST, PUT, PATCH, DELETE"
+
+
+def test_bad_method_fails_without_a_request():
+    target = Target(lambda r: httpx.Response(200))
+
+    async def main():
+        async with dispatcher(target) as d:
+            return await d.dispatch(make_fire(method="HEAD"))
+
+    out = arun(main())
+    assert out == Outcome(
+        status="failed",
+        retryable=False,
+        error="method: 'HEAD' is not one of GET, POST, PUT, PATCH, DELETE",
+    )
+    assert target.requests == []
+
+
+def test_constructor_and_lifecycle():
+    with pytest.raises(ValidationError) as info:
+        HttpDispatcher(BASE, max_connections=0)
+    assert info.value.field == "max_connections"
+    with pytest.raises(ValidationError) as info:
+        HttpDispatcher(BASE, poll_factor=0.5)
+    assert info.value.field == "poll_factor"
+
+    async def main():
+        d = HttpDispatcher(BASE)
+        assert d._client is None  # lazy
+        client = d._get_client()
+        assert d._get_client() is client  # shared
+        pool = client._transport._pool
+        assert (pool._max_connections, pool._max_keepalive_connections) == (10, 10)
+        async with d:
+            pass
+        assert client.is_closed and d._client is None
+
+    arun(main())
+
+
+# -- a real loopback socket -------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, str, dict, bytes]]
+
+    def _reply(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _record(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.seen.append((self.command, self.path, dict(self.headers), body))
+        return body
+
+    def do_POST(self):
+        body = self._record()
+        if self.path == "/agents/a1/runs":
+            self._reply(202, {"run_id": "r1", "session_id": "s1", "status": "PENDING"})
+        else:
+            self._reply(200, {"echo": json.loads(body)})
+
+    def do_GET(self):
+        self._record()
+        if urlsplit(self.path).path == "/agents/a1/runs/r1":
+            self._reply(200, {"run_id": "r1", "status": "COMPLETED", "content": "real"})
+        else:
+            self._reply(200, {"pong": True})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def loopback():
+    handler = type("Handler", (_Handler,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler.seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_loopback_plain_endpoint(loopback):
+    base, seen = loopback
+    seen.clear()
+
+    async def main():
+        async with HttpDispatcher(base, "tok") as d:
+            return await d.dispatch(make_fire("/hooks/x", payload={"k": [1, "two"]}))
+
+    out = arun(main())
+    assert out == Outcome(status="success", status_code=200, output={"echo": {"k": [1, "two"]}})
+    [(method, path, headers, _)] = seen
+    assert (method, path) == ("POST", "/hooks/x")
+    assert headers["Authorization"] == "Bearer tok"
+    assert headers["Idempotency-Key"] == "sch-1:1780000000.5"
+    assert headers["X-Scheduled-For"] == "1780000000.5"
+
+
+def test_loopback_run_endpoint(loopback):
+    # SystemClock with poll_initial=0.0: the first poll follows the start reply with no real wait,
+    # and the target answers COMPLETED to it. (A SimClock would need advancing while the POST is
+    # still on the socket, which its advance() does not wait for.)
+    base, seen = loopback
+    seen.clear()
+    started = []
+
+    async def on_started(run_id, session_id):
+        started.append((run_id, session_id))
+
+    async def main():
+        async with HttpDispatcher(base, "tok", poll_initial=0.0) as d:
+            fire = make_fire("/agents/a1/runs", payload={"message": "hi", "meta": {"x": None}})
+            return await d.dispatch(fire, on_started)
+
+    out = arun(main())
+    assert out == Outcome(
+        status="success",
+        status_code=202,
+        run_id="r1",
+        session_id="s1",
+        output="real",
+        extra={"polls": 1},
+    )
+    assert started == [("r1", "s1")]
+    assert [(m, p) for m, p, _, _ in seen] == [
+        ("POST", "/agents/a1/runs"),
+        ("GET", "/agents/a1/runs/r1?session_id=s1"),
+    ]
+    assert parse_qsl(seen[0][3].decode()) == [
+        ("message", "hi"),
+        ("meta", '{"x": null}'),
+        ("stream", "false"),
+        ("background", "true"),
+    ]
+
+
+def test_loopback_connection_refused():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # the port is closed again: nothing listens there
+
+    async def main():
+        async with HttpDispatcher(f"http://127.0.0.1:{port}") as d:
+            return await d.dispatch(make_fire())
+
+    out = arun(main())
+    assert (out.status, out.retryable, out.status_code) == ("failed", True, None)
+    assert out.error.startswith("ConnectError: ")
