@@ -128,9 +128,13 @@ class SimClock:
             deadline = self.next_deadline()
             if deadline is None or deadline > target:
                 break
-            _, _, fut = heapq.heappop(self._timers)
+            # Every timer of this instant fires together (in creation order) before settling,
+            # so replicas due at the same moment race as they would on real hardware.
             self._now = max(self._now, deadline)
-            fut.set_result(None)
+            while self._timers and self._timers[0][0] <= deadline:
+                _, _, fut = heapq.heappop(self._timers)
+                if not fut.done():
+                    fut.set_result(None)
             await self.settle()
         self._now = max(self._now, target)
         await self.settle()

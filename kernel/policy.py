@@ -285,13 +285,14 @@ class Planner:
             and not (s.cron_expr or s.interval_seconds)
         )
         if release and s.overlap != "allow":
-            self._plan_overlap(s, now, plan)
+            self._plan_overlap(s, started_at, now, plan)
         return plan
 
-    def _plan_overlap(self, s: Schedule, now: float, plan: FinishPlan) -> None:
-        """Slots that came due while this run was in flight: skip them, or buffer the latest."""
+    def _plan_overlap(self, s: Schedule, started_at: float, now: float, plan: FinishPlan) -> None:
+        """Slots that came due while this run was in flight: skip them, or buffer the latest.
+        A backlog already due when the run started is the misfire policy's, not overlap's."""
         cursor = s.next_run_at
-        if cursor is None or cursor > now:
+        if cursor is None or cursor > now or cursor <= started_at:
             return
         last = latest_at_or_before(s, cursor, now)
         plan.advance_slot = True

@@ -151,6 +151,18 @@ class Scheduler:
         if hasattr(self.store, "remove_listener"):
             self.store.remove_listener(self._wake.set)
 
+    def kill(self) -> None:
+        """Stop as if the process died this instant: every task is cancelled and nothing more is
+        written (no release, no finish). For crash tests and the simulator; use stop() otherwise."""
+        self._stopping = True
+        for task in [*self._tasks, *(t for h in self._held.values() for t in h.tasks)]:
+            task.cancel()
+        self._finish_queue.clear()
+        self._held.clear()
+        self._tasks = []
+        if hasattr(self.store, "remove_listener"):
+            self.store.remove_listener(self._wake.set)
+
     async def __aenter__(self) -> Scheduler:
         await self.start()
         return self
@@ -189,7 +201,10 @@ class Scheduler:
                         )
                         if claims:
                             await self._start(claims, now)
-                            continue  # more may be due: look again before sleeping
+                            # Yield before looking again: other tasks (and, in one process,
+                            # other replicas) get the loop between batches.
+                            await asyncio.sleep(0)
+                            continue
                         wake_at = now + min(self.poll_interval, 0.005)  # lost a race; re-peek
                     elif due is not None:
                         wake_at = min(wake_at, due)
@@ -378,15 +393,15 @@ class Scheduler:
             return
         leases = [(sid, h.schedule.lease_version) for sid, h in held.items()]
         try:
-            kept = await self.store.heartbeat(self.replica_id, now, self.lease_seconds, leases)
+            lost = await self.store.heartbeat(self.replica_id, now, self.lease_seconds, leases)
         except StoreError as exc:
             self._emit("store_error", operation=exc.operation, error=str(exc))
             return  # the watchdog gives up on these leases if renewals keep failing
         for sid, h in held.items():
-            if sid in kept:
-                h.valid_until = max(h.valid_until, now + self.lease_seconds / 2)
-            else:
+            if sid in lost:
                 self._lose(sid, h, "lease taken over")
+            else:
+                h.valid_until = max(h.valid_until, now + self.lease_seconds / 2)
 
     def _expire_untrusted(self, now: float) -> None:
         for sid, h in list(self._held.items()):

@@ -88,6 +88,10 @@ LEASE_SQL = {
     "heartbeat": """
         UPDATE {S} SET lease_expires_at = :lease_until, due_at = :lease_until
          WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
+    # A lease that was not renewed was lost only if its row still exists: a schedule deleted
+    # mid-run lets its attempt finish (nobody else can claim a deleted row).
+    "schedule_exists": """
+        SELECT 1 FROM {S} WHERE id = :id""",
     # Record an attempt's outcome only while this holder still owns the attempt. After a reclaim
     # the row is lease_lost and this late write changes nothing.
     "finish_run": """
@@ -641,8 +645,10 @@ class SqliteStore:
     async def heartbeat(
         self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
     ) -> set[str]:
+        """Extend the given leases; returns the ids whose lease was taken over (lost)."""
+
         def op(conn: sqlite3.Connection) -> set[str]:
-            held = set()
+            lost = set()
             for schedule_id, version in leases:
                 cur = conn.execute(
                     self._sql["heartbeat"],
@@ -653,9 +659,12 @@ class SqliteStore:
                         "lease_until": now + lease_seconds,
                     },
                 )
-                if cur.rowcount == 1:
-                    held.add(schedule_id)
-            return held
+                if (
+                    cur.rowcount == 0
+                    and conn.execute(self._sql["schedule_exists"], {"id": schedule_id}).fetchone()
+                ):
+                    lost.add(schedule_id)
+            return lost
 
         return await self._run("heartbeat", self._tx, op)
 

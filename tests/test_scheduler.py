@@ -1,0 +1,576 @@
+"""Scenario tests: several replicas on one SQLite file under one simulated clock, firing into a
+recording in-process HTTP target."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from leasecron.kernel import HttpDispatcher, ScheduleNotFoundError, StoreError, ValidationError
+from support import T0, Cluster, HookedStore, form
+
+
+def one_each(target) -> None:
+    dup = [k for k, n in target.keys().items() if n > 1]
+    assert dup == [], f"delivered twice: {dup[:5]}"
+
+
+async def test_interval_and_cron_fire_every_slot_once_across_replicas(tmp_path):
+    c = Cluster(tmp_path / "s.db", n=3, token="s3cret")
+    a = await c.manager.create(
+        "every30", interval_seconds=30, endpoint="/hooks/a", payload={"x": 1}
+    )
+    b = await c.manager.create("five-min", cron="*/5 * * * *", endpoint="/hooks/b")
+    await c.start()
+    await c.clock.advance(3600)
+    await c.stop()
+    assert c.target.slots("/hooks/a") == [T0 + 30 * k for k in range(1, 121)]
+    first_b = (int(T0) // 300 + 1) * 300
+    assert c.target.slots("/hooks/b") == [first_b + 300 * k for k in range(12)]
+    one_each(c.target)
+    # every request went out at its slot time, exactly (the loop sleeps until due)
+    assert all(float(r.scheduled_for) == r.at for r in c.target.requests)
+    assert {r.authorization for r in c.target.requests} == {"Bearer s3cret"}
+    runs = await c.runs(a.id)
+    assert [r.status for r in runs] == ["success"] * 120
+    assert all(r.attempt == 1 and r.trigger == "schedule" for r in runs)
+    assert (await c.manager.get(b.id)).last_status == "success"
+
+
+async def test_claim_race_10000_due_at_once_none_twice_none_lost(tmp_path):
+    c = Cluster(tmp_path / "race.db", n=4, max_concurrent=250)
+    store = c.stores[-1]
+    # Bulk-create through the manager would take seconds; the rows are what matters here.
+    for i in range(10_000):
+        await c.manager.create(f"s{i:05d}", interval_seconds=3600, endpoint=f"/hooks/{i % 7}")
+    await c.start()
+    await c.clock.advance(3600 + 1)
+    await c.stop()
+    assert len(c.target.requests) == 10_000
+    one_each(c.target)
+    assert len({r.schedule_id for r in c.target.requests}) == 10_000
+    fired_by = Counter(e[1]["replica"] for e in c.events if e[0] == "fire")
+    assert sum(fired_by.values()) == 10_000
+    assert len(fired_by) == 4, f"every replica should take a share: {fired_by}"
+    assert await store.next_due() == T0 + 7200
+
+
+async def test_lease_renewed_by_heartbeat_keeps_a_long_run_single(tmp_path):
+    c = Cluster(tmp_path / "hb.db", n=3, lease_seconds=30)
+    c.target.durations["slow"] = 100.0
+    s = await c.manager.create("slow", interval_seconds=1000, endpoint="/agents/slow/runs")
+    await c.start()
+    await c.clock.advance(1000 + 150)
+    await c.stop()
+    assert len(c.target.requests) == 1
+    (run,) = await c.runs(s.id)
+    assert run.status == "success"
+    assert run.run_id == "run-0" and run.session_id == "sess-0"
+    assert run.duration_ms == pytest.approx(100_000, abs=1500)
+    assert not [e for e in c.events if e[0] == "lease_lost"]
+
+
+async def test_lease_expiry_without_heartbeat_is_reclaimed_and_redelivered(tmp_path):
+    c = Cluster(tmp_path / "nohb.db", n=2, lease_seconds=30)
+    c.target.durations["slow"] = 100.0
+    hooked = HookedStore(c.stores[0])
+    c.replicas[0].store = hooked
+
+    def fail_heartbeat(*_):
+        raise StoreError("heartbeat", RuntimeError("disk unavailable"))
+
+    hooked.before["heartbeat"] = fail_heartbeat
+    s = await c.manager.create("slow", interval_seconds=1000, endpoint="/agents/slow/runs")
+    await c.replicas[0].start()
+    await c.clock.advance(1000)
+    assert len(c.target.requests) == 1  # r0 holds it
+    await c.replicas[1].start()
+    await c.clock.advance(300)
+    await c.stop()
+    lost = [e for e in c.events if e[0] == "lease_lost"]
+    assert [e[1]["replica"] for e in lost] == ["r0", "r0"]
+    # r0 cannot renew: it stops sending at lease/2, the lease expires at lease, and whoever
+    # reclaims (r0 itself first, then r1) re-delivers the same attempt with the same key.
+    assert [(r.at - T0, r.key, r.attempt) for r in c.target.requests] == [
+        (1000 + 30 * k, f"{s.id}@{T0 + 1000:.3f}", 1) for k in range(3)
+    ]
+    runs = await c.runs(s.id)
+    assert [(r.status, r.replica, r.reclaim) for r in runs] == [
+        ("lease_lost", "r0", 0),
+        ("lease_lost", "r0", 1),
+        ("success", "r1", 2),
+    ]
+
+
+@pytest.mark.parametrize("step", ["after_claim", "after_request", "after_reply", "after_finish"])
+async def test_crash_at_every_step(tmp_path, step):
+    c = Cluster(tmp_path / f"crash-{step}.db", n=2, lease_seconds=30)
+    c.target.durations["job"] = 5.0
+    hooked = HookedStore(c.stores[0])
+    r0 = c.replicas[0]
+    r0.store = hooked
+
+    def crash(*_):
+        if r0._tasks:
+            r0.kill()
+            raise asyncio.CancelledError
+
+    if step == "after_claim":
+        hooked.after["claim"] = crash
+    elif step == "after_request":
+        c.target.on_request = lambda req: r0.kill() if r0._tasks else None
+    elif step == "after_reply":
+        hooked.before["finish"] = crash
+    else:
+        hooked.after["finish"] = lambda _: r0.kill()
+    s = await c.manager.create("job", interval_seconds=600, endpoint="/agents/job/runs")
+    await r0.start()
+    await c.clock.advance(600 + 10)
+    await c.replicas[1].start()
+    await c.clock.advance(100)
+    await c.stop()
+    runs = await c.runs(s.id)
+    statuses = [(r.status, r.replica) for r in runs]
+    keys = {r.key for r in c.target.requests}
+    assert keys == {f"{s.id}@{T0 + 600:.3f}"}
+    if step == "after_claim":
+        # nothing was started: r1 takes the row when the lease expires and fires the slot once
+        assert len(c.target.requests) == 1
+        assert c.target.requests[0].at == T0 + 630
+        assert statuses == [("success", "r1")]
+    elif step == "after_finish":
+        assert len(c.target.requests) == 1
+        assert statuses == [("success", "r0")]
+    else:
+        # the attempt may have reached the target: re-delivered with the same key and attempt
+        assert [r.attempt for r in c.target.requests] == [1, 1]
+        assert statuses == [("lease_lost", "r0"), ("success", "r1")]
+    assert (await c.manager.get(s.id)).next_run_at == T0 + 1200
+
+
+async def test_misfire_fire_once_fires_latest_missed_slot_once(tmp_path):
+    c = Cluster(tmp_path / "mf1.db", n=2)
+    s = await c.manager.create("m", interval_seconds=60, endpoint="/hooks/m")
+    await c.clock.advance(630)  # cluster down: slots 60..600 missed
+    await c.start()
+    await c.clock.advance(200)
+    await c.stop()
+    assert c.target.slots("/hooks/m") == [T0 + 600, T0 + 660, T0 + 720, T0 + 780]
+    assert c.target.requests[0].at == T0 + 630
+    runs = await c.runs(s.id)
+    skipped = [r.scheduled_for for r in runs if r.status == "skipped"]
+    assert skipped == [T0 + 60 * k for k in range(1, 10)]
+    fired = [(r.scheduled_for, r.trigger) for r in runs if r.status == "success"]
+    # slot 600 is 30 s late, inside the grace: it counts as on time
+    assert fired[0] == (T0 + 600, "schedule")
+
+
+async def test_misfire_skip_resumes_at_next_future_slot(tmp_path):
+    c = Cluster(tmp_path / "mf2.db", n=2)
+    s = await c.manager.create("m", interval_seconds=60, endpoint="/hooks/m", misfire="skip")
+    await c.clock.advance(630)
+    await c.start()
+    await c.clock.advance(100)
+    await c.stop()
+    assert c.target.slots("/hooks/m") == [T0 + 660, T0 + 720]
+    runs = await c.runs(s.id)
+    assert [r.scheduled_for for r in runs if r.status == "skipped"] == [
+        T0 + 60 * k for k in range(1, 11)
+    ]
+
+
+async def test_misfire_within_grace_is_not_a_misfire(tmp_path):
+    c = Cluster(tmp_path / "grace.db", n=1)
+    await c.manager.create("m", interval_seconds=600, endpoint="/hooks/m", misfire="skip")
+    await c.clock.advance(650)  # 50 s late, grace is 60
+    await c.start()
+    await c.clock.advance(1)
+    await c.stop()
+    assert c.target.slots("/hooks/m") == [T0 + 600]
+
+
+async def test_misfire_catch_up_fires_each_missed_slot_in_order_with_bounds(tmp_path):
+    c = Cluster(tmp_path / "mf3.db", n=2)
+    every = await c.manager.create(
+        "all", interval_seconds=60, endpoint="/hooks/all", misfire="catch_up"
+    )
+    capped = await c.manager.create(
+        "capped", interval_seconds=60, endpoint="/hooks/capped", misfire="catch_up", max_catchup=3
+    )
+    windowed = await c.manager.create(
+        "win",
+        interval_seconds=60,
+        endpoint="/hooks/win",
+        misfire="catch_up",
+        catchup_window_seconds=300,
+    )
+    await c.clock.advance(630)
+    await c.start()
+    await c.clock.advance(40)
+    await c.stop()
+    assert c.target.slots("/hooks/all") == [T0 + 60 * k for k in range(1, 12)]
+    assert c.target.slots("/hooks/capped") == [T0 + 480, T0 + 540, T0 + 600, T0 + 660]
+    assert c.target.slots("/hooks/win") == [
+        T0 + 360,
+        T0 + 420,
+        T0 + 480,
+        T0 + 540,
+        T0 + 600,
+        T0 + 660,
+    ]
+    # the ten missed slots went out right at restart, one after another
+    assert all(r.at == T0 + 630 for r in c.target.requests if float(r.scheduled_for) <= T0 + 600)
+    triggers = [r.trigger for r in await c.runs(every.id) if r.status == "success"]
+    # slot 600 is within the grace at restart (630): on time, not a catch-up
+    assert triggers == ["catch_up"] * 9 + ["schedule"] * 2
+    skipped = [r.scheduled_for for r in await c.runs(capped.id) if r.status == "skipped"]
+    assert skipped == [T0 + 60 * k for k in range(1, 8)]
+    skipped = [r.scheduled_for for r in await c.runs(windowed.id) if r.status == "skipped"]
+    assert skipped == [T0 + 60 * k for k in range(1, 6)]
+
+
+async def test_catch_up_burst_is_spread_by_jitter(tmp_path):
+    c = Cluster(tmp_path / "jit.db", n=1, seed=7)
+    await c.manager.create(
+        "j", interval_seconds=60, endpoint="/hooks/j", misfire="catch_up", jitter_seconds=20
+    )
+    await c.clock.advance(630)
+    await c.start()
+    await c.clock.advance(400)
+    await c.stop()
+    late = [r for r in c.target.requests if float(r.scheduled_for) <= T0 + 600]
+    assert [float(r.scheduled_for) for r in late] == [T0 + 60 * k for k in range(1, 11)]
+    delays = [r.at - T0 - 630 for r in late]
+    assert all(0 < d <= 20 * 10 for d in delays)
+    assert len(set(delays)) == 10  # spread, not a burst
+
+
+async def test_overlap_skip_records_skipped_slots_cluster_wide(tmp_path):
+    c = Cluster(tmp_path / "ov1.db", n=3)
+    c.target.durations["slow"] = 150.0
+    s = await c.manager.create("slow", interval_seconds=60, endpoint="/agents/slow/runs")
+    await c.start()
+    await c.clock.advance(500)
+    await c.stop()
+    assert c.target.slots("/agents/slow/runs") == [T0 + 60, T0 + 240, T0 + 420]
+    runs = await c.runs(s.id)
+    assert [(r.scheduled_for - T0, r.status) for r in runs if r.status == "skipped"] == [
+        (120, "skipped"),
+        (180, "skipped"),
+        (300, "skipped"),
+        (360, "skipped"),
+    ]
+
+
+async def test_overlap_buffer_one_fires_latest_right_after(tmp_path):
+    c = Cluster(tmp_path / "ov2.db", n=3)
+    c.target.durations["slow"] = 150.0
+    s = await c.manager.create(
+        "slow", interval_seconds=60, endpoint="/agents/slow/runs", overlap="buffer_one"
+    )
+    await c.start()
+    await c.clock.advance(500)
+    await c.stop()
+    # 60 runs 60..210; 120 skipped, 180 buffered and fired at 210 (runs to 360); 240 and 300
+    # skipped, 360 is due as that run ends and fires on time.
+    assert [(float(r.scheduled_for) - T0, r.at - T0) for r in c.target.requests] == [
+        (60, 60),
+        (180, 210),
+        (360, 360),
+    ]
+    runs = await c.runs(s.id)
+    assert [r.scheduled_for - T0 for r in runs if r.status == "skipped"] == [120, 240, 300]
+
+
+async def test_overlap_allow_runs_concurrently(tmp_path):
+    c = Cluster(tmp_path / "ov3.db", n=3)
+    c.target.durations["slow"] = 150.0
+    s = await c.manager.create(
+        "slow", interval_seconds=60, endpoint="/agents/slow/runs", overlap="allow"
+    )
+    await c.start()
+    await c.clock.advance(600)
+    await c.stop()
+    assert [r.at - T0 for r in c.target.requests] == [
+        60,
+        120,
+        180,
+        240,
+        300,
+        360,
+        420,
+        480,
+        540,
+        600,
+    ]
+    one_each(c.target)
+    runs = await c.runs(s.id)
+    assert not [r for r in runs if r.status == "skipped"]
+    assert sum(r.status == "success" for r in runs) == 7  # the ones done by 600
+
+
+async def test_retries_back_off_exponentially_and_keep_the_key(tmp_path):
+    c = Cluster(tmp_path / "retry.db", n=2)
+    c.target.codes["/hooks/flaky"] = [500, 503, 200]
+    s = await c.manager.create(
+        "flaky",
+        interval_seconds=3600,
+        endpoint="/hooks/flaky",
+        max_retries=2,
+        retry_delay_seconds=10,
+    )
+    await c.start()
+    await c.clock.advance(3600 + 100)
+    await c.stop()
+    r1, r2, r3 = c.target.requests
+    assert r1.key == r2.key == r3.key
+    assert [r.attempt for r in (r1, r2, r3)] == [1, 2, 3]
+    assert 9 <= r2.at - r1.at <= 11
+    assert 18 <= r3.at - r2.at <= 22
+    runs = await c.runs(s.id)
+    assert [(r.attempt, r.trigger, r.status, r.status_code) for r in runs] == [
+        (1, "schedule", "failed", 500),
+        (2, "retry", "failed", 503),
+        (3, "retry", "success", 200),
+    ]
+    assert (await c.manager.get(s.id)).consecutive_failures == 0
+
+
+async def test_retries_stop_at_max_and_never_on_client_errors(tmp_path):
+    c = Cluster(tmp_path / "retry2.db", n=1)
+    c.target.codes["/hooks/down"] = [500]
+    c.target.codes["/hooks/bad"] = [404]
+    down = await c.manager.create(
+        "down", interval_seconds=3600, endpoint="/hooks/down", max_retries=2, retry_delay_seconds=1
+    )
+    bad = await c.manager.create(
+        "bad", interval_seconds=3600, endpoint="/hooks/bad", max_retries=5, retry_delay_seconds=1
+    )
+    await c.start()
+    await c.clock.advance(3600 + 60)
+    await c.stop()
+    assert [r.attempt for r in c.target.requests if r.path == "/hooks/down"] == [1, 2, 3]
+    assert [r.attempt for r in c.target.requests if r.path == "/hooks/bad"] == [1]
+    assert (await c.manager.get(down.id)).consecutive_failures == 3
+    assert [r.status for r in await c.runs(bad.id)] == ["failed"]
+
+
+async def test_retry_after_is_honoured(tmp_path):
+    c = Cluster(tmp_path / "ra.db", n=1)
+    c.target.codes["/hooks/busy"] = [429, 200]
+    s = await c.manager.create(
+        "busy",
+        interval_seconds=3600,
+        endpoint="/hooks/busy",
+        max_retries=1,
+        retry_delay_seconds=1,
+    )
+    scripted = c.target.handler
+
+    def with_retry_after(request):
+        response = scripted(request)
+        if response.status_code == 429:
+            response.headers["Retry-After"] = "120"
+        return response
+
+    c.dispatcher = HttpDispatcher(
+        "http://target", transport=httpx.MockTransport(with_retry_after), clock=c.clock
+    )
+    for replica in c.replicas:
+        replica.dispatcher = c.dispatcher
+    await c.start()
+    await c.clock.advance(3600 + 200)
+    await c.stop()
+    first, second = c.target.requests
+    assert 120 <= second.at - first.at < 121
+    assert [r.status_code for r in await c.runs(s.id)] == [429, 200]
+
+
+async def test_agent_run_error_is_retried_cancelled_is_not(tmp_path):
+    c = Cluster(tmp_path / "agent.db", n=1)
+    c.target.finals["err"] = ["ERROR", "COMPLETED"]
+    c.target.finals["cxl"] = ["CANCELLED"]
+    e = await c.manager.create(
+        "err",
+        interval_seconds=3600,
+        endpoint="/agents/err/runs",
+        max_retries=3,
+        retry_delay_seconds=5,
+        payload={"message": "hi"},
+    )
+    x = await c.manager.create(
+        "cxl",
+        interval_seconds=3600,
+        endpoint="/agents/cxl/runs",
+        max_retries=3,
+        retry_delay_seconds=5,
+    )
+    await c.start()
+    await c.clock.advance(3600 + 60)
+    await c.stop()
+    assert [r.status for r in await c.runs(e.id)] == ["failed", "success"]
+    assert [r.status for r in await c.runs(x.id)] == ["cancelled"]
+    body = form(c.target.requests[0].body)
+    assert body == {"message": "hi", "stream": "false", "background": "true"}
+
+
+async def test_pending_retry_survives_a_crash_and_is_taken_by_another_replica(tmp_path):
+    c = Cluster(tmp_path / "rsurv.db", n=2)
+    c.target.codes["/hooks/f"] = [500, 200]
+    s = await c.manager.create(
+        "f", interval_seconds=3600, endpoint="/hooks/f", max_retries=1, retry_delay_seconds=30
+    )
+    r0, r1 = c.replicas
+    await r0.start()
+    await c.clock.advance(3600 + 1)
+    r0.kill()  # the retry is only in the database now; no lease is held while waiting
+    await r1.start()
+    await c.clock.advance(60)
+    await c.stop()
+    runs = await c.runs(s.id)
+    assert [(r.attempt, r.status, r.replica) for r in runs] == [
+        (1, "failed", "r0"),
+        (2, "success", "r1"),
+    ]
+
+
+async def test_manual_trigger_fires_at_once_and_waits_for_a_run_in_flight(tmp_path):
+    c = Cluster(tmp_path / "trig.db", n=2, poll_interval=15)
+    c.target.durations["slow"] = 50.0
+    s = await c.manager.create("slow", interval_seconds=3600, endpoint="/agents/slow/runs")
+    od = await c.manager.create("ondemand", cron="", endpoint="/hooks/od")
+    await c.start()
+    await c.clock.advance(7)
+    t1 = await c.manager.trigger(od.id)
+    await c.clock.settle()
+    assert [r.at for r in c.target.requests] == [T0 + 7]  # same instant, not next poll
+    await c.clock.advance(3600 - 7 + 10)  # slow's slot fired at 3600, running until 3650
+    t2 = await c.manager.trigger(s.id)
+    await c.clock.advance(100)
+    await c.stop()
+    slow = [r for r in c.target.requests if r.path == "/agents/slow/runs"]
+    assert [r.at - T0 for r in slow] == [3600, 3650]
+    assert slow[1].key == f"{s.id}@manual:{t2}"
+    runs = {r.id: r for r in await c.runs(s.id)}
+    assert runs[t2].trigger == "manual" and runs[t2].status == "success"
+    assert (await c.manager.get_run(t1)).status == "success"
+    assert (await c.manager.get(od.id)).next_run_at is None
+
+
+async def test_trigger_on_disabled_or_missing_schedule_is_an_error(tmp_path):
+    c = Cluster(tmp_path / "trig2.db", n=1)
+    s = await c.manager.create("x", interval_seconds=60, endpoint="/hooks/x")
+    await c.manager.disable(s.id)
+    with pytest.raises(ValidationError) as err:
+        await c.manager.trigger(s.id)
+    assert err.value.field == "enabled"
+    with pytest.raises(ScheduleNotFoundError):
+        await c.manager.trigger("nope")
+    await c.stop()
+
+
+async def test_disable_mid_run_finishes_records_and_fires_nothing_more(tmp_path):
+    c = Cluster(tmp_path / "dis.db", n=2)
+    c.target.durations["slow"] = 50.0
+    c.target.finals["slow"] = ["ERROR"]
+    s = await c.manager.create(
+        "slow",
+        interval_seconds=60,
+        endpoint="/agents/slow/runs",
+        max_retries=3,
+        retry_delay_seconds=1,
+    )
+    await c.start()
+    await c.clock.advance(70)
+    t = await c.manager.trigger(s.id)  # queued behind the running attempt
+    await c.manager.disable(s.id)
+    await c.clock.advance(600)
+    await c.stop()
+    assert len(c.target.requests) == 1
+    runs = {r.id: r for r in await c.runs(s.id)}
+    assert runs[t].status == "cancelled"
+    assert [r.status for r in runs.values() if r.trigger == "schedule"] == ["failed"]
+    after = await c.manager.get(s.id)
+    assert after.enabled is False and after.locked_by is None
+
+
+async def test_delete_mid_run_records_the_run_and_fires_nothing_more(tmp_path):
+    c = Cluster(tmp_path / "del.db", n=2)
+    c.target.durations["slow"] = 50.0
+    s = await c.manager.create("slow", interval_seconds=60, endpoint="/agents/slow/runs")
+    await c.start()
+    await c.clock.advance(70)
+    assert await c.manager.delete(s.id) is True
+    await c.clock.advance(600)
+    await c.stop()
+    assert len(c.target.requests) == 1
+    (run,) = await c.stores[-1].list_runs(s.id)
+    assert run.status == "success"
+    assert await c.manager.get(s.id) is None
+
+
+async def test_update_mid_run_is_not_undone_by_the_release(tmp_path):
+    c = Cluster(tmp_path / "upd.db", n=2)
+    c.target.durations["slow"] = 50.0
+    s = await c.manager.create("slow", interval_seconds=60, endpoint="/agents/slow/runs")
+    await c.start()
+    await c.clock.advance(70)  # first run 60..110
+    await c.manager.update(s.id, interval_seconds=None, cron="0 * * * *")
+    await c.clock.advance(7200)
+    await c.stop()
+    hours = [r.at for r in c.target.requests][1:]
+    assert hours and all(t % 3600 == 0 for t in hours)
+    assert len(c.target.requests) == 3
+
+
+async def test_one_off_fires_once_then_disables(tmp_path):
+    c = Cluster(tmp_path / "once.db", n=2)
+    c.target.codes["/hooks/once"] = [500, 200]
+    s = await c.manager.create(
+        "once", run_at=T0 + 100, endpoint="/hooks/once", max_retries=1, retry_delay_seconds=5
+    )
+    await c.start()
+    await c.clock.advance(1000)
+    await c.stop()
+    assert [r.attempt for r in c.target.requests] == [1, 2]
+    after = await c.manager.get(s.id)
+    assert after.enabled is False and after.next_run_at is None
+
+
+async def test_firing_latency_does_not_depend_on_poll_interval(tmp_path):
+    c = Cluster(tmp_path / "lat.db", n=2, poll_interval=15)
+    await c.start()
+    await c.clock.advance(3.0)
+    await c.manager.create("soon", run_at=T0 + 7.25, endpoint="/hooks/soon")
+    await c.clock.advance(10)
+    await c.stop()
+    assert [r.at for r in c.target.requests] == [T0 + 7.25]
+
+
+async def test_dst_daily_job_fires_once_per_local_day_through_the_scheduler(tmp_path):
+    ny = ZoneInfo("America/New_York")
+    start = datetime(2026, 10, 31, 12, 0, tzinfo=ny).timestamp()
+    c = Cluster(tmp_path / "dst.db", n=2, poll_interval=600)
+    c.clock.set(start)
+    await c.manager.create("d", cron="30 1 * * *", endpoint="/hooks/d", timezone="America/New_York")
+    await c.manager.create("h", cron="0 * * * *", endpoint="/hooks/h", timezone="America/New_York")
+    await c.start()
+    await c.clock.advance(3 * 86400)
+    await c.stop()
+    expect = [
+        datetime(2026, 11, 1, 1, 30, tzinfo=ny, fold=0).timestamp(),
+        datetime(2026, 11, 2, 1, 30, tzinfo=ny).timestamp(),
+        datetime(2026, 11, 3, 1, 30, tzinfo=ny).timestamp(),
+    ]
+    assert c.target.slots("/hooks/d") == expect
+    nov1 = [
+        t
+        for t in c.target.slots("/hooks/h")
+        if datetime.fromtimestamp(t, ny).date().isoformat() == "2026-11-01"
+    ]
+    assert len(nov1) == 25
