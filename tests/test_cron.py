@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from croniter import croniter
+
 from leasecron.kernel.cron import CronExpr, load_timezone
 from leasecron.kernel.errors import ValidationError
 

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+
 from leasecron.kernel.clock import SimClock
 from leasecron.kernel.dispatch import (
     HttpDispatcher,
