@@ -33,8 +33,14 @@ def slot_after(s: Schedule, t: float) -> float | None:
         anchor, step = interval_anchor(s), s.interval_seconds
         if t < anchor:
             return anchor
-        slot = anchor + (math.floor((t - anchor) / step) + 1) * step
-        return slot if slot > t else slot + step  # float rounding can land on t itself
+        # Always a grid point anchor + k·step: the division may round either way, so settle k
+        # by comparing grid points (an off-grid slot would make the next call return it again).
+        k = math.floor((t - anchor) / step) + 1
+        while k > 1 and anchor + (k - 1) * step > t:
+            k -= 1
+        while anchor + k * step <= t:
+            k += 1
+        return anchor + k * step
     if s.run_at is not None:
         return s.run_at if s.run_at > t else None
     return None
@@ -63,6 +69,10 @@ def latest_at_or_before(s: Schedule, cursor: float, t: float) -> float:
     if s.interval_seconds and not s.cron_expr:
         anchor, step = interval_anchor(s), s.interval_seconds
         k = math.floor((t - anchor) / step)
+        while anchor + k * step > t:
+            k -= 1
+        while anchor + (k + 1) * step <= t:
+            k += 1
         return max(cursor, anchor + k * step)
     for span in _LOOKBACK:
         lo = max(cursor, t - span)
