@@ -699,15 +699,20 @@ def test_constructor_and_lifecycle():
     assert info.value.field == "poll_factor"
 
     async def main():
-        d = HttpDispatcher(BASE)
-        assert d._client is None  # lazy
-        client = d._get_client()
-        assert d._get_client() is client  # shared
-        pool = client._transport._pool
-        assert (pool._max_connections, pool._max_keepalive_connections) == (10, 10)
+        d = HttpDispatcher(BASE, max_connections=7)
+        transport = d._open_transport()
+        assert d._open_transport() is transport  # shared, built once
+        pool = transport._pool
+        assert (pool._max_connections, pool._max_keepalive_connections) == (7, 7)
         async with d:
             pass
-        assert client.is_closed and d._client is None
+        assert d._transport is None
+        # a caller's transport is used as given and not closed by the dispatcher
+        mine = httpx.MockTransport(lambda request: httpx.Response(200))
+        d2 = HttpDispatcher(BASE, transport=mine)
+        assert d2._open_transport() is mine
+        await d2.aclose()
+        assert d2._open_transport() is mine
 
     arun(main())
 
