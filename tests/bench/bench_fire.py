@@ -8,17 +8,15 @@ sending the same number of no-op requests. Usage: python tests/bench/bench_fire.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 import time
 
 import httpx
 
+from common import Timer, bulk_schedules, machine, noop_transport, temp_db
 from leasecron.kernel import HttpDispatcher, Scheduler, SqliteStore
 from leasecron.kernel.model import ScheduleRun
 from leasecron.kernel.sqlite import _run_params
-
-from common import Timer, bulk_schedules, machine, noop_transport, temp_db
 
 
 async def scheduler_fires(n: int, replicas: int, max_concurrent: int) -> float:
