@@ -17,28 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
-import os
-import random
-import signal
 import sqlite3
 import sys
-import tempfile
-import threading
 import time
-import uuid
-from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import fields
+from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from .clock import SystemClock
 from .cron import load_timezone
+from .demo import cmd_demo
 from .dispatch import HttpDispatcher
 from .errors import (
     LeasecronError,
@@ -47,15 +39,23 @@ from .errors import (
     StoreError,
     ValidationError,
 )
+from .fmt import (
+    fmt_duration,
+    iso_local,
+    iso_utc,
+    kind_of,
+    runs_table,
+    short_id,
+    table,
+)
 from .manager import ScheduleManager
-from .model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES, Schedule, ScheduleRun
+from .model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES, Schedule
+from .process import stop_on_signals
 from .scheduler import Scheduler
-from .slots import slot_after
 from .sqlite import SqliteStore
 
 PROG = "leasecron"
 DEFAULT_DB = "leasecron.db"
-ERROR_WIDTH = 60  # the error column of run tables is cut to this
 
 # Schedule fields holding epoch seconds: shown as ISO 8601 by `show`.
 _TIME_FIELDS = frozenset(
@@ -71,99 +71,6 @@ _TIME_FIELDS = frozenset(
         "updated_at",
     }
 )
-
-
-# -- formatting --------------------------------------------------------------------------------
-
-
-def iso_utc(ts: float | None, *, ms: bool = False) -> str:
-    if ts is None:
-        return "-"
-    dt = datetime.fromtimestamp(ts, UTC)
-    if ms:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def iso_local(ts: float | None, tz: str) -> str:
-    if ts is None:
-        return "-"
-    try:
-        zone = load_timezone(tz)
-    except ValidationError:
-        return "?"
-    return datetime.fromtimestamp(ts, zone).isoformat(timespec="seconds")
-
-
-def clock_utc(ts: float | None) -> str:
-    """HH:MM:SS.mmm in UTC, for the demo's live lines."""
-    if ts is None:
-        return "-"
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
-
-
-def short_id(value: str | None, n: int = 8) -> str:
-    return value[:n] if value else "-"
-
-
-def cut(text: str | None, limit: int = ERROR_WIDTH) -> str:
-    if not text:
-        return "-"
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def fmt_seconds(value: float) -> str:
-    return f"{value:g}s"
-
-
-def fmt_duration(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    return f"{ms:.0f}ms" if ms < 10_000 else f"{ms / 1000:.1f}s"
-
-
-def kind_of(s: Schedule) -> str:
-    if s.cron_expr:
-        return f"cron {s.cron_expr}"
-    if s.interval_seconds:
-        return f"every {fmt_seconds(s.interval_seconds)}"
-    if s.run_at is not None:
-        return f"once at {iso_utc(s.run_at)}"
-    return "on demand"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain left-aligned text table."""
-    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-
-    out = [line(cells[0]), line(["-" * w for w in widths])]
-    out += [line(r) for r in cells[1:]]
-    return "\n".join(out)
-
-
-def runs_table(runs: Sequence[ScheduleRun], names: dict[str, str]) -> str:
-    rows = [
-        (
-            iso_utc(r.triggered_at or r.completed_at or r.created_at, ms=True),
-            names.get(r.schedule_id, short_id(r.schedule_id)),
-            r.attempt,
-            r.trigger,
-            r.status,
-            r.status_code,
-            fmt_duration(r.duration_ms),
-            r.run_id or "-",
-            cut(r.error),
-        )
-        for r in runs
-    ]
-    headers = ("TIME", "SCHEDULE", "ATTEMPT", "TRIGGER", "STATUS", "CODE", "DURATION", "RUN_ID")
-    return table((*headers, "ERROR"), rows)
 
 
 # -- input parsing -------------------------------------------------------------------------------
@@ -365,23 +272,6 @@ async def cmd_runs(args: argparse.Namespace, manager: ScheduleManager) -> int:
 # -- run: one replica until a signal -----------------------------------------------------------
 
 
-@contextlib.contextmanager
-def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event):
-    """Set `stop` on SIGINT/SIGTERM for the duration of the block (main thread only)."""
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread, or no signal support: Ctrl-C still interrupts
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
 class FireLog:
     """Turns the Scheduler's on_event hook into one printed line per fire and per finish."""
 
@@ -470,444 +360,6 @@ async def cmd_run(args: argparse.Namespace) -> int:
         await store.close()
     print(f"stopped; {sched.fired} attempt(s) sent by this replica", flush=True)
     return 0
-
-
-# -- demo: a local target, several replicas, an exactly-once report ----------------------------
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One request the demo target received that starts work (not a status poll)."""
-
-    at: float
-    path: str
-    schedule_id: str
-    key: str
-    attempt: int
-    code: int
-
-
-@dataclass(slots=True)
-class _AgentRun:
-    agent: str
-    session_id: str
-    started: float
-    duration: float
-
-
-@dataclass
-class DemoTarget:
-    """An HTTP target on 127.0.0.1 (a port of its own), served by a thread.
-
-    POST /hooks/<name>                    JSON; 200 {"ok": true}, or 500 at rate fail_rates[name]
-    POST /agents/<id>/runs                form; 200 {run_id, session_id, status: RUNNING}
-    GET  /agents/<id>/runs/<run_id>?session_id=...   RUNNING until durations[id] passed, then
-                                          COMPLETED
-    Every work-starting request is logged in `deliveries` with its Idempotency-Key and
-    X-Schedule-Attempt headers.
-    """
-
-    durations: dict[str, float] = field(default_factory=dict)  # agent id -> run seconds
-    fail_rates: dict[str, float] = field(default_factory=dict)  # hook name -> 500 probability
-    default_duration: float = 0.3
-    rng: random.Random = field(default_factory=random.Random)
-    deliveries: list[Delivery] = field(default_factory=list)
-    polls: int = 0
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs: dict[str, _AgentRun] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> str:
-        target = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 30
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _reply(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self) -> bytes:
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else b""
-
-            def do_POST(self) -> None:
-                self._body()
-                code, body = target._post(self.path, self.headers)
-                self._reply(code, body)
-
-            def do_GET(self) -> None:
-                code, body = target._get(self.path)
-                self._reply(code, body)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="leasecron-demo-target",
-            daemon=True,
-        )
-        self._thread.start()
-        return self.url
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _log(self, path: str, headers: Any, code: int) -> None:
-        try:
-            attempt = int(headers.get("X-Schedule-Attempt") or 0)
-        except ValueError:
-            attempt = -1
-        self.deliveries.append(
-            Delivery(
-                at=time.time(),
-                path=path,
-                schedule_id=headers.get("X-Schedule-Id") or "",
-                key=headers.get("Idempotency-Key") or "",
-                attempt=attempt,
-                code=code,
-            )
-        )
-
-    def _post(self, raw_path: str, headers: Any) -> tuple[int, dict[str, Any]]:
-        parts = [p for p in urlsplit(raw_path).path.split("/") if p]
-        with self._lock:
-            if len(parts) == 2 and parts[0] == "hooks":
-                name = parts[1]
-                code = 500 if self.rng.random() < self.fail_rates.get(name, 0.0) else 200
-                self._log(raw_path, headers, code)
-                if code == 500:
-                    return code, {"error": f"{name}: simulated failure"}
-                return code, {"ok": True, "hook": name}
-            if len(parts) == 3 and parts[0] == "agents" and parts[2] == "runs":
-                agent = parts[1]
-                run_id, session_id = uuid.uuid4().hex, uuid.uuid4().hex
-                duration = self.durations.get(agent, self.default_duration)
-                self._runs[run_id] = _AgentRun(agent, session_id, time.monotonic(), duration)
-                self._log(raw_path, headers, 200)
-                return 200, {"run_id": run_id, "session_id": session_id, "status": "RUNNING"}
-        return 404, {"error": f"no such endpoint: POST {raw_path}"}
-
-    def _get(self, raw_path: str) -> tuple[int, dict[str, Any]]:
-        split = urlsplit(raw_path)
-        parts = [p for p in split.path.split("/") if p]
-        session = (parse_qs(split.query).get("session_id") or [None])[0]
-        with self._lock:
-            self.polls += 1
-            if len(parts) == 4 and parts[0] == "agents" and parts[2] == "runs":
-                run = self._runs.get(parts[3])
-                if run is None or run.agent != parts[1] or run.session_id != session:
-                    return 404, {"error": "run not found"}
-                if time.monotonic() - run.started < run.duration:
-                    return 200, {"run_id": parts[3], "status": "RUNNING"}
-                return 200, {
-                    "run_id": parts[3],
-                    "status": "COMPLETED",
-                    "content": f"{run.agent} done in {run.duration:g}s",
-                }
-        return 404, {"error": f"no such endpoint: GET {raw_path}"}
-
-
-# The demo's schedules: (name, endpoint, fields).
-DEMO_SCHEDULES: list[tuple[str, str, dict[str, Any]]] = [
-    ("every-2s", "/hooks/every-2s", {"interval_seconds": 2.0}),
-    ("every-3s", "/hooks/every-3s", {"interval_seconds": 3.0}),
-    (
-        "flaky",
-        "/hooks/flaky",
-        {"interval_seconds": 2.0, "max_retries": 2, "retry_delay_seconds": 0.5},
-    ),
-    ("slow-agent", "/agents/slow/runs", {"interval_seconds": 2.0, "overlap": "skip"}),
-    ("cron-minute", "/agents/reporter/runs", {"cron": "* * * * *"}),
-]
-DEMO_DURATIONS = {"slow": 2.5, "reporter": 0.3}
-DEMO_FAIL_RATES = {"flaky": 1 / 3}
-DEMO_NOTES = {
-    "flaky": "target answers 500 ~1 in 3; max_retries=2, retry_delay=0.5s",
-    "slow-agent": "AgentOS run taking 2.5s; overlap=skip",
-    "cron-minute": "AgentOS run taking 0.3s",
-}
-_DELIVERED_OFF = ("pending", "skipped")  # statuses of rows whose attempt was never sent
-
-
-@dataclass(slots=True)
-class ScheduleReport:
-    name: str
-    slots: int = 0
-    attempts_target: int = 0
-    attempts_db: int = 0
-    success: int = 0
-    failed: int = 0
-    retries: int = 0
-    skipped: int = 0
-    cut: int = 0  # still running when the replicas stopped
-    dup_target: int = 0
-    dup_db: int = 0
-
-
-def demo_report(
-    schedules: Sequence[Schedule],
-    runs: dict[str, list[ScheduleRun]],
-    deliveries: Sequence[Delivery],
-) -> tuple[list[ScheduleReport], list[str]]:
-    """Per-schedule counts and the list of exactly-once violations (empty when all is well),
-    cross-checking the target's own request log against the runs table."""
-    problems: list[str] = []
-    reports: list[ScheduleReport] = []
-    by_schedule: dict[str, list[Delivery]] = defaultdict(list)
-    known = {s.id for s in schedules}
-    for d in deliveries:
-        by_schedule[d.schedule_id].append(d)
-        if d.schedule_id not in known:
-            problems.append(f"{d.key}: target received a request for unknown schedule")
-    for s in schedules:
-        rep = ScheduleReport(s.name)
-        got = by_schedule.get(s.id, [])
-        rows = runs.get(s.id, [])
-        sent = [r for r in rows if r.status not in _DELIVERED_OFF and r.triggered_at is not None]
-        target_count = Counter((d.key, d.attempt) for d in got)
-        db_count = Counter((r.idempotency_key, r.attempt) for r in sent)
-        rep.slots = len({d.key for d in got})
-        rep.attempts_target = len(got)
-        rep.attempts_db = len(sent)
-        rep.success = sum(r.status == "success" for r in sent)
-        rep.failed = sum(r.status in ("failed", "timeout") for r in sent)
-        rep.retries = sum(r.attempt > 1 for r in sent)
-        rep.skipped = sum(r.status == "skipped" for r in rows)
-        rep.cut = sum(r.status == "running" for r in sent)
-        for (key, attempt), n in sorted(target_count.items()):
-            if n > 1:
-                rep.dup_target += n - 1
-                problems.append(f"{key} attempt {attempt}: target received it {n} times")
-            if (key, attempt) not in db_count:
-                problems.append(f"{key} attempt {attempt}: target received it, no run row says so")
-        for (key, attempt), n in sorted(db_count.items()):
-            if n > 1:
-                rep.dup_db += n - 1
-                problems.append(f"{key} attempt {attempt}: {n} run rows sent it")
-        for r in sent:
-            if r.status != "running" and (r.idempotency_key, r.attempt) not in target_count:
-                problems.append(
-                    f"{r.idempotency_key} attempt {r.attempt}: run row {r.status}, "
-                    "but the target never received it"
-                )
-        # Attempts of one slot are 1..n without a gap.
-        attempts: dict[str, set[int]] = defaultdict(set)
-        for key, attempt in target_count:
-            attempts[key].add(attempt)
-        for key, seen in sorted(attempts.items()):
-            if seen != set(range(1, max(seen) + 1)):
-                problems.append(f"{key}: attempts {sorted(seen)} have a gap")
-        # Outcomes agree: a hook the target answered 500 must not be recorded as a success.
-        codes = {(d.key, d.attempt): d.code for d in got if d.path.startswith("/hooks/")}
-        for r in sent:
-            code = codes.get((r.idempotency_key, r.attempt))
-            if (
-                code is not None
-                and r.status != "running"
-                and (code < 300) != (r.status == "success")
-            ):
-                problems.append(
-                    f"{r.idempotency_key} attempt {r.attempt}: target answered {code}, "
-                    f"run row says {r.status}"
-                )
-        # Every slot between the first and the last seen was either fired or skipped, not both.
-        fired = {round(r.scheduled_for, 3) for r in sent if r.scheduled_for is not None}
-        skipped = {
-            round(r.scheduled_for, 3)
-            for r in rows
-            if r.status == "skipped" and r.scheduled_for is not None
-        }
-        for slot in sorted(fired & skipped):
-            problems.append(f"{s.name} slot {iso_utc(slot, ms=True)}: both fired and skipped")
-        seen_slots = fired | skipped
-        if seen_slots:
-            slot: float | None = min(seen_slots)
-            last = max(seen_slots)
-            while slot is not None and round(slot, 3) <= last:
-                if round(slot, 3) not in seen_slots:
-                    problems.append(
-                        f"{s.name} slot {iso_utc(slot, ms=True)}: neither fired nor skipped"
-                    )
-                slot = slot_after(s, slot)
-        reports.append(rep)
-    return reports, problems
-
-
-def demo_table(reports: Sequence[ScheduleReport]) -> str:
-    headers = ("SCHEDULE", "SLOTS", "ATTEMPTS target/db", "SUCCESS", "FAILED", "RETRIES")
-    rows = [
-        (
-            r.name,
-            r.slots,
-            f"{r.attempts_target}/{r.attempts_db}",
-            r.success,
-            r.failed,
-            r.retries,
-            r.skipped,
-            r.cut,
-            f"{r.dup_target}/{r.dup_db}",
-        )
-        for r in reports
-    ]
-    return table((*headers, "SKIPPED", "CUT", "DUPLICATES target/db"), rows)
-
-
-async def cmd_demo(args: argparse.Namespace) -> int:
-    if not args.seconds > 0:
-        raise ValidationError("seconds", f"{args.seconds!r} must be > 0")
-    if args.replicas < 1:
-        raise ValidationError("replicas", f"{args.replicas!r} must be >= 1")
-    grace = args.grace if args.grace is not None else min(2.0, args.seconds / 10)
-    if grace < 0:
-        raise ValidationError("grace", f"{grace!r} must be >= 0")
-    db = args.db or os.path.join(tempfile.mkdtemp(prefix="leasecron-demo-"), "demo.db")
-    target = DemoTarget(
-        durations=dict(DEMO_DURATIONS),
-        fail_rates=dict(DEMO_FAIL_RATES),
-        rng=random.Random(args.seed),
-    )
-    base_url = target.start()
-    admin = SqliteStore(db)
-    stores: list[SqliteStore] = []
-    dispatchers: list[HttpDispatcher] = []
-    replicas: list[Scheduler] = []
-    try:
-        manager = ScheduleManager(admin)
-        schedules: list[Schedule] = []
-        for name, endpoint, spec in DEMO_SCHEDULES:
-            old = await manager.get_by_name(name)
-            if old is not None:  # a reused --db: start this schedule's series afresh
-                await manager.delete(old.id)
-            schedules.append(
-                await manager.create(name, endpoint=endpoint, timeout_seconds=30.0, **spec)
-            )
-        print(f"demo target: {base_url}   db: {db}")
-        print(
-            f"{args.replicas} replica(s), {args.seconds:g}s, poll_interval=1.0, "
-            f"{len(schedules)} schedules:"
-        )
-        for s in schedules:
-            note = DEMO_NOTES.get(s.name, "")
-            print(f"  {s.name:<12} {kind_of(s):<16} -> {s.endpoint:<22} {note}".rstrip())
-        print()
-        print("one line per attempt when it ends; times are UTC")
-        print(
-            f"{'FIRED AT':<12}  {'REPLICA':<7}  {'SCHEDULE':<12}  {'SLOT':<12}  {'ATTEMPT':<7}  "
-            f"{'TOOK':<7}  STATUS"
-        )
-
-        fires: dict[str, dict[str, Any]] = {}
-
-        def hook(replica: str) -> Callable[[str, dict[str, Any]], None]:
-            def on_event(event: str, data: dict[str, Any]) -> None:
-                if event == "fire":
-                    fires[data["run_row_id"]] = data
-                elif event == "finish":
-                    fire = fires.pop(data["run_row_id"], None)
-                    if fire is None:
-                        return
-                    status = data["status"]
-                    if data["retry_at"]:
-                        status += f" (retry in {data['retry_at'] - data['at']:.1f}s)"
-                    slot = clock_utc(fire["scheduled_for"]) if fire["scheduled_for"] else "manual"
-                    took = fmt_duration((data["at"] - fire["at"]) * 1000)
-                    print(
-                        f"{clock_utc(fire['at']):<12}  {replica:<7}  {fire['name']:<12}  "
-                        f"{slot:<12}  {fire['attempt']:<7}  {took:<7}  {status}",
-                        flush=True,
-                    )
-                elif event in ("lease_lost", "store_error"):
-                    print(
-                        f"{clock_utc(time.time()):<12}  {replica:<7}  {event}: {data}", flush=True
-                    )
-
-            return on_event
-
-        for i in range(1, args.replicas + 1):
-            store = SqliteStore(db)  # its own connection and worker thread, like another process
-            dispatcher = HttpDispatcher(base_url, poll_initial=0.2)
-            label = f"r{i}"
-            stores.append(store)
-            dispatchers.append(dispatcher)
-            replicas.append(
-                Scheduler(
-                    store,
-                    dispatcher,
-                    clock=SystemClock(),
-                    replica_id=f"{label}-{uuid.uuid4().hex[:6]}",
-                    poll_interval=1.0,
-                    lease_seconds=30.0,
-                    on_event=hook(label),
-                )
-            )
-        stop = asyncio.Event()
-        with stop_on_signals(asyncio.get_running_loop(), stop):
-            for sched in replicas:
-                await sched.start()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), args.seconds)
-            await asyncio.gather(*(sched.stop(timeout=grace) for sched in replicas))
-        print()
-
-        runs = {s.id: await admin.list_runs(s.id, 1_000_000) for s in schedules}
-        with target._lock:
-            deliveries = list(target.deliveries)
-        reports, problems = demo_report(schedules, runs, deliveries)
-        print(demo_table(reports))
-        fired = {r.replica_id.split("-")[0]: r.fired for r in replicas}
-        print(
-            "attempts sent per replica: "
-            + ", ".join(f"{k}={v}" for k, v in fired.items())
-            + f"; target: {len(deliveries)} deliveries, {target.polls} status polls"
-        )
-        if any(r.cut for r in reports):
-            print(
-                "(CUT: attempts still in flight when the grace period ended; their lease "
-                "was released, so the next replica re-delivers them with the same key)"
-            )
-        if problems:
-            print("every slot fired exactly once: NO")
-            for line in problems[:50]:
-                print(f"  {line}")
-            if len(problems) > 50:
-                print(f"  ... and {len(problems) - 50} more")
-            return 1
-        print("every slot fired exactly once: YES")
-        return 0
-    finally:
-        for sched in replicas:
-            await sched.stop(timeout=0)
-        for dispatcher in dispatchers:
-            await dispatcher.aclose()
-        for store in stores:
-            await store.close()
-        await admin.close()
-        target.close()
 
 
 # -- the parser ----------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from leasecron.kernel.cli import Delivery, DemoTarget, demo_report, main
+from leasecron.kernel.cli import main
+from leasecron.kernel.demo import Delivery, DemoTarget, demo_report
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.sqlite import SqliteStore
 

@@ -1,0 +1,204 @@
+"""The SQL of the SQLite store, in one place: every statement of the lease algorithm with the race
+it closes, and the versioned schema. Read it top to bottom to learn the algorithm; `sqlite.py`
+only runs these statements. {S} is the schedules table, {R} the runs table.
+"""
+
+from __future__ import annotations
+
+_FAR = 1e18  # stands for "never" inside MIN(); SQLite's scalar MIN() returns NULL on any NULL
+
+# ---------------------------------------------------------------------------------------------
+# The lease algorithm, top to bottom. {S} is the schedules table, {R} the runs table.
+# ---------------------------------------------------------------------------------------------
+
+# When a row next needs attention: its earliest pending run or its slot cursor, whichever is
+# sooner. Written by every statement that releases a row or changes its work, so the idle poll
+# can stay one index probe.
+DUE_EXPR = """NULLIF(MIN(COALESCE(next_run_at, {far}),
+    COALESCE((SELECT MIN(r.due_at) FROM {R} r WHERE r.schedule_id = {S}.id
+              AND r.status = 'pending'), {far})), {far})"""
+
+LEASE_SQL = {
+    # The idle poll: MIN over the partial index on due_at is one index probe, flat in table size.
+    "next_due": """
+        SELECT MIN(due_at) FROM {S} WHERE enabled = 1 AND due_at IS NOT NULL""",
+    # Claim up to :limit due rows under a new lease. The subquery picks candidates; the outer
+    # WHERE re-checks due-ness and lease state, so a candidate another replica fired and released
+    # meanwhile (its due_at moved to the future) or still holds is not taken. A held row's due_at
+    # is its lease expiry, so a crashed holder's row comes due here and is reclaimed. Bumping
+    # lease_version issues the fencing token all later writes of this holder must present.
+    "claim": """
+        UPDATE {S} SET locked_by = :replica, locked_at = :now, lease_expires_at = :lease_until,
+               due_at = :lease_until, lease_version = lease_version + 1
+         WHERE id IN (SELECT id FROM {S} WHERE enabled = 1 AND due_at IS NOT NULL
+                       AND due_at <= :now ORDER BY due_at LIMIT :limit)
+           AND enabled = 1 AND due_at <= :now
+           AND (locked_by IS NULL OR lease_expires_at <= :now)
+        RETURNING *""",
+    # The claimed row's waiting work and orphans, read inside the claim's transaction: a trigger
+    # committed after it is seen by the next claim (its due_at) and never half-seen by this one.
+    "claim_runs": """
+        SELECT * FROM {R} WHERE schedule_id = :id AND status IN ('pending', 'running')
+         ORDER BY due_at, created_at""",
+    # Start: advance the slot cursor only while we still hold the lease (a reclaim bumped
+    # lease_version) and the spec is the one we planned with (an update recomputed next_run_at
+    # itself; ours would resurrect the old schedule).
+    "start_fence": """
+        UPDATE {S} SET next_run_at = :next_run_at, last_run_at = COALESCE(:last_run_at, last_run_at)
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version
+           AND spec_version = :spec""",
+    # An attempt whose holder's lease expired ends lease_lost, but only if it is still running:
+    # if the old holder's result landed first, the slot is done and must not be fired again.
+    "lose_orphan": """
+        UPDATE {R} SET status = 'lease_lost', completed_at = :now,
+               error = 'lease expired while in flight; reclaimed by ' || :replica
+         WHERE id = :id AND status = 'running'""",
+    # Pending -> running only if still pending: a disable or delete between claim and start
+    # cancelled it, and a cancelled trigger must not fire.
+    "start_pending": """
+        UPDATE {R} SET status = 'running', replica = :replica, lease_version = :version,
+               triggered_at = :now
+         WHERE id = :id AND status = 'pending'""",
+    "insert_run": """
+        INSERT INTO {R} (id, schedule_id, attempt, scheduled_for, trigger, status,
+               idempotency_key, due_at, error, replica, lease_version, reclaim,
+               triggered_at, completed_at, input, created_at)
+        VALUES (:id, :schedule_id, :attempt, :scheduled_for, :trigger, :status,
+               :idempotency_key, :due_at, :error, :replica, :lease_version, :reclaim,
+               :triggered_at, :completed_at, :input, :created_at)""",
+    # Heartbeat: extend the lease only for the (holder, version) that owns it. A holder whose
+    # lease was taken gets rowcount 0 and stops; it can never extend someone else's lease.
+    "heartbeat": """
+        UPDATE {S} SET lease_expires_at = :lease_until, due_at = :lease_until
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
+    # A lease that was not renewed was lost only if its row still exists: a schedule deleted
+    # mid-run lets its attempt finish (nobody else can claim a deleted row).
+    "schedule_exists": """
+        SELECT 1 FROM {S} WHERE id = :id""",
+    # Record an attempt's outcome only while this holder still owns the attempt. After a reclaim
+    # the row is lease_lost and this late write changes nothing.
+    "finish_run": """
+        UPDATE {R} SET status = :status, status_code = :status_code,
+               run_id = COALESCE(:run_id, run_id), session_id = COALESCE(:session_id, session_id),
+               error = :error, completed_at = :completed_at, duration_ms = :duration_ms,
+               output = :output
+         WHERE id = :id AND status = 'running' AND replica = :replica
+           AND lease_version = :version""",
+    # The holder's bookkeeping on the schedule row, fenced on the lease like every holder write.
+    "finish_schedule": """
+        UPDATE {S} SET last_status = :status,
+               consecutive_failures = CASE WHEN :success THEN 0 ELSE consecutive_failures + 1 END
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
+    # Overlap handling moves the slot cursor past slots that came due during the run, but only if
+    # no update changed the spec meanwhile.
+    "finish_advance": """
+        UPDATE {S} SET next_run_at = :next_run_at
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version
+           AND spec_version = :spec""",
+    # A retry is queued only if the schedule still exists and is enabled: a disable or delete
+    # that committed during the run means nothing more of it fires.
+    "schedule_enabled": """
+        SELECT spec_version, locked_by, lease_version FROM {S} WHERE id = :id AND enabled = 1""",
+    # A one-off is done after its last attempt.
+    "disable_one_off": """
+        UPDATE {S} SET enabled = 0, next_run_at = NULL, due_at = NULL
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version
+           AND spec_version = :spec""",
+    # Release: drop the lease and recompute due_at from the cursor and pending runs in the same
+    # statement, so a trigger or an update committed during the run is honoured, not overwritten.
+    "release": """
+        UPDATE {S} SET locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
+               due_at = CASE WHEN enabled = 1 THEN """
+    + DUE_EXPR
+    + """ END
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
+    # Manager writes (update, trigger) recompute due_at too, unless a live lease holds the row:
+    # then due_at is the lease expiry and the holder's release recomputes it.
+    "refresh_due": """
+        UPDATE {S} SET due_at = CASE
+               WHEN enabled = 0 THEN NULL
+               WHEN locked_by IS NOT NULL AND lease_expires_at > :now THEN due_at
+               ELSE """
+    + DUE_EXPR
+    + """ END
+         WHERE id = :id""",
+    # Disabling or deleting cancels waiting work in the same transaction: nothing of the schedule
+    # fires after the change commits. A running attempt is left to finish and be recorded.
+    "cancel_pending": """
+        UPDATE {R} SET status = 'cancelled', completed_at = :now, error = :reason
+         WHERE schedule_id = :id AND status = 'pending'""",
+    "set_run_ids": """
+        UPDATE {R} SET run_id = :run_id, session_id = :session_id WHERE id = :id""",
+}
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS {S} (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT,
+    method TEXT NOT NULL DEFAULT 'POST',
+    endpoint TEXT NOT NULL,
+    payload TEXT,
+    cron_expr TEXT,
+    interval_seconds REAL,
+    run_at REAL,
+    start_at REAL,
+    timezone TEXT NOT NULL DEFAULT 'UTC',
+    timeout_seconds REAL NOT NULL DEFAULT 3600,
+    max_retries INTEGER NOT NULL DEFAULT 0,
+    retry_delay_seconds REAL NOT NULL DEFAULT 60,
+    overlap TEXT NOT NULL DEFAULT 'skip',
+    misfire TEXT NOT NULL DEFAULT 'fire_once',
+    misfire_grace_seconds REAL NOT NULL DEFAULT 60,
+    max_catchup INTEGER NOT NULL DEFAULT 100,
+    catchup_window_seconds REAL NOT NULL DEFAULT 86400,
+    jitter_seconds REAL NOT NULL DEFAULT 0,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    next_run_at REAL,
+    due_at REAL,
+    locked_by TEXT,
+    locked_at REAL,
+    lease_expires_at REAL,
+    lease_version INTEGER NOT NULL DEFAULT 0,
+    spec_version INTEGER NOT NULL DEFAULT 1,
+    last_run_at REAL,
+    last_status TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {prefix}schedules_due ON {S} (due_at)
+    WHERE enabled = 1 AND due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {R} (
+    id TEXT PRIMARY KEY,
+    schedule_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    scheduled_for REAL,
+    trigger TEXT NOT NULL,
+    status TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    due_at REAL,
+    status_code INTEGER,
+    run_id TEXT,
+    session_id TEXT,
+    error TEXT,
+    replica TEXT,
+    lease_version INTEGER,
+    reclaim INTEGER NOT NULL DEFAULT 0,
+    triggered_at REAL,
+    completed_at REAL,
+    duration_ms REAL,
+    input TEXT,
+    output TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_by_schedule ON {R} (schedule_id, created_at);
+CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_open ON {R} (schedule_id, due_at)
+    WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_run_id ON {R} (run_id);
+"""
+
+# Schema versions, applied in order and recorded in the meta table. A migration may add tables,
+# columns and indexes; it never drops or rewrites data.
+MIGRATIONS: list[str] = [SCHEMA_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
