@@ -56,17 +56,19 @@ class ScheduleManager:
             **validate_fields({"name": name, "endpoint": endpoint, **_caller_fields(fields)}),
         }
         now = self.clock.now()
-        check_timing(spec, now)
         existing = await self.store.get_schedule_by_name(name)
         if existing is not None:
+            # Start-up declarations repeat: an unchanged one (even a one-off now past) is fine.
             if if_exists == "raise":
                 raise ScheduleExistsError(name)
             if if_exists == "skip":
                 return existing
             changed = {k: v for k, v in spec.items() if getattr(existing, k) != v}
             return await self.update(existing.id, **changed) if changed else existing
+        check_timing(spec, now)
         schedule = Schedule(id=self.new_id(), created_at=now, updated_at=now, **spec)
         schedule.next_run_at = first_slot(schedule, now) if schedule.enabled else None
+        schedule.due_at = schedule.next_run_at
         try:
             await self.store.create_schedule(schedule)
         except ScheduleExistsError:

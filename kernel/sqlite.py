@@ -10,6 +10,7 @@ the WHERE clauses still matter: they are what makes a write by a holder that los
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -86,7 +87,7 @@ class SqliteStore:
         inline: bool = False,
         busy_timeout: float = 10.0,
     ):
-        if not prefix.replace("_", "").isalnum():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", prefix):
             raise ValueError(f"prefix: {prefix!r} must be letters, digits and underscores")
         self.path = str(path)
         self.prefix = prefix
@@ -411,6 +412,10 @@ class SqliteStore:
                     },
                 )
                 if cur.rowcount != 1:
+                    # Lease lost, or the spec changed since the claim: start nothing. If the
+                    # lease is still ours, give it back now rather than at its expiry (the
+                    # release is fenced, so it is a no-op on a lost lease).
+                    conn.execute(self._sql["release"], fence)
                     results.append(None)
                     continue
                 started: set[str] = set()

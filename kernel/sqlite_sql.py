@@ -112,12 +112,14 @@ LEASE_SQL = {
     + DUE_EXPR
     + """ END
          WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
-    # Manager writes (update, trigger) recompute due_at too, unless a live lease holds the row:
-    # then due_at is the lease expiry and the holder's release recomputes it.
+    # Manager writes (update, trigger) recompute due_at too, except on a held row: there due_at
+    # must stay the lease expiry, live (the holder's release recomputes it) or already past (a
+    # crashed holder's orphan must stay claimable now, not wait for the next slot). Taken from
+    # lease_expires_at, not the old due_at, which a disable in between may have cleared.
     "refresh_due": """
         UPDATE {S} SET due_at = CASE
                WHEN enabled = 0 THEN NULL
-               WHEN locked_by IS NOT NULL AND lease_expires_at > :now THEN due_at
+               WHEN locked_by IS NOT NULL THEN lease_expires_at
                ELSE """
     + DUE_EXPR
     + """ END
