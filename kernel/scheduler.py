@@ -124,7 +124,11 @@ class Scheduler:
         self._stopping = True
         self._wake.set()
         loop_task, heart_task, flush_task = self._tasks
-        loop_task.cancel()
+        # Let the loop leave at its next check rather than cancel it mid-claim: a claim or start
+        # that committed must still spawn its attempts, or they would wait out the lease.
+        done, _ = await asyncio.wait({loop_task}, timeout=max(timeout, 1.0))
+        if not done:
+            loop_task.cancel()
         running = [t for held in self._held.values() for t in held.tasks]
         if running and timeout > 0:
             await asyncio.wait(running, timeout=timeout)
