@@ -96,16 +96,18 @@ class ScheduleManager:
     async def update(self, schedule_id: str, **fields: Any) -> Schedule:
         """Change fields. A timing change (cron, interval, run_at, start_at, timezone) restarts
         the slot series from now; a run in flight finishes under the old spec and its release
-        cannot write the old cursor back (the store fences it on spec_version)."""
+        cannot write the old cursor back (the store fences it on timing_version)."""
         current = await self._require(schedule_id)
         changes = validate_fields(_caller_fields(fields))
         if not changes:
             return current
         now = self.clock.now()
         merged = replace(current, **changes)
-        timing = {k: getattr(merged, k) for k in TIMING_FIELDS}
-        check_timing({**timing, "misfire_grace_seconds": merged.misfire_grace_seconds}, now)
-        if any(k in changes for k in TIMING_FIELDS) or changes.get("enabled") is True:
+        retimed = any(k in changes for k in TIMING_FIELDS)
+        if retimed:  # a finished one-off may still have its description edited
+            timing = {k: getattr(merged, k) for k in TIMING_FIELDS}
+            check_timing({**timing, "misfire_grace_seconds": merged.misfire_grace_seconds}, now)
+        if retimed or changes.get("enabled") is True:
             changes["next_run_at"] = first_slot(merged, now) if merged.enabled else None
         updated = await self.store.update_schedule(schedule_id, changes, now)
         if updated is None:

@@ -18,6 +18,7 @@ MAX_RECLAIMS = 3  # re-deliveries of one attempt after lost leases, so a target 
 MAX_RETRY_DELAY = 3600.0  # cap of the exponential backoff
 MAX_RETRY_AFTER = 86_400.0  # the longest Retry-After we honour
 SKIPPED_ROWS = 100  # skipped slots recorded one row each; beyond this one summary row
+SKIPPED_COUNT_CAP = 1000  # the summary counts at most this many more (counting costs time)
 NON_RETRYABLE = ("cancelled", "paused")
 
 
@@ -99,7 +100,8 @@ class Planner:
             )
             slot = slot_after(s, slot)
         if slot is not None and slot <= last:
-            more = count_slots(s, slot, last, 1_000_000)
+            more = count_slots(s, slot, last, SKIPPED_COUNT_CAP)
+            more_text = f"{more}" if more < SKIPPED_COUNT_CAP else f"at least {more}"
             rows.append(
                 self._run(
                     s,
@@ -108,24 +110,39 @@ class Planner:
                     scheduled_for=slot,
                     idempotency_key=slot_key(s.id, slot),
                     completed_at=now,
-                    error=f"{why}; {more} more slot(s) up to {last:.3f} not listed",
+                    error=f"{why}; {more_text} more slot(s) up to {last:.3f} not listed",
                 )
             )
         return rows
 
     # -- claim ---------------------------------------------------------------------------------
 
-    def plan_claim(self, claim: Claim, now: float) -> StartDecision:
+    def plan_claim(
+        self, claim: Claim, now: float, in_flight: frozenset[str] = frozenset()
+    ) -> StartDecision:
+        """`in_flight`: run rows this replica itself has running under the lease (an overlap=allow
+        holder re-reading its row); every other running row is an orphan."""
         s = claim.schedule
-        plan = StartPlan(s.id, s.lease_version, claim.spec_version, next_run_at=s.next_run_at)
+        plan = StartPlan(
+            s.id,
+            s.lease_version,
+            claim.timing_version,
+            next_run_at=s.next_run_at,
+            keep_lease=bool(in_flight),
+        )
         d = StartDecision(plan)
         allow = s.overlap == "allow"
 
         # 1. Orphans: attempts in flight under a holder whose lease expired. Re-deliver each with
         # the same attempt number and idempotency key (the target may have seen it already).
         for orphan in claim.running:
+            if orphan.id in in_flight:
+                continue
             replacement = None
-            if orphan.reclaim < MAX_RECLAIMS and s.enabled:
+            error = f"lease expired while in flight; re-delivered by {self.replica}"
+            if orphan.reclaim >= MAX_RECLAIMS:
+                error = f"lease expired while in flight; gave up after {MAX_RECLAIMS} re-deliveries"
+            elif s.enabled:
                 replacement = self._run(
                     s,
                     now,
@@ -136,11 +153,12 @@ class Planner:
                     reclaim=orphan.reclaim + 1,
                 )
                 d.runs.append(replacement)
-            plan.lost_runs.append((orphan.id, replacement))
+            plan.lost_runs.append((orphan.id, replacement, error))
 
+        busy = bool(d.runs or in_flight)
         # 2. Durable work that is due: triggers, retries, buffered slots; earliest first.
         for pending in claim.pending:
-            if pending.due_at is not None and pending.due_at <= now and (allow or not d.runs):
+            if pending.due_at is not None and pending.due_at <= now and (allow or not busy):
                 plan.start_pending.append(pending.id)
                 d.runs.append(
                     replace(
@@ -151,22 +169,34 @@ class Planner:
                         triggered_at=now,
                     )
                 )
-
+                busy = True
         # 3. The slot cursor, under the misfire policy.
-        if s.next_run_at is not None and s.next_run_at <= now and (allow or not d.runs):
+        if s.next_run_at is not None and s.next_run_at <= now and (allow or not busy):
             self._plan_slot(s, now, d)
+        # A one-off with nothing left to fire (its attempt given up after lost leases) is done.
+        if not d.runs and not in_flight and _is_one_off(s) and plan.next_run_at is None:
+            plan.disable = not any(p.due_at is not None for p in claim.pending)
         return d
 
-    def plan_slot_only(self, s: Schedule, spec_version: int, now: float) -> StartDecision:
-        """An overlap=allow holder firing its next slot while earlier runs are still in flight."""
-        d = StartDecision(
-            StartPlan(
-                s.id, s.lease_version, spec_version, next_run_at=s.next_run_at, keep_lease=True
+    def plan_unplannable(self, claim: Claim, now: float, error: BaseException) -> StartDecision:
+        """A row the kernel cannot plan (say, a cron expression edited by hand into nonsense):
+        record why on a failed run row and disable it, rather than let it take the loop down on
+        every replica that claims it."""
+        s = claim.schedule
+        plan = StartPlan(s.id, s.lease_version, claim.timing_version, next_run_at=None)
+        plan.disable = True
+        plan.insert_runs.append(
+            self._run(
+                s,
+                now,
+                status="failed",
+                scheduled_for=s.next_run_at,
+                idempotency_key=slot_key(s.id, s.next_run_at or now),
+                completed_at=now,
+                error=f"schedule disabled: cannot plan it: {type(error).__name__}: {error}",
             )
         )
-        if s.next_run_at is not None and s.next_run_at <= now:
-            self._plan_slot(s, now, d)
-        return d
+        return StartDecision(plan)
 
     def _plan_slot(self, s: Schedule, now: float, d: StartDecision) -> None:
         cursor = s.next_run_at
@@ -234,7 +264,7 @@ class Planner:
     def plan_finish(
         self,
         s: Schedule,
-        spec_version: int,
+        timing_version: int,
         run: ScheduleRun,
         outcome: Outcome,
         started_at: float,
@@ -246,7 +276,7 @@ class Planner:
         plan = FinishPlan(
             schedule_id=s.id,
             lease_version=s.lease_version,
-            spec_version=spec_version,
+            timing_version=timing_version,
             run_row_id=run.id,
             status=outcome.status,
             status_code=outcome.status_code,
@@ -258,7 +288,6 @@ class Planner:
             output=outcome.output,
             release=release,
             success=outcome.status == "success",
-            last_run_at=started_at,
         )
         retries_used = run.attempt - 1
         if (
@@ -279,11 +308,7 @@ class Planner:
             )
             plan.retry.triggered_at = None
         # A one-off is done once its slot's last attempt ends.
-        plan.disable = (
-            s.next_run_at is None
-            and s.run_at is not None
-            and not (s.cron_expr or s.interval_seconds)
-        )
+        plan.disable = s.next_run_at is None and _is_one_off(s)
         if release and s.overlap != "allow":
             self._plan_overlap(s, started_at, now, plan)
         return plan
@@ -318,3 +343,7 @@ class Planner:
             plan.insert_runs += self._skipped(
                 s, now, cursor, last, "overlap: skipped (previous run still in flight)"
             )
+
+
+def _is_one_off(s: Schedule) -> bool:
+    return s.run_at is not None and not (s.cron_expr or s.interval_seconds)

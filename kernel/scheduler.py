@@ -30,7 +30,7 @@ from typing import Any
 from .clock import Clock, SystemClock
 from .dispatch import Dispatcher
 from .errors import StoreError
-from .model import Schedule, ScheduleRun
+from .model import Outcome, Schedule, ScheduleRun
 from .policy import Planner, StartDecision, fire_for
 from .store import Claim, FinishPlan, Store
 
@@ -48,9 +48,14 @@ class Held:
     """A lease this replica holds: its view of the schedule and the attempts running under it."""
 
     schedule: Schedule
-    spec_version: int
+    timing_version: int
     valid_until: float  # local deadline after which nothing more is sent under this lease
-    tasks: set[asyncio.Task] = field(default_factory=set)
+    tasks: dict[asyncio.Task, str] = field(default_factory=dict)  # attempt task -> run row id
+    # overlap=allow: when to re-read the row for slots and pending work that came due meanwhile;
+    # `frozen` once a re-read or start was refused (disabled, re-timed, lost): the last attempt
+    # in flight then releases the lease and the row goes back to the common pool.
+    check_at: float = 0.0
+    frozen: bool = False
 
 
 class Scheduler:
@@ -109,7 +114,7 @@ class Scheduler:
         if self._tasks:
             return
         self._stopping = False
-        self.store.add_listener(self._wake.set)
+        self.store.add_listener(self.wake)
         self._tasks = [
             asyncio.create_task(self._loop(), name=f"leasecron-loop-{self.replica_id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"leasecron-heart-{self.replica_id}"),
@@ -142,9 +147,8 @@ class Scheduler:
             )
         if leftover:
             leases = [(sid, h.schedule.lease_version) for sid, h in leftover.items()]
-            with contextlib.suppress(StoreError):
-                await self.store.heartbeat(self.replica_id, self.clock.now(), 0.0, leases)
-            self.store.notify()
+            with contextlib.suppress(StoreError):  # else they expire on their own
+                await self.store.expire_leases(self.replica_id, self.clock.now(), leases)
         self._held.clear()
         heart_task.cancel()
         self._finish_ready.set()
@@ -153,7 +157,7 @@ class Scheduler:
         await asyncio.gather(loop_task, heart_task, flush_task, return_exceptions=True)
         self._tasks = []
         if hasattr(self.store, "remove_listener"):
-            self.store.remove_listener(self._wake.set)
+            self.store.remove_listener(self.wake)
 
     def kill(self) -> None:
         """Stop as if the process died this instant: every task is cancelled and nothing more is
@@ -165,7 +169,7 @@ class Scheduler:
         self._held.clear()
         self._tasks = []
         if hasattr(self.store, "remove_listener"):
-            self.store.remove_listener(self._wake.set)
+            self.store.remove_listener(self.wake)
 
     async def __aenter__(self) -> Scheduler:
         await self.start()
@@ -175,7 +179,10 @@ class Scheduler:
         await self.stop()
 
     def wake(self) -> None:
-        """Look at the store now (a change made elsewhere, e.g. notified by another host)."""
+        """Look at the store now: a change was made (through this process, or another host
+        notified us). An overlap=allow holder also re-reads the rows it keeps."""
+        for held in self._held.values():
+            held.check_at = 0.0
         self._wake.set()
 
     @property
@@ -195,7 +202,7 @@ class Scheduler:
             now = self.clock.now()
             wake_at = now + self.poll_interval
             try:
-                wake_at = min(wake_at, await self._fire_held_slots(now))
+                wake_at = min(wake_at, await self._fire_held(now))
                 capacity = self.max_concurrent - self._in_flight
                 if capacity > 0:
                     due = await self.store.next_due()
@@ -213,16 +220,27 @@ class Scheduler:
                     elif due is not None:
                         wake_at = min(wake_at, due)
                 store_backoff = 0.0
-            except StoreError as exc:
-                # "Not claimed": nothing was started; back off and look again.
+            except Exception as exc:
+                # "Not claimed": nothing was started; back off and look again. A fault of ours
+                # (not the store's) is logged loudly, but the loop never dies of it.
                 store_backoff = min(self.poll_interval, max(0.01, store_backoff * 2))
                 wake_at = self.clock.now() + store_backoff
-                self._emit("store_error", operation=exc.operation, error=str(exc))
+                if isinstance(exc, StoreError):
+                    self._emit("store_error", operation=exc.operation, error=str(exc))
+                else:
+                    log.exception("replica %s: loop iteration failed", self.replica_id)
             await self.clock.wait(self._wake, wake_at - self.clock.now())
 
+    def _plan(self, claim: Claim, now: float, in_flight: frozenset[str] = frozenset()):
+        try:
+            decision = self.planner.plan_claim(claim, now, in_flight)
+        except Exception as exc:
+            log.exception("schedule %s cannot be planned; disabling it", claim.schedule.id)
+            decision = self.planner.plan_unplannable(claim, now, exc)
+        return claim.schedule, claim.timing_version, decision
+
     async def _start(self, claims: list[Claim], now: float) -> None:
-        items = [(c.schedule, c.spec_version, self.planner.plan_claim(c, now)) for c in claims]
-        await self._apply_start(items, now)
+        await self._apply_start([self._plan(c, now) for c in claims], now)
 
     async def _apply_start(
         self, items: list[tuple[Schedule, int, StartDecision]], now: float
@@ -236,56 +254,86 @@ class Scheduler:
             # (due_at is the expiry), then any replica takes the rows up again.
             self._emit("store_error", operation=exc.operation, error=str(exc))
             return
-        for (schedule, spec_version, decision), started in zip(items, results, strict=True):
-            if not started:
-                held = self._held.get(schedule.id)
-                if started is None and held is not None and not held.tasks:
-                    del self._held[schedule.id]
+        for (schedule, timing_version, decision), started in zip(items, results, strict=True):
+            held = self._held.get(schedule.id)
+            if started is None:  # fenced out: lost, or re-timed since we read it
+                if held is not None:
+                    held.frozen = True
+                    if not held.tasks:
+                        del self._held[schedule.id]
+                continue
+            if held is None and not started:
                 continue
             schedule.next_run_at = decision.plan.next_run_at
-            held = self._held.get(schedule.id)
             if held is None:
-                held = Held(schedule, spec_version, now + self.lease_seconds / 2)
+                held = Held(schedule, timing_version, now + self.lease_seconds / 2)
                 self._held[schedule.id] = held
+            held.schedule, held.timing_version = schedule, timing_version
+            held.check_at = self._next_check(decision, now)
             for run in decision.runs:
                 if run.id in started:
                     self._spawn(held, run, decision.delays.get(run.id, 0.0))
 
-    async def _fire_held_slots(self, now: float) -> float:
-        """overlap=allow: the holder itself fires slots that come due while its runs are in
-        flight (no other replica can, the row is leased). Returns the next such slot time."""
+    def _next_check(self, decision: StartDecision, now: float) -> float:
+        """overlap=allow: when the holder should next re-read its row: the slot cursor, or the
+        poll interval for pending work (triggers, retries) made elsewhere."""
+        cursor = decision.plan.next_run_at
+        return min(now + self.poll_interval, cursor if cursor is not None else float("inf"))
+
+    async def _fire_held(self, now: float) -> float:
+        """overlap=allow: the holder itself fires slots and pending work that come due while its
+        runs are in flight (no other replica can: the row is leased). Returns when to look next."""
         next_at = float("inf")
-        due: list[tuple[Schedule, int, StartDecision]] = []
+        due: list[Held] = []
         for held in self._held.values():
-            s = held.schedule
-            if s.overlap != "allow" or not held.tasks or s.next_run_at is None:
+            if held.schedule.overlap != "allow" or not held.tasks or held.frozen:
                 continue
-            if s.next_run_at <= now and self._in_flight < self.max_concurrent:
-                due.append(
-                    (s, held.spec_version, self.planner.plan_slot_only(s, held.spec_version, now))
-                )
+            if held.check_at <= now:
+                due.append(held)
             else:
-                next_at = min(next_at, s.next_run_at)
-        if due:
-            await self._apply_start(due, now)
-            next_at = now
-        return next_at
+                next_at = min(next_at, held.check_at)
+        if not due or self._in_flight >= self.max_concurrent:
+            return next_at  # at capacity an attempt's end wakes the loop: never a past time
+        leases = [(h.schedule.id, h.schedule.lease_version) for h in due]
+        claims = {c.schedule.id: c for c in await self.store.claim_held(self.replica_id, leases)}
+        items = []
+        for held in due:
+            claim = claims.get(held.schedule.id)
+            if claim is None:  # disabled, deleted or taken: fire nothing more under it
+                held.frozen = True
+                continue
+            items.append(self._plan(claim, now, frozenset(held.tasks.values())))
+        await self._apply_start(items, now)
+        return min([next_at, *(h.check_at for h in due if not h.frozen)])
 
     # -- one attempt -----------------------------------------------------------------------------
 
     def _spawn(self, held: Held, run: ScheduleRun, delay: float) -> None:
         self._in_flight += 1
         task = asyncio.create_task(self._attempt(held, run, delay))
-        held.tasks.add(task)
+        held.tasks[task] = run.id
 
     async def _attempt(self, held: Held, run: ScheduleRun, delay: float) -> None:
         task = asyncio.current_task()
         try:
+            schedule = held.schedule
             if delay > 0:
                 await self.clock.sleep(delay)
+                # A disable or delete may have committed while we waited: send nothing then.
+                if not await self.store.holds(self.replica_id, schedule.id, schedule.lease_version):
+                    await self._end(
+                        held,
+                        task,
+                        run,
+                        Outcome(
+                            status="cancelled",
+                            error="schedule disabled, deleted or taken before its jittered send",
+                        ),
+                        self.clock.now(),
+                    )
+                    return
             if self.clock.now() > held.valid_until:
                 return  # lease can no longer be trusted: send nothing; the row is reclaimed
-            schedule = held.schedule
             fire = fire_for(schedule, run)
             started_at = self.clock.now()
             self.fired += 1
@@ -304,28 +352,10 @@ class Scheduler:
 
             async def on_started(run_id: str | None, session_id: str | None) -> None:
                 with contextlib.suppress(StoreError):
-                    await self.store.set_run_ids(run.id, run_id, session_id)
+                    await self.store.set_run_ids(self.replica_id, run.id, run_id, session_id)
 
             outcome = await self.dispatcher.dispatch(fire, on_started)
-            now = self.clock.now()
-            # Release with the last attempt in flight; after that no slot may be fired under it.
-            release = held.tasks == {task}
-            if release and self._held.get(schedule.id) is held:
-                del self._held[schedule.id]
-            plan = self.planner.plan_finish(
-                schedule, held.spec_version, run, outcome, started_at, now, release
-            )
-            recorded = await self._finish(plan)
-            self._emit(
-                "finish",
-                replica=self.replica_id,
-                schedule_id=schedule.id,
-                run_row_id=run.id,
-                status=outcome.status,
-                recorded=recorded,
-                retry_at=plan.retry.due_at if plan.retry else None,
-                at=now,
-            )
+            await self._end(held, task, run, outcome, started_at)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -337,9 +367,34 @@ class Scheduler:
             if self._held.get(held.schedule.id) is held:
                 del self._held[held.schedule.id]
         finally:
-            held.tasks.discard(task)
+            held.tasks.pop(task, None)
             self._in_flight -= 1
             self._wake.set()
+
+    async def _end(
+        self, held: Held, task: asyncio.Task, run: ScheduleRun, outcome: Outcome, started_at: float
+    ) -> None:
+        now = self.clock.now()
+        # The attempt leaves the lease's in-flight set before its outcome is written, so of two
+        # attempts ending together exactly one sees itself last and releases.
+        held.tasks.pop(task, None)
+        release = not held.tasks
+        if release and self._held.get(held.schedule.id) is held:
+            del self._held[held.schedule.id]
+        plan = self.planner.plan_finish(
+            held.schedule, held.timing_version, run, outcome, started_at, now, release
+        )
+        recorded = await self._finish(plan)
+        self._emit(
+            "finish",
+            replica=self.replica_id,
+            schedule_id=held.schedule.id,
+            run_row_id=run.id,
+            status=outcome.status,
+            recorded=recorded,
+            retry_at=plan.retry.due_at if plan.retry else None,
+            at=now,
+        )
 
     # -- finishing, batched --------------------------------------------------------------------
 
@@ -371,6 +426,16 @@ class Scheduler:
                     self._emit("store_error", operation=exc.operation, error=str(exc))
                     await self.clock.sleep(backoff)
                     backoff = min(backoff * 2, self.lease_seconds / 4)
+                except Exception as exc:
+                    # A fault of ours: fail these attempts (each logs it and lets its lease
+                    # expire, so another replica re-delivers) but keep the flusher alive.
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    results = None
+                    break
+            if results is None:
+                continue
             for (_, fut), recorded in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(recorded)

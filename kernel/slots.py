@@ -99,6 +99,12 @@ def count_slots(s: Schedule, start: float, end: float, cap: int) -> int:
 
 def last_slots(s: Schedule, start: float, end: float, keep: int) -> tuple[list[float], int]:
     """The last `keep` slots in [start, end] (start a slot), and how many were dropped before."""
+    if s.interval_seconds and not s.cron_expr:  # arithmetic, however long the window
+        anchor, step = interval_anchor(s), s.interval_seconds
+        base = round((start - anchor) / step)  # start is a grid point: its index on the grid
+        total = count_slots(s, start, end, cap=2**62)
+        first = max(0, total - keep)
+        return [anchor + (base + k) * step for k in range(first, total)], first
     kept: deque[float] = deque(maxlen=keep)
     total = 0
     for slot in iter_slots(s, start, end):

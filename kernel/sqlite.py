@@ -1,5 +1,5 @@
-"""SqliteStore: the embedded store. One file, WAL mode, every statement of the lease algorithm below
-in one block, each with the race it closes. Blocking sqlite3 calls run on the store's own worker
+"""SqliteStore: the embedded store. One file, WAL mode; every statement it runs is in
+sqlite_sql.py, each with the race it closes. Blocking sqlite3 calls run on the store's own worker
 thread (or inline, for deterministic simulation), never on the event loop.
 
 Transactions take the write lock up front (BEGIN IMMEDIATE): within one, nothing another replica
@@ -28,7 +28,12 @@ _RUN_COLUMNS = [f.name for f in dc_fields(ScheduleRun)]
 
 
 def _json_dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):  # circular, or a key JSON cannot hold: keep it readable
+        return json.dumps(repr(value)[:65_536])
 
 
 def _json_load(text: str | None) -> Any:
@@ -260,8 +265,10 @@ class SqliteStore:
     async def update_schedule(
         self, schedule_id: str, fields: dict[str, Any], now: float
     ) -> Schedule | None:
-        """Apply caller fields (spec, enabled, next_run_at) and bump spec_version, so a holder that
-        planned with the old spec cannot write its slot cursor back over this change."""
+        """Apply caller fields. A change of the slot series (next_run_at, enabled) bumps
+        timing_version, so a holder that
+        planned with the old timing cannot write its cursor back over
+        it; other edits (payload, description, retries) leave a run in flight undisturbed."""
         allowed = {*SPEC_FIELDS, "enabled", "next_run_at"}
         unknown = set(fields) - allowed
         if unknown:
@@ -276,11 +283,12 @@ class SqliteStore:
             if "enabled" in values:
                 values["enabled"] = int(values["enabled"])
             sets = ", ".join(f"{c} = :{c}" for c in values)
-            values.update(id=schedule_id, now=now)
+            bump = int("next_run_at" in fields or "enabled" in fields)
+            values.update(id=schedule_id, now=now, bump=bump)
             try:
                 conn.execute(
-                    f"UPDATE {self.schedules_table} SET {sets}, spec_version = spec_version + 1, "
-                    f"updated_at = :now WHERE id = :id",
+                    f"UPDATE {self.schedules_table} SET {sets}, timing_version = timing_version"
+                    f" + :bump, updated_at = :now WHERE id = :id",
                     values,
                 )
             except sqlite3.IntegrityError as exc:
@@ -367,6 +375,15 @@ class SqliteStore:
             "next_due", lambda: self._connect().execute(self._sql["next_due"]).fetchone()[0]
         )
 
+    def _claim_of(self, conn: sqlite3.Connection, row: sqlite3.Row) -> Claim:
+        schedule = _to_schedule(row)
+        pending: list[ScheduleRun] = []
+        running: list[ScheduleRun] = []
+        for run_row in conn.execute(self._sql["claim_runs"], {"id": schedule.id}):
+            run = _to_run(run_row)
+            (pending if run.status == "pending" else running).append(run)
+        return Claim(schedule, row["timing_version"], pending, running)
+
     async def claim(
         self, replica: str, now: float, lease_seconds: float, limit: int
     ) -> list[Claim]:
@@ -380,16 +397,7 @@ class SqliteStore:
                     "limit": limit,
                 },
             ).fetchall()
-            claims = []
-            for row in rows:
-                schedule = _to_schedule(row)
-                pending: list[ScheduleRun] = []
-                running: list[ScheduleRun] = []
-                for run_row in conn.execute(self._sql["claim_runs"], {"id": schedule.id}):
-                    run = _to_run(run_row)
-                    (pending if run.status == "pending" else running).append(run)
-                claims.append(Claim(schedule, row["spec_version"], pending, running))
-            return claims
+            return [self._claim_of(conn, row) for row in rows]
 
         return await self._run("claim", self._tx, op)
 
@@ -406,22 +414,27 @@ class SqliteStore:
                     self._sql["start_fence"],
                     {
                         **fence,
-                        "spec": plan.spec_version,
+                        "timing": plan.timing_version,
                         "next_run_at": plan.next_run_at,
-                        "last_run_at": now if plan.insert_runs or plan.start_pending else None,
+                        "last_run_at": now
+                        if plan.start_pending
+                        or plan.lost_runs
+                        or any(r.status == "running" for r in plan.insert_runs)
+                        else None,
                     },
                 )
                 if cur.rowcount != 1:
-                    # Lease lost, or the spec changed since the claim: start nothing. If the
-                    # lease is still ours, give it back now rather than at its expiry (the
-                    # release is fenced, so it is a no-op on a lost lease).
-                    conn.execute(self._sql["release"], fence)
+                    # Lease lost, or the timing changed since the claim: start nothing. If the
+                    # lease is still ours and nothing else runs under it, give it back now
+                    # rather than at its expiry (release is fenced: a no-op on a lost lease).
+                    if not plan.keep_lease:
+                        conn.execute(self._sql["release"], fence)
                     results.append(None)
                     continue
                 started: set[str] = set()
-                for orphan_id, replacement in plan.lost_runs:
+                for orphan_id, replacement, error in plan.lost_runs:
                     lost = conn.execute(
-                        self._sql["lose_orphan"], {"id": orphan_id, "now": now, "replica": replica}
+                        self._sql["lose_orphan"], {"id": orphan_id, "now": now, "error": error}
                     ).rowcount
                     if lost and replacement is not None:
                         conn.execute(self._sql["insert_run"], _run_params(replacement))
@@ -442,7 +455,9 @@ class SqliteStore:
                     ).rowcount:
                         started.add(run_row_id)
                 if plan.disable:
-                    conn.execute(self._sql["disable_one_off"], {**fence, "spec": plan.spec_version})
+                    conn.execute(
+                        self._sql["disable_one_off"], {**fence, "timing": plan.timing_version}
+                    )
                 if not started and not plan.keep_lease:
                     conn.execute(self._sql["release"], fence)
                 results.append(started)
@@ -522,16 +537,20 @@ class SqliteStore:
                     # new holder owns the row; refresh due_at only if nobody holds it.
                     conn.execute(self._sql["refresh_due"], {"id": plan.schedule_id, "now": now})
                     continue
-                spec_unchanged = state is not None and state["spec_version"] == plan.spec_version
-                if plan.advance_slot and spec_unchanged:
+                timing_unchanged = (
+                    state is not None and state["timing_version"] == plan.timing_version
+                )
+                if plan.advance_slot and timing_unchanged:
                     conn.execute(
                         self._sql["finish_advance"],
-                        {**fence, "spec": plan.spec_version, "next_run_at": plan.next_run_at},
+                        {**fence, "timing": plan.timing_version, "next_run_at": plan.next_run_at},
                     )
                     for run in plan.insert_runs:
                         conn.execute(self._sql["insert_run"], _run_params(run))
                 if plan.disable and plan.retry is None:
-                    conn.execute(self._sql["disable_one_off"], {**fence, "spec": plan.spec_version})
+                    conn.execute(
+                        self._sql["disable_one_off"], {**fence, "timing": plan.timing_version}
+                    )
                 if plan.release:
                     conn.execute(self._sql["release"], fence)
             return results
@@ -541,16 +560,67 @@ class SqliteStore:
             self.notify()
         return results
 
+    async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
+        """Re-read rows this replica keeps leased (overlap=allow), with their pending and
+        running runs; a row no longer held (or disabled) is left out."""
+
+        def op(conn: sqlite3.Connection) -> list[Claim]:
+            claims = []
+            for schedule_id, version in leases:
+                row = conn.execute(
+                    self._sql["held_row"],
+                    {"id": schedule_id, "replica": replica, "version": version},
+                ).fetchone()
+                if row is not None:
+                    claims.append(self._claim_of(conn, row))
+            return claims
+
+        return await self._run("claim_held", self._tx, op)
+
+    async def holds(self, replica: str, schedule_id: str, version: int) -> bool:
+        """Whether the row exists, is enabled and is leased to (replica, version)."""
+        return await self._run(
+            "holds",
+            lambda: (
+                self._connect()
+                .execute(
+                    self._sql["held_row"],
+                    {"id": schedule_id, "replica": replica, "version": version},
+                )
+                .fetchone()
+                is not None
+            ),
+        )
+
+    async def expire_leases(self, replica: str, now: float, leases: list[tuple[str, int]]) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            for schedule_id, version in leases:
+                conn.execute(
+                    self._sql["expire_lease"],
+                    {"id": schedule_id, "replica": replica, "version": version, "now": now},
+                )
+
+        await self._run("expire_leases", self._tx, op)
+        self.notify()
+
     async def set_run_ids(
-        self, run_row_id: str, run_id: str | None, session_id: str | None
+        self, replica: str, run_row_id: str, run_id: str | None, session_id: str | None
     ) -> None:
         await self._run(
             "set_run_ids",
             self._tx,
             lambda conn: conn.execute(
                 self._sql["set_run_ids"],
-                {"id": run_row_id, "run_id": run_id, "session_id": session_id},
+                {"id": run_row_id, "replica": replica, "run_id": run_id, "session_id": session_id},
             ),
+        )
+
+    async def prune_runs(self, before: float) -> int:
+        """Delete final run rows created before `before`; returns how many."""
+        return await self._run(
+            "prune_runs",
+            self._tx,
+            lambda conn: conn.execute(self._sql["prune_runs"], {"before": before}).rowcount,
         )
 
 

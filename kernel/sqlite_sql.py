@@ -8,12 +8,16 @@ from __future__ import annotations
 _FAR = 1e18  # stands for "never" inside MIN(); SQLite's scalar MIN() returns NULL on any NULL
 
 # ---------------------------------------------------------------------------------------------
-# The lease algorithm, top to bottom. {S} is the schedules table, {R} the runs table.
+# The lease algorithm, top to bottom.
+# Every transaction is BEGIN IMMEDIATE: it holds the file's write lock from its first read, so
+# within it nothing another replica or process commits can interleave. The fences below are what
+# make a write by a holder that lost its lease (or planned with a stale schedule) a no-op.
 # ---------------------------------------------------------------------------------------------
 
-# When a row next needs attention: its earliest pending run or its slot cursor, whichever is
-# sooner. Written by every statement that releases a row or changes its work, so the idle poll
-# can stay one index probe.
+# When a free row next needs attention: its earliest pending run or its slot cursor, whichever
+# is sooner. Written by every statement that releases a row or changes its work, so the idle
+# poll stays one index probe. The subquery reads the pending-runs index only: its cost does not
+# grow with the schedule's run history.
 DUE_EXPR = """NULLIF(MIN(COALESCE(next_run_at, {far}),
     COALESCE((SELECT MIN(r.due_at) FROM {R} r WHERE r.schedule_id = {S}.id
               AND r.status = 'pending'), {far})), {far})"""
@@ -22,11 +26,12 @@ LEASE_SQL = {
     # The idle poll: MIN over the partial index on due_at is one index probe, flat in table size.
     "next_due": """
         SELECT MIN(due_at) FROM {S} WHERE enabled = 1 AND due_at IS NOT NULL""",
-    # Claim up to :limit due rows under a new lease. The subquery picks candidates; the outer
-    # WHERE re-checks due-ness and lease state, so a candidate another replica fired and released
-    # meanwhile (its due_at moved to the future) or still holds is not taken. A held row's due_at
-    # is its lease expiry, so a crashed holder's row comes due here and is reclaimed. Bumping
-    # lease_version issues the fencing token all later writes of this holder must present.
+    # Claim up to :limit due rows under a new lease. A held row's due_at is its lease expiry, so
+    # a crashed holder's row comes due here and is reclaimed by the same statement. The outer
+    # WHERE re-checks due-ness and lease state: under SQLite's write lock the candidates cannot
+    # go stale within the statement, but the predicate is the contract (the Postgres store reads
+    # candidates from a snapshot) and it guards a row whose due_at and lease disagree. Bumping
+    # lease_version issues the fencing token every later write of this holder must present.
     "claim": """
         UPDATE {S} SET locked_by = :replica, locked_at = :now, lease_expires_at = :lease_until,
                due_at = :lease_until, lease_version = lease_version + 1
@@ -35,23 +40,28 @@ LEASE_SQL = {
            AND enabled = 1 AND due_at <= :now
            AND (locked_by IS NULL OR lease_expires_at <= :now)
         RETURNING *""",
-    # The claimed row's waiting work and orphans, read inside the claim's transaction: a trigger
-    # committed after it is seen by the next claim (its due_at) and never half-seen by this one.
+    # The claimed row's waiting work and its running attempts (orphans of an expired holder, or
+    # this holder's own when it re-reads a row it keeps), read inside the claim's transaction: a
+    # trigger committed after it is seen by the next claim and never half-seen by this one.
     "claim_runs": """
         SELECT * FROM {R} WHERE schedule_id = :id AND status IN ('pending', 'running')
          ORDER BY due_at, created_at""",
+    # An overlap=allow holder re-reads a row it keeps leased, to fire slots and pending work that
+    # come due while its runs are in flight (no other replica may: the row is leased).
+    "held_row": """
+        SELECT * FROM {S} WHERE id = :id AND locked_by = :replica AND lease_version = :version
+           AND enabled = 1""",
     # Start: advance the slot cursor only while we still hold the lease (a reclaim bumped
-    # lease_version) and the spec is the one we planned with (an update recomputed next_run_at
-    # itself; ours would resurrect the old schedule).
+    # lease_version) and the timing is the one we planned with (an update of cron, interval,
+    # time zone or enabled recomputed next_run_at itself; ours would resurrect the old series).
     "start_fence": """
         UPDATE {S} SET next_run_at = :next_run_at, last_run_at = COALESCE(:last_run_at, last_run_at)
          WHERE id = :id AND locked_by = :replica AND lease_version = :version
-           AND spec_version = :spec""",
+           AND timing_version = :timing""",
     # An attempt whose holder's lease expired ends lease_lost, but only if it is still running:
     # if the old holder's result landed first, the slot is done and must not be fired again.
     "lose_orphan": """
-        UPDATE {R} SET status = 'lease_lost', completed_at = :now,
-               error = 'lease expired while in flight; reclaimed by ' || :replica
+        UPDATE {R} SET status = 'lease_lost', completed_at = :now, error = :error
          WHERE id = :id AND status = 'running'""",
     # Pending -> running only if still pending: a disable or delete between claim and start
     # cancelled it, and a cancelled trigger must not fire.
@@ -90,20 +100,23 @@ LEASE_SQL = {
                consecutive_failures = CASE WHEN :success THEN 0 ELSE consecutive_failures + 1 END
          WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
     # Overlap handling moves the slot cursor past slots that came due during the run, but only if
-    # no update changed the spec meanwhile.
+    # no update changed the timing meanwhile.
     "finish_advance": """
         UPDATE {S} SET next_run_at = :next_run_at
          WHERE id = :id AND locked_by = :replica AND lease_version = :version
-           AND spec_version = :spec""",
+           AND timing_version = :timing""",
     # A retry is queued only if the schedule still exists and is enabled: a disable or delete
     # that committed during the run means nothing more of it fires.
     "schedule_enabled": """
-        SELECT spec_version, locked_by, lease_version FROM {S} WHERE id = :id AND enabled = 1""",
-    # A one-off is done after its last attempt.
+        SELECT timing_version FROM {S} WHERE id = :id AND enabled = 1""",
+    # A one-off is done after its last attempt, unless a trigger is still waiting on it: that
+    # fires first (a trigger is never lost) and the end of its run disables the row.
     "disable_one_off": """
         UPDATE {S} SET enabled = 0, next_run_at = NULL, due_at = NULL
          WHERE id = :id AND locked_by = :replica AND lease_version = :version
-           AND spec_version = :spec""",
+           AND timing_version = :timing
+           AND NOT EXISTS (SELECT 1 FROM {R} r WHERE r.schedule_id = :id
+                            AND r.status = 'pending')""",
     # Release: drop the lease and recompute due_at from the cursor and pending runs in the same
     # statement, so a trigger or an update committed during the run is honoured, not overwritten.
     "release": """
@@ -129,8 +142,18 @@ LEASE_SQL = {
     "cancel_pending": """
         UPDATE {R} SET status = 'cancelled', completed_at = :now, error = :reason
          WHERE schedule_id = :id AND status = 'pending'""",
+    # A run endpoint answered: link the attempt to the run it started, while it is still ours.
     "set_run_ids": """
-        UPDATE {R} SET run_id = :run_id, session_id = :session_id WHERE id = :id""",
+        UPDATE {R} SET run_id = :run_id, session_id = :session_id
+         WHERE id = :id AND status = 'running' AND replica = :replica""",
+    # A stopping replica hands its leases back at once: expired now, so another replica
+    # re-delivers the cancelled attempts without waiting out the lease.
+    "expire_lease": """
+        UPDATE {S} SET lease_expires_at = :now, due_at = :now
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
+    # Retention: final run rows older than a cut-off. Pending and running rows are never pruned.
+    "prune_runs": """
+        DELETE FROM {R} WHERE status NOT IN ('pending', 'running') AND created_at < :before""",
 }
 
 SCHEMA_V1 = """
@@ -162,7 +185,7 @@ CREATE TABLE IF NOT EXISTS {S} (
     locked_at REAL,
     lease_expires_at REAL,
     lease_version INTEGER NOT NULL DEFAULT 0,
-    spec_version INTEGER NOT NULL DEFAULT 1,
+    timing_version INTEGER NOT NULL DEFAULT 1,
     last_run_at REAL,
     last_status TEXT,
     consecutive_failures INTEGER NOT NULL DEFAULT 0,
@@ -197,6 +220,8 @@ CREATE TABLE IF NOT EXISTS {R} (
 CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_by_schedule ON {R} (schedule_id, created_at);
 CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_open ON {R} (schedule_id, due_at)
     WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_pending ON {R} (schedule_id, due_at)
+    WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_run_id ON {R} (run_id);
 """
 

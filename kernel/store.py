@@ -5,6 +5,7 @@ Lease lifecycle, the same for every store:
   next_due   peek: the earliest `due_at` of an enabled schedule (an idle poll is only this)
   claim      take up to N due schedules under a fresh lease (version bumped: the fencing token)
   start      fenced on (locked_by, lease_version): write the run rows and the advanced slot
+  claim_held an overlap=allow holder re-reads a row it keeps, to fire what comes due meanwhile
   heartbeat  fenced: extend the leases still held; answers the ids whose lease was taken over
   finish     fenced: record the outcome, queue a retry, apply overlap, release the lease
 `due_at` folds "work is due" and "the holder's lease expired" into one indexed column: a locked
@@ -48,9 +49,11 @@ class Claim:
     """A schedule this replica now holds, with the run rows a decision needs."""
 
     schedule: Schedule
-    spec_version: int
+    timing_version: int
     pending: list[ScheduleRun]  # durable work waiting: triggers, retries, buffered slots
-    running: list[ScheduleRun]  # orphans: in flight under a previous holder whose lease expired
+    # Attempts marked running: orphans of a previous holder whose lease expired or, when a holder
+    # re-reads a row it keeps (overlap=allow), its own attempts still in flight.
+    running: list[ScheduleRun]
 
 
 @dataclass(slots=True)
@@ -59,13 +62,14 @@ class StartPlan:
 
     schedule_id: str
     lease_version: int
-    spec_version: int
+    timing_version: int
     next_run_at: float | None  # the slot cursor after this decision
     insert_runs: list[ScheduleRun] = field(default_factory=list)  # new rows (running or final)
     start_pending: list[str] = field(default_factory=list)  # pending row ids now running
-    # Orphaned running rows -> lease_lost, each with the row that re-delivers it (or None when its
-    # re-deliveries are used up). The replacement is inserted only if the orphan was still running.
-    lost_runs: list[tuple[str, ScheduleRun | None]] = field(default_factory=list)
+    # Orphaned running rows -> lease_lost: (orphan id, the row that re-delivers it or None when
+    # its re-deliveries are used up, the error recorded on the orphan). The replacement is
+    # inserted only if the orphan was still running (the old holder's result did not land first).
+    lost_runs: list[tuple[str, ScheduleRun | None, str]] = field(default_factory=list)
     # Keep the lease even if nothing starts (an overlap=allow holder with other runs in flight);
     # otherwise a plan that starts nothing releases the lease in the same transaction.
     keep_lease: bool = False
@@ -78,7 +82,7 @@ class FinishPlan:
 
     schedule_id: str
     lease_version: int
-    spec_version: int
+    timing_version: int
     run_row_id: str
     status: str
     status_code: int | None
@@ -89,13 +93,12 @@ class FinishPlan:
     duration_ms: float
     output: Any = None
     retry: ScheduleRun | None = None  # pending row for the next attempt (only if still enabled)
-    # Overlap handling at release, valid only while the spec is unchanged (spec_version):
+    # Overlap handling at release, valid only while the spec is unchanged (timing_version):
     next_run_at: float | None = None
     advance_slot: bool = False
     insert_runs: list[ScheduleRun] = field(default_factory=list)  # skipped / buffered rows
     release: bool = True
     disable: bool = False
-    last_run_at: float | None = None
     success: bool = False
 
 
@@ -121,13 +124,19 @@ class Store(Protocol):
     async def start(
         self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
     ) -> list[set[str] | None]: ...
+    async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]: ...
+    async def holds(self, replica: str, schedule_id: str, version: int) -> bool: ...
     async def heartbeat(
         self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
     ) -> set[str]: ...
+    async def expire_leases(
+        self, replica: str, now: float, leases: list[tuple[str, int]]
+    ) -> None: ...
     async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]: ...
     async def set_run_ids(
-        self, run_row_id: str, run_id: str | None, session_id: str | None
+        self, replica: str, run_row_id: str, run_id: str | None, session_id: str | None
     ) -> None: ...
+    async def prune_runs(self, before: float) -> int: ...
 
     # -- wake-ups --
     def add_listener(self, callback: Callable[[], None]) -> None: ...

@@ -4,6 +4,8 @@ recording in-process HTTP target."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import sqlite3
 from collections import Counter
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -11,7 +13,14 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from leasecron.kernel import HttpDispatcher, ScheduleNotFoundError, StoreError, ValidationError
+from leasecron.kernel import (
+    HttpDispatcher,
+    Outcome,
+    ScheduleNotFoundError,
+    StoreError,
+    ValidationError,
+)
+from leasecron.kernel.policy import MAX_RECLAIMS
 from support import T0, Cluster, HookedStore, form
 
 
@@ -574,3 +583,171 @@ async def test_dst_daily_job_fires_once_per_local_day_through_the_scheduler(tmp_
         if datetime.fromtimestamp(t, ny).date().isoformat() == "2026-11-01"
     ]
     assert len(nov1) == 25
+
+
+# -- regressions found by review -----------------------------------------------------------------
+
+
+async def test_allow_attempts_ending_together_release_the_lease(tmp_path):
+    # Three catch-up attempts run 200..230 and end at the same instant: exactly one of them must
+    # see itself last and release, or the row stays leased forever and never fires again.
+    c = Cluster(tmp_path / "allow-rel.db", n=2)
+    c.target.durations["job"] = 30.0
+    s = await c.manager.create(
+        "job", interval_seconds=60, endpoint="/agents/job/runs", overlap="allow", misfire="catch_up"
+    )
+    await c.clock.advance(200)
+    await c.start()
+    await c.clock.advance(35)
+    row = await c.manager.get(s.id)
+    assert row.locked_by is None and row.next_run_at == T0 + 240
+    await c.clock.advance(300)
+    await c.stop()
+    assert c.target.slots("/agents/job/runs") == [T0 + 60 * k for k in range(1, 9)]
+    one_each(c.target)
+
+
+async def test_allow_update_mid_run_sends_no_slot_twice_and_does_not_spin(tmp_path):
+    c = Cluster(tmp_path / "allow-upd.db", n=2)
+    c.target.durations["slow"] = 150.0
+    s = await c.manager.create(
+        "slow", interval_seconds=60, endpoint="/agents/slow/runs", overlap="allow"
+    )
+    await c.start()
+    await c.clock.advance(130)
+    await c.manager.update(s.id, description="edited")  # not a timing change
+    await c.clock.advance(50)
+    await c.manager.update(s.id, interval_seconds=90)  # a timing change: series restarts
+    ids_before = int(c.new_id()[2:])
+    await c.clock.advance(600)
+    await c.stop()
+    one_each(c.target)
+    assert int(c.new_id()[2:]) - ids_before < 200  # no hot loop generating rows
+    sent = [float(r.scheduled_for) - T0 for r in c.target.requests]
+    assert sent[:3] == [60, 120, 180]
+    assert all(b > a for a, b in itertools.pairwise(sent))
+
+
+async def test_allow_holder_fires_a_trigger_while_runs_overlap(tmp_path):
+    c = Cluster(tmp_path / "allow-pend.db", n=2)
+    c.target.durations["slow"] = 150.0
+    s = await c.manager.create(
+        "slow", interval_seconds=60, endpoint="/agents/slow/runs", overlap="allow"
+    )
+    await c.start()
+    await c.clock.advance(70)
+    t = await c.manager.trigger(s.id)
+    await c.clock.settle()
+    manual = [r for r in c.target.requests if "manual" in r.key]
+    assert [r.at - T0 for r in manual] == [70]  # at once, alongside the running slot
+    await c.clock.advance(300)
+    await c.stop()
+    assert (await c.manager.get_run(t)).status == "success"
+
+
+async def test_a_row_that_cannot_be_planned_is_disabled_not_fatal(tmp_path):
+    c = Cluster(tmp_path / "poison.db", n=2)
+    bad = await c.manager.create("bad", cron="*/5 * * * *", endpoint="/hooks/bad")
+    await c.manager.create("good", interval_seconds=10, endpoint="/hooks/good")
+    conn = sqlite3.connect(c.path)
+    conn.execute("UPDATE agno_schedules SET cron_expr = '*/30 * * * * *' WHERE id = ?", (bad.id,))
+    conn.commit()
+    conn.close()
+    await c.start()
+    await c.clock.advance(600)
+    assert all(not t.done() for r in c.replicas for t in r._tasks)
+    await c.stop()
+    assert c.target.slots("/hooks/good")[-1] == T0 + 600
+    assert not c.target.slots("/hooks/bad")
+    row = await c.manager.get(bad.id)
+    (run,) = await c.runs(bad.id)
+    assert row.enabled is False and row.locked_by is None
+    assert run.status == "failed" and "cannot plan it" in run.error and "6" in run.error
+
+
+async def test_an_output_json_cannot_hold_is_recorded_readably(tmp_path):
+    c = Cluster(tmp_path / "out.db", n=1)
+    circular: dict = {}
+    circular["self"] = circular
+
+    class Circular:
+        async def dispatch(self, fire, on_started=None):
+            return Outcome(status="success", status_code=200, output=circular)
+
+        async def aclose(self):
+            pass
+
+    c.replicas[0].dispatcher = Circular()
+    s = await c.manager.create("x", interval_seconds=10, endpoint="/hooks/x")
+    await c.start()
+    await c.clock.advance(35)
+    await c.stop()
+    runs = await c.runs(s.id)
+    assert [r.status for r in runs] == ["success"] * 3
+    assert runs[0].output == "{'self': {...}}"
+
+
+async def test_jittered_recovery_fire_is_not_sent_after_disable(tmp_path):
+    c = Cluster(tmp_path / "jit-dis.db", n=1, seed=3)
+    s = await c.manager.create(
+        "j", interval_seconds=60, endpoint="/hooks/j", misfire="catch_up", jitter_seconds=20
+    )
+    await c.clock.advance(630)
+    await c.start()
+    await c.clock.advance(0.001)  # claimed; the first catch-up attempt sleeps out its jitter
+    await c.manager.disable(s.id)
+    await c.clock.advance(600)
+    await c.stop()
+    assert c.target.requests == []
+    statuses = Counter(r.status for r in await c.runs(s.id))
+    assert statuses == {"cancelled": 1}
+
+
+async def test_description_edit_mid_run_keeps_overlap_skip(tmp_path):
+    c = Cluster(tmp_path / "ov-edit.db", n=2)
+    c.target.durations["slow"] = 150.0
+    s = await c.manager.create("slow", interval_seconds=60, endpoint="/agents/slow/runs")
+    await c.start()
+    await c.clock.advance(100)
+    await c.manager.update(s.id, description="edited mid-run", payload={"v": 2})
+    await c.clock.advance(200)
+    await c.stop()
+    assert c.target.slots("/agents/slow/runs") == [T0 + 60, T0 + 240]
+    skipped = [r.scheduled_for - T0 for r in await c.runs(s.id) if r.status == "skipped"]
+    assert skipped == [120, 180]
+
+
+async def test_trigger_during_a_one_offs_last_run_fires_then_disables(tmp_path):
+    c = Cluster(tmp_path / "once-trig.db", n=2)
+    c.target.durations["once"] = 30.0
+    s = await c.manager.create("once", run_at=T0 + 100, endpoint="/agents/once/runs")
+    await c.start()
+    await c.clock.advance(110)
+    t = await c.manager.trigger(s.id)
+    await c.clock.advance(200)
+    await c.stop()
+    assert [r.at - T0 for r in c.target.requests] == [100, 130]
+    assert (await c.manager.get_run(t)).status == "success"
+    row = await c.manager.get(s.id)
+    assert row.enabled is False and row.due_at is None
+    edited = await c.manager.update(s.id, description="done")  # a finished one-off stays editable
+    assert edited.description == "done"
+
+
+async def test_one_off_whose_redeliveries_are_used_up_is_disabled(tmp_path):
+    c = Cluster(tmp_path / "once-lost.db", n=1, lease_seconds=30)
+    c.target.durations["once"] = 1000.0
+    s = await c.manager.create("once", run_at=T0 + 100, endpoint="/agents/once/runs")
+    r0 = c.replicas[0]
+    for _ in range(MAX_RECLAIMS + 1):
+        await r0.start()
+        await c.clock.advance(110 if not c.target.requests else 40)
+        r0.kill()
+    await r0.start()
+    await c.clock.advance(40)
+    await c.stop()
+    runs = await c.runs(s.id)
+    assert [r.status for r in runs] == ["lease_lost"] * (MAX_RECLAIMS + 1)
+    assert "gave up" in runs[-1].error
+    row = await c.manager.get(s.id)
+    assert row.enabled is False and row.locked_by is None

@@ -87,7 +87,7 @@ def start_plan(claim: Claim, next_run_at: float | None, **kwargs) -> StartPlan:
     return StartPlan(
         claim.schedule.id,
         claim.schedule.lease_version,
-        claim.spec_version,
+        claim.timing_version,
         next_run_at=next_run_at,
         **kwargs,
     )
@@ -97,7 +97,7 @@ def finish_plan(claim: Claim, run_row_id: str, now: float, status="success", **k
     return FinishPlan(
         schedule_id=claim.schedule.id,
         lease_version=claim.schedule.lease_version,
-        spec_version=claim.spec_version,
+        timing_version=claim.timing_version,
         run_row_id=run_row_id,
         status=status,
         status_code=kwargs.pop("status_code", 200 if status == "success" else 500),
@@ -163,7 +163,7 @@ async def test_claim_takes_only_due_enabled_rows_in_due_order_up_to_limit(open_s
             T0 + LEASE,
             1,
         )
-        assert claim.spec_version == 1
+        assert claim.timing_version == 1
         assert claim.pending == [] and claim.running == []
         # what the claim returned is what was committed
         assert await lease_state(store, s.id) == ("r1", T0, T0 + LEASE, T0 + LEASE, 1)
@@ -276,7 +276,16 @@ async def test_stale_holder_is_fenced_out_of_every_write(open_store):
     assert [r.id for r in b2.running] == ["ra"]
     replacement = running("rb", b2, "B", T0 + 40, key="a@ra", reclaim=1)
     assert await store.start(
-        "B", T0 + 40, LEASE, [start_plan(b2, T0 + 60, lost_runs=[("ra", replacement)])]
+        "B",
+        T0 + 40,
+        LEASE,
+        [
+            start_plan(
+                b2,
+                T0 + 60,
+                lost_runs=[("ra", replacement, "lease expired while in flight; reclaimed by B")],
+            )
+        ],
     ) == [{"rb"}]
 
     # every write of A, presenting v1, is rejected
@@ -483,12 +492,12 @@ async def test_orphan_is_replaced_only_while_it_is_still_running(open_store):
         start_plan(
             b["live"],
             T0 + 600,
-            lost_runs=[("live-1", running("live-2", b["live"], "B", now, reclaim=1))],
+            lost_runs=[("live-1", running("live-2", b["live"], "B", now, reclaim=1), "lost")],
         ),
         start_plan(
             b["landed"],
             T0 + 600,
-            lost_runs=[("landed-1", running("landed-2", b["landed"], "B", now, reclaim=1))],
+            lost_runs=[("landed-1", running("landed-2", b["landed"], "B", now, reclaim=1), "lost")],
         ),
     ]
     assert await store.start("B", now, LEASE, plans) == [{"live-2"}, set()]
@@ -510,7 +519,8 @@ async def test_finish_records_the_outcome_on_the_run_and_the_schedule(open_store
     await store.start(
         "r1", T0, LEASE, [start_plan(c, T0 + 60, insert_runs=[running("x", c, "r1", T0)])]
     )
-    await store.set_run_ids("x", "run-7", "sess-7")
+    await store.set_run_ids("r1", "x", "run-7", "sess-7")
+    await store.set_run_ids("r2", "x", "run-X", "sess-X")  # not the holder: ignored
     plan = finish_plan(
         c,
         "x",

@@ -90,7 +90,7 @@ def raw_sql_fires(n: int, batch: int) -> float:
                     sql["start_fence"],
                     {
                         **fence,
-                        "spec": row["spec_version"],
+                        "timing": row["timing_version"],
                         "next_run_at": now + 3600,
                         "last_run_at": now,
                     },
