@@ -269,6 +269,12 @@ async def cmd_runs(args: argparse.Namespace, manager: ScheduleManager) -> int:
     return 0
 
 
+async def cmd_prune(args: argparse.Namespace, manager: ScheduleManager) -> int:
+    deleted = await manager.prune_runs(args.older_than_days * 86_400)
+    print(f"deleted {deleted} finished run(s) older than {args.older_than_days:g} day(s)")
+    return 0
+
+
 # -- run: one replica until a signal -----------------------------------------------------------
 
 
@@ -436,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("schedule", metavar="NAME_OR_ID", nargs="?")
     p.add_argument("--limit", type=int, default=20)
 
+    p = sub.add_parser("prune", parents=[common], help="delete finished runs older than N days")
+    p.add_argument("--older-than-days", type=_number, required=True, metavar="DAYS")
+
     p = sub.add_parser("demo", help="local target + replicas + an exactly-once report")
     p.add_argument("--seconds", type=_number, default=20.0)
     p.add_argument("--replicas", type=int, default=2)
@@ -459,6 +468,7 @@ _CRUD = {
     "trigger": cmd_trigger,
     "rm": cmd_rm,
     "runs": cmd_runs,
+    "prune": cmd_prune,
 }
 
 

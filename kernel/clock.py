@@ -50,10 +50,12 @@ class SystemClock:
 class SimClock:
     """Virtual epoch seconds. Time moves only through `advance()` / `advance_to()`.
 
-    `advance` pops timers in deadline order (ties in creation order), sets the time to each
-    deadline, wakes its sleeper and lets every runnable task run to its next wait before looking
-    at the next timer. Work that leaves the event loop (a thread, a socket) is not waited for:
-    run stores inline under a SimClock (the default of SqliteStore when given one).
+    `advance` takes timers in deadline order, sets the time to each deadline, wakes every sleeper
+    of that instant (in creation order) and lets every runnable task run to its next wait before
+    looking at the next timer. A store call on a worker thread (offload.py) is waited for; other
+    work that leaves the loop (a socket) is not, so simulated tests use in-process transports.
+    For runs that must replay bit for bit, use inline stores (`SqliteStore(path, inline=True)`):
+    a worker thread's timing is not part of the seed.
     """
 
     def __init__(self, start: float = 1_780_000_000.0):

@@ -8,7 +8,8 @@ seconds) and a zone; they get epoch seconds back.
 
 The DST rules depend on the expression's HOUR field:
 
-* wall-clock mode -- the hour field is a fixed set (no `*`, no `/`), e.g. `30 2 * * *`, `@daily`:
+* wall-clock mode -- the hour field is a fixed set of hours (no `*`, no `/`, not all 24),
+  e.g. `30 2 * * *`, `@daily`:
   each matching local wall time fires once per local day. An ambiguous time (fall-back) fires at
   its first occurrence only; a nonexistent time (spring-forward) fires at the instant the gap ends,
   and all the nonexistent times of one gap collapse into that one fire.
@@ -147,7 +148,9 @@ class CronExpr:
         set_(self, "_doms", doms)
         set_(self, "_dows", dows)
         set_(self, "_day_rule", day_rule)
-        set_(self, "_wall_clock", "*" not in parts[1] and "/" not in parts[1])
+        # Every hour listed (`0-23`) means "every hour" as much as `*` does: elapsed mode.
+        fixed_hours = "*" not in parts[1] and "/" not in parts[1] and len(hours) < 24
+        set_(self, "_wall_clock", fixed_hours)
 
     @classmethod
     def parse(cls, expr: str) -> CronExpr:

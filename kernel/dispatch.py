@@ -32,6 +32,7 @@ import httpx
 
 from .clock import Clock, SystemClock
 from .errors import ValidationError
+from .http11 import Http11Transport
 from .model import Fire, Outcome
 
 OnStarted = Callable[[str | None, str | None], Awaitable[None]]
@@ -235,17 +236,14 @@ class HttpDispatcher:
     def _open_transport(self) -> httpx.AsyncBaseTransport:
         """Requests go straight to an httpx transport: the client layer (cookies, redirects,
         URL merging) costs ~4x the transport's own work per request and we need none of it.
-        Redirects are not followed: one could leave the allowed hosts. The pool's limit is the
-        concurrency bound (~10: httpcore slows past that). Built here, not on first fire, so the
-        TLS context set-up does not stall the event loop mid-flight."""
+        Redirects are not followed: one could leave the allowed hosts. The default transport is
+        Http11Transport (http11.py), whose connection limit bounds concurrent requests."""
         if self._transport is None:
             if self._given_transport is not None:
                 self._transport = self._given_transport
             else:
-                n = self.max_connections
-                self._transport = httpx.AsyncHTTPTransport(
-                    limits=httpx.Limits(max_connections=n, max_keepalive_connections=n)
-                )
+                # http:// through the lean keep-alive transport; https:// through httpx's own.
+                self._transport = Http11Transport(self.max_connections)
         return self._transport
 
     async def aclose(self) -> None:

@@ -164,3 +164,12 @@ class ScheduleManager:
 
     async def get_run(self, run_row_id: str) -> ScheduleRun | None:
         return await self.store.get_run(run_row_id)
+
+    async def prune_runs(self, older_than_seconds: float) -> int:
+        """Retention: delete finished run rows created more than `older_than_seconds` ago
+        (pending and running rows are kept). Returns how many were deleted."""
+        if isinstance(older_than_seconds, bool) or not isinstance(older_than_seconds, int | float):
+            raise ValidationError("older_than_seconds", f"{older_than_seconds!r} must be a number")
+        if older_than_seconds < 0:
+            raise ValidationError("older_than_seconds", f"{older_than_seconds!r} must be >= 0")
+        return await self.store.prune_runs(self.clock.now() - older_than_seconds)

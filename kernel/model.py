@@ -10,8 +10,9 @@ OVERLAP_POLICIES = ("skip", "buffer_one", "allow")
 MISFIRE_POLICIES = ("fire_once", "skip", "catch_up")
 IF_EXISTS = ("raise", "update", "skip")
 
-# Run row statuses. `pending` is durable work not yet started (a manual trigger, a retry, a
-# reclaimed attempt); `running` is in flight under the schedule's lease; the rest are final.
+# Run row statuses. `pending` is durable work not yet started (a manual trigger, a retry, a slot
+# buffered by overlap=buffer_one); `running` is in flight under the schedule's lease (a
+# re-delivered attempt starts running at once); the rest are final.
 RUN_STATUSES = (
     "pending",
     "running",

@@ -445,3 +445,27 @@ def test_run_fires_until_sigterm(tmp_path, capsys):
     assert all(r.replica == "replica-under-test" and r.status_code == 200 for r in done)
     assert sorted(d.key for d in target.deliveries) == sorted(r.idempotency_key for r in done)
     assert [d.attempt for d in target.deliveries] == [1] * len(done)
+
+
+def test_prune_deletes_only_old_finished_runs(tmp_path, capsys):
+    import sqlite3 as _sqlite3
+
+    db = str(tmp_path / "prune.db")
+    assert main(["add", "p", "--endpoint", "/hooks/p", "--db", db]) == 0
+    assert main(["trigger", "p", "--db", db]) == 0  # a pending row: never pruned
+    conn = _sqlite3.connect(db)
+    sid = conn.execute("SELECT id FROM agno_schedules").fetchone()[0]
+    for i, (status, age_days) in enumerate([("success", 40), ("failed", 31), ("success", 1)]):
+        conn.execute(
+            "INSERT INTO agno_schedule_runs (id, schedule_id, attempt, trigger, status, "
+            "idempotency_key, created_at) VALUES (?, ?, 1, 'schedule', ?, 'k', ?)",
+            (f"old{i}", sid, status, time.time() - age_days * 86_400),
+        )
+    conn.commit()
+    capsys.readouterr()
+    assert main(["prune", "--older-than-days", "30", "--db", db]) == 0
+    assert "deleted 2 finished run(s)" in capsys.readouterr().out
+    left = sorted(r[0] for r in conn.execute("SELECT status FROM agno_schedule_runs"))
+    assert left == ["pending", "success"]
+    assert main(["prune", "--older-than-days", "-1", "--db", db]) == 2
+    assert "older_than_seconds" in capsys.readouterr().err

@@ -193,7 +193,8 @@ def test_macros(macro, expected):
     [
         ("30 2 * * *", "wall-clock"),
         ("0 9,17 * * 1-5", "wall-clock"),
-        ("0 0-23 * * *", "wall-clock"),
+        ("0 0-23 * * *", "elapsed"),
+        ("0 0-22 * * *", "wall-clock"),
         ("@daily", "wall-clock"),
         ("@weekly", "wall-clock"),
         ("@monthly", "wall-clock"),
@@ -369,9 +370,16 @@ def test_ny_fall_back_daily_0130_fires_once_at_the_first_occurrence():
     )
 
 
-def test_ny_fall_back_fixed_hours_range_is_wall_clock():
+def test_ny_fall_back_every_hour_listed_is_elapsed_like_a_star():
     day = slots_between("0 0-23 * * *", NY, local(NY, 2026, 11, 1), local(NY, 2026, 11, 2))
-    assert len(day) == 24
+    assert day == slots_between("0 * * * *", NY, local(NY, 2026, 11, 1), local(NY, 2026, 11, 2))
+    assert len(day) == 25
+    assert day[1:4] == [utc(2026, 11, 1, 5), utc(2026, 11, 1, 6), utc(2026, 11, 1, 7)]
+
+
+def test_ny_fall_back_fixed_hours_range_is_wall_clock():
+    day = slots_between("0 0-22 * * *", NY, local(NY, 2026, 11, 1), local(NY, 2026, 11, 2))
+    assert len(day) == 23
     assert day[1:3] == [utc(2026, 11, 1, 5), utc(2026, 11, 1, 7)]
 
 

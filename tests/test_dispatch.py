@@ -24,6 +24,7 @@ from leasecron.kernel.dispatch import (
     validate_method,
 )
 from leasecron.kernel.errors import ValidationError
+from leasecron.kernel.http11 import Http11Transport
 from leasecron.kernel.model import Fire, Outcome
 
 BASE = "http://agentos.test"
@@ -702,8 +703,7 @@ def test_constructor_and_lifecycle():
         d = HttpDispatcher(BASE, max_connections=7)
         transport = d._open_transport()
         assert d._open_transport() is transport  # shared, built once
-        pool = transport._pool
-        assert (pool._max_connections, pool._max_keepalive_connections) == (7, 7)
+        assert isinstance(transport, Http11Transport) and transport.max_connections == 7
         async with d:
             pass
         assert d._transport is None
