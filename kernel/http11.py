@@ -90,8 +90,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
         except TimeoutError:
             raise httpx.PoolTimeout("no connection free within the pool timeout") from None
         try:
-            for _ in range(2):
-                conn = origin.idle.pop() if origin.idle else None
+            for attempt in range(2):
+                # the retry goes on a new connection: other idle ones may be just as stale
+                conn = origin.idle.pop() if origin.idle and not attempt else None
                 if conn is None:
                     conn = await _connect(host, port, timeouts.get("connect"), request)
                 try:
@@ -166,40 +167,46 @@ async def _exchange(
     conn: _Conn, head: bytes, body: bytes, timeout: float | None, request: httpx.Request
 ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool]:
     reader, writer = conn.reader, conn.writer
+    replied = False  # a byte of the reply came: from then on the request is never sent again
     try:
         async with asyncio.timeout(timeout):
             writer.write(head + body if len(body) < 65_536 else head)
             if len(body) >= 65_536:
                 writer.write(body)
             await writer.drain()
-            status_line = await reader.readline()
-            if not status_line:
-                if conn.reused:
-                    raise _StaleConnection
-                raise httpx.RemoteProtocolError("server closed the connection", request=request)
-            status, reason, version = _parse_status(status_line, request)
-            headers: list[tuple[bytes, bytes]] = []
-            length: int | None = None
-            chunked = False
-            close = version == b"HTTP/1.0"
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b"\n", b""):
+            while True:  # interim 1xx replies (100 Continue, 103 Early Hints) are skipped
+                status_line = await reader.readline()
+                if not status_line:
+                    if conn.reused and not replied:
+                        raise _StaleConnection
+                    raise httpx.RemoteProtocolError("server closed the connection", request=request)
+                replied = True
+                status, reason, version = _parse_status(status_line, request)
+                headers: list[tuple[bytes, bytes]] = []
+                length: int | None = None
+                chunked = False
+                close = version == b"HTTP/1.0"
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                    if len(headers) >= _MAX_HEADERS:
+                        raise httpx.RemoteProtocolError("too many headers", request=request)
+                    name, _, value = line.partition(b":")
+                    name, value = name.strip(), value.strip()
+                    headers.append((name, value))
+                    lower = name.lower()
+                    if lower == b"content-length":
+                        length = int(value)
+                    elif lower == b"transfer-encoding" and b"chunked" in value.lower():
+                        chunked = True
+                    elif lower == b"connection":
+                        close = value.lower() == b"close" or (
+                            version == b"HTTP/1.0" and value.lower() != b"keep-alive"
+                        )
+                if not 100 <= status < 200 or status == 101:
                     break
-                if len(headers) >= _MAX_HEADERS:
-                    raise httpx.RemoteProtocolError("too many headers", request=request)
-                name, _, value = line.partition(b":")
-                name, value = name.strip(), value.strip()
-                headers.append((name, value))
-                lower = name.lower()
-                if lower == b"content-length":
-                    length = int(value)
-                elif lower == b"transfer-encoding" and b"chunked" in value.lower():
-                    chunked = True
-                elif lower == b"connection":
-                    close = value.lower() == b"close" or (
-                        version == b"HTTP/1.0" and value.lower() != b"keep-alive"
-                    )
+            close = close or status == 101  # switched protocols: never reuse the connection
             no_body = request.method == "HEAD" or status in (204, 304) or 100 <= status < 200
             if no_body:
                 content = b""
@@ -215,7 +222,7 @@ async def _exchange(
             "no complete reply within the read timeout", request=request
         ) from None
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
-        if conn.reused and isinstance(exc, ConnectionResetError | BrokenPipeError):
+        if conn.reused and not replied and isinstance(exc, ConnectionResetError | BrokenPipeError):
             raise _StaleConnection from exc
         raise httpx.ReadError(f"connection lost: {exc!r}", request=request) from exc
     except ValueError as exc:
@@ -237,6 +244,8 @@ async def _read_chunked(reader: asyncio.StreamReader, request: httpx.Request) ->
     chunks = []
     while True:
         size_line = await reader.readline()
+        if not size_line:  # the server closed mid-body: not the end of the body
+            raise asyncio.IncompleteReadError(b"".join(chunks), None)
         size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
         if size == 0:
             while (await reader.readline()) not in (b"\r\n", b"\n", b""):
