@@ -329,6 +329,13 @@ class HttpDispatcher:
         )
         response = await self._open_transport().handle_async_request(request)
         response.request = request
+        try:  # a transport that answered with the whole body (MockTransport, Http11Transport)
+            body = response.content  # has it read and decoded already: no stream to walk
+        except httpx.ResponseNotRead:
+            pass
+        else:
+            truncated = cap is not None and len(body) > cap
+            return _Reply(response, body[:cap] if truncated else body, truncated)
         try:
             chunks: list[bytes] = []
             size = 0

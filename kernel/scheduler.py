@@ -39,6 +39,11 @@ log = logging.getLogger("leasecron")
 EventHook = Callable[[str, dict[str, Any]], None]
 
 
+def new_run_id() -> str:
+    """128 random bits as hex, like uuid4().hex at a tenth of the cost (one per attempt)."""
+    return os.urandom(16).hex()
+
+
 def default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -97,7 +102,7 @@ class Scheduler:
         self.lease_seconds = lease_seconds
         self.max_concurrent = max_concurrent
         self.rng = rng or random.Random()
-        self.planner = Planner(self.replica_id, new_id or (lambda: uuid.uuid4().hex), self.rng)
+        self.planner = Planner(self.replica_id, new_id or new_run_id, self.rng)
         self.on_event = on_event
         self._held: dict[str, Held] = {}
         self._in_flight = 0
@@ -337,18 +342,19 @@ class Scheduler:
             fire = fire_for(schedule, run)
             started_at = self.clock.now()
             self.fired += 1
-            self._emit(
-                "fire",
-                replica=self.replica_id,
-                schedule_id=schedule.id,
-                name=schedule.name,
-                run_row_id=run.id,
-                attempt=run.attempt,
-                scheduled_for=run.scheduled_for,
-                trigger=run.trigger,
-                idempotency_key=run.idempotency_key,
-                at=started_at,
-            )
+            if self.on_event is not None:
+                self._emit(
+                    "fire",
+                    replica=self.replica_id,
+                    schedule_id=schedule.id,
+                    name=schedule.name,
+                    run_row_id=run.id,
+                    attempt=run.attempt,
+                    scheduled_for=run.scheduled_for,
+                    trigger=run.trigger,
+                    idempotency_key=run.idempotency_key,
+                    at=started_at,
+                )
 
             async def on_started(run_id: str | None, session_id: str | None) -> None:
                 with contextlib.suppress(StoreError):

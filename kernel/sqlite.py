@@ -397,14 +397,19 @@ class SqliteStore:
             self._read_conn = conn
         return self._read_conn
 
-    def _claim_of(self, conn: sqlite3.Connection, row: sqlite3.Row) -> Claim:
-        schedule = _to_schedule(row)
-        pending: list[ScheduleRun] = []
-        running: list[ScheduleRun] = []
-        for run_row in conn.execute(self._sql["claim_runs"], {"id": schedule.id}):
-            run = _to_run(run_row)
-            (pending if run.status == "pending" else running).append(run)
-        return Claim(schedule, row["timing_version"], pending, running)
+    def _claims_of(self, conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[Claim]:
+        claims = {
+            row["id"]: Claim(_to_schedule(row), row["timing_version"], [], []) for row in rows
+        }
+        ids = list(claims)
+        for i in range(0, len(ids), 500):  # one query per 500 ids, not one per row
+            chunk = ids[i : i + 500]
+            sql = self._sql["claim_runs"].replace("{ids}", ",".join("?" * len(chunk)))
+            for run_row in conn.execute(sql, chunk):
+                run = _to_run(run_row)
+                claim = claims[run.schedule_id]
+                (claim.pending if run.status == "pending" else claim.running).append(run)
+        return list(claims.values())
 
     async def claim(
         self, replica: str, now: float, lease_seconds: float, limit: int
@@ -419,7 +424,7 @@ class SqliteStore:
                     "limit": limit,
                 },
             ).fetchall()
-            return [self._claim_of(conn, row) for row in rows]
+            return self._claims_of(conn, rows)
 
         return await self._run("claim", self._tx, op)
 
@@ -543,15 +548,19 @@ class SqliteStore:
                 results.append(recorded)
                 if not recorded:
                     continue
-                holds = (
-                    conn.execute(
-                        self._sql["finish_schedule"],
-                        {**fence, "status": plan.status, "success": plan.success},
-                    ).rowcount
-                    == 1
-                )
-                enabled = conn.execute(self._sql["schedule_enabled"], {"id": plan.schedule_id})
-                state = enabled.fetchone()
+                held = conn.execute(
+                    self._sql["finish_schedule"],
+                    {**fence, "status": plan.status, "success": plan.success},
+                ).fetchone()
+                holds = held is not None
+                if holds:
+                    state = held if held["enabled"] else None
+                elif plan.retry is not None:
+                    state = conn.execute(
+                        self._sql["schedule_enabled"], {"id": plan.schedule_id}
+                    ).fetchone()
+                else:
+                    state = None
                 if plan.retry is not None and state is not None:
                     conn.execute(self._sql["insert_run"], _run_params(plan.retry))
                 if not holds:
@@ -587,15 +596,15 @@ class SqliteStore:
         running runs; a row no longer held (or disabled) is left out."""
 
         def op(conn: sqlite3.Connection) -> list[Claim]:
-            claims = []
+            rows = []
             for schedule_id, version in leases:
                 row = conn.execute(
                     self._sql["held_row"],
                     {"id": schedule_id, "replica": replica, "version": version},
                 ).fetchone()
                 if row is not None:
-                    claims.append(self._claim_of(conn, row))
-            return claims
+                    rows.append(row)
+            return self._claims_of(conn, rows)
 
         return await self._run("claim_held", self._tx, op)
 

@@ -43,8 +43,9 @@ LEASE_SQL = {
     # The claimed row's waiting work and its running attempts (orphans of an expired holder, or
     # this holder's own when it re-reads a row it keeps), read inside the claim's transaction: a
     # trigger committed after it is seen by the next claim and never half-seen by this one.
+    # One query for the whole claimed batch: {ids} becomes one placeholder per claimed id.
     "claim_runs": """
-        SELECT * FROM {R} WHERE schedule_id = :id AND status IN ('pending', 'running')
+        SELECT * FROM {R} WHERE schedule_id IN ({{ids}}) AND status IN ('pending', 'running')
          ORDER BY due_at, created_at""",
     # An overlap=allow holder re-reads a row it keeps leased, to fire slots and pending work that
     # come due while its runs are in flight (no other replica may: the row is leased).
@@ -95,10 +96,12 @@ LEASE_SQL = {
          WHERE id = :id AND status = 'running' AND replica = :replica
            AND lease_version = :version""",
     # The holder's bookkeeping on the schedule row, fenced on the lease like every holder write.
+    # It answers whether we still hold the row, and the row's timing and enabled state.
     "finish_schedule": """
         UPDATE {S} SET last_status = :status,
                consecutive_failures = CASE WHEN :success THEN 0 ELSE consecutive_failures + 1 END
-         WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version
+        RETURNING timing_version, enabled""",
     # Overlap handling moves the slot cursor past slots that came due during the run, but only if
     # no update changed the timing meanwhile.
     "finish_advance": """

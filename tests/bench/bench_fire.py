@@ -63,7 +63,7 @@ async def scheduler_fires(n: int, replicas: int, max_concurrent: int) -> float:
 
 def raw_sql_fires(n: int, batch: int) -> float:
     """The same statements a fire costs (claim, claim_runs, start_fence, insert_run,
-    finish_run, finish_schedule, schedule_enabled, release), executed directly, batched."""
+    finish_run, finish_schedule, release), executed directly, batched."""
     path = temp_db("raw.db")
     due = time.time() - 1
     bulk_schedules(path, n, due_at=due)
@@ -80,8 +80,9 @@ def raw_sql_fires(n: int, batch: int) -> float:
                 sql["claim"],
                 {"replica": "raw", "now": now, "lease_until": now + 30, "limit": batch},
             ).fetchall()
-            for row in rows:
-                conn.execute(sql["claim_runs"], {"id": row["id"]}).fetchall()
+            ids = [row["id"] for row in rows]
+            claim_runs = sql["claim_runs"].replace("{ids}", ",".join("?" * len(ids)))
+            conn.execute(claim_runs, ids).fetchall()
             conn.execute("COMMIT")
             conn.execute("BEGIN IMMEDIATE")
             for row in rows:
@@ -132,7 +133,6 @@ def raw_sql_fires(n: int, batch: int) -> float:
                 conn.execute(
                     sql["finish_schedule"], {**fence, "status": "success", "success": True}
                 )
-                conn.execute(sql["schedule_enabled"], {"id": row["id"]}).fetchone()
                 conn.execute(sql["release"], fence)
             conn.execute("COMMIT")
             left -= len(rows)
