@@ -9,8 +9,8 @@ schedule's timing moves its slot cursor, so restarts never skip or refire a slot
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 
 from leasecron.kernel import HttpDispatcher, ScheduleManager, Scheduler, SqliteStore
 

@@ -84,34 +84,28 @@ class Planner:
         self, s: Schedule, now: float, first: float, last: float, why: str
     ) -> list[ScheduleRun]:
         """One skipped row per slot in [first, last], up to SKIPPED_ROWS, then one summary."""
+
+        def skipped(slot: float, error: str) -> ScheduleRun:
+            return self._run(
+                s,
+                now,
+                status="skipped",
+                scheduled_for=slot,
+                idempotency_key=slot_key(s.id, slot),
+                completed_at=now,
+                error=error,
+            )
+
         rows: list[ScheduleRun] = []
         slot: float | None = first
         while slot is not None and slot <= last and len(rows) < SKIPPED_ROWS:
-            rows.append(
-                self._run(
-                    s,
-                    now,
-                    status="skipped",
-                    scheduled_for=slot,
-                    idempotency_key=slot_key(s.id, slot),
-                    completed_at=now,
-                    error=why,
-                )
-            )
+            rows.append(skipped(slot, why))
             slot = slot_after(s, slot)
         if slot is not None and slot <= last:
             more = count_slots(s, slot, last, SKIPPED_COUNT_CAP)
             more_text = f"{more}" if more < SKIPPED_COUNT_CAP else f"at least {more}"
             rows.append(
-                self._run(
-                    s,
-                    now,
-                    status="skipped",
-                    scheduled_for=slot,
-                    idempotency_key=slot_key(s.id, slot),
-                    completed_at=now,
-                    error=f"{why}; {more_text} more slot(s) up to {last:.3f} not listed",
-                )
+                skipped(slot, f"{why}; {more_text} more slot(s) up to {last:.3f} not listed")
             )
         return rows
 

@@ -9,70 +9,26 @@ the WHERE clauses still matter: they are what makes a write by a holder that los
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import fields as dc_fields
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ScheduleExistsError, StoreError
 from .model import Schedule, ScheduleRun
 from .offload import Worker
-from .sqlite_sql import _FAR, LEASE_SQL, MIGRATIONS, SCHEMA_VERSION  # noqa: F401 (re-exported)
+from .rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and benchmarks)
+    _RUN_COLUMNS,
+    _SCHEDULE_COLUMNS,
+    _json_dump,
+    _run_params,
+    _to_run,
+    _to_schedule,
+)
+from .sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version  # noqa: F401
+from .sqlite_sql import _FAR, LEASE_SQL
 from .store import SPEC_FIELDS, Claim, FinishPlan, StartPlan
-
-_SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule)]
-_RUN_COLUMNS = [f.name for f in dc_fields(ScheduleRun)]
-
-
-def _json_dump(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return json.dumps(value, separators=(",", ":"), default=str)
-    except (TypeError, ValueError):  # circular, or a key JSON cannot hold: keep it readable
-        return json.dumps(repr(value)[:65_536])
-
-
-def _json_load(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _to_schedule(row: sqlite3.Row) -> Schedule:
-    values = {name: row[name] for name in _SCHEDULE_COLUMNS}
-    values["payload"] = _json_load(values["payload"])
-    values["enabled"] = bool(values["enabled"])
-    return Schedule(**values)
-
-
-def _to_run(row: sqlite3.Row) -> ScheduleRun:
-    values = {name: row[name] for name in _RUN_COLUMNS}
-    values["input"] = _json_load(values["input"])
-    values["output"] = _json_load(values["output"])
-    return ScheduleRun(**values)
-
-
-def _run_params(run: ScheduleRun) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "schedule_id": run.schedule_id,
-        "attempt": run.attempt,
-        "scheduled_for": run.scheduled_for,
-        "trigger": run.trigger,
-        "status": run.status,
-        "idempotency_key": run.idempotency_key,
-        "due_at": run.due_at,
-        "error": run.error,
-        "replica": run.replica,
-        "lease_version": run.lease_version,
-        "reclaim": run.reclaim,
-        "triggered_at": run.triggered_at,
-        "completed_at": run.completed_at,
-        "input": _json_dump(run.input),
-        "created_at": run.created_at,
-    }
 
 
 class SqliteStore:
@@ -157,40 +113,10 @@ class SqliteStore:
         return result
 
     def _migrate(self) -> None:
-        def apply(conn: sqlite3.Connection) -> None:
-            meta = f"{self.prefix}leasecron_meta"
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT)")
-            row = conn.execute(f"SELECT value FROM {meta} WHERE key = 'schema_version'").fetchone()
-            current = int(row[0]) if row else 0
-            if current > len(MIGRATIONS):
-                raise RuntimeError(
-                    f"{self.path}: schema version {current} is newer than this leasecron "
-                    f"({len(MIGRATIONS)}); upgrade leasecron"
-                )
-            for version in range(current + 1, len(MIGRATIONS) + 1):
-                script = MIGRATIONS[version - 1].format(
-                    S=self.schedules_table, R=self.runs_table, prefix=self.prefix
-                )
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(
-                    f"INSERT OR REPLACE INTO {meta} (key, value) VALUES ('schema_version', ?)",
-                    (str(version),),
-                )
-
-        self._tx(apply)
+        self._tx(lambda conn: migrate(conn, self.prefix, self.path, MIGRATIONS))
 
     def schema_version(self) -> int:
-        meta = f"{self.prefix}leasecron_meta"
-        row = self._call(
-            lambda: (
-                self._connect()
-                .execute(f"SELECT value FROM {meta} WHERE key = 'schema_version'")
-                .fetchone()
-            )
-        )
-        return int(row[0])
+        return self._call(lambda: schema_version(self._connect(), self.prefix))
 
     # -- wake-ups --------------------------------------------------------------------------------
 
@@ -653,8 +579,3 @@ class SqliteStore:
             self._tx,
             lambda conn: conn.execute(self._sql["prune_runs"], {"before": before}).rowcount,
         )
-
-
-def iter_sql(store: SqliteStore) -> Iterable[tuple[str, str]]:
-    """The formatted lease statements of a store, for docs and the raw-SQL benchmark."""
-    return store._sql.items()

@@ -1,6 +1,6 @@
-"""The SQL of the SQLite store, in one place: every statement of the lease algorithm with the race
-it closes, and the versioned schema. Read it top to bottom to learn the algorithm; `sqlite.py`
-only runs these statements. {S} is the schedules table, {R} the runs table.
+"""The SQL of the SQLite store's lease algorithm, in one place: every statement with the race it
+closes. Read it top to bottom to learn the algorithm; `sqlite.py` only runs these statements and
+`sqlite_schema.py` holds the tables. {S} is the schedules table, {R} the runs table.
 """
 
 from __future__ import annotations
@@ -158,77 +158,3 @@ LEASE_SQL = {
     "prune_runs": """
         DELETE FROM {R} WHERE status NOT IN ('pending', 'running') AND created_at < :before""",
 }
-
-SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS {S} (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    description TEXT,
-    method TEXT NOT NULL DEFAULT 'POST',
-    endpoint TEXT NOT NULL,
-    payload TEXT,
-    cron_expr TEXT,
-    interval_seconds REAL,
-    run_at REAL,
-    start_at REAL,
-    timezone TEXT NOT NULL DEFAULT 'UTC',
-    timeout_seconds REAL NOT NULL DEFAULT 3600,
-    max_retries INTEGER NOT NULL DEFAULT 0,
-    retry_delay_seconds REAL NOT NULL DEFAULT 60,
-    overlap TEXT NOT NULL DEFAULT 'skip',
-    misfire TEXT NOT NULL DEFAULT 'fire_once',
-    misfire_grace_seconds REAL NOT NULL DEFAULT 60,
-    max_catchup INTEGER NOT NULL DEFAULT 100,
-    catchup_window_seconds REAL NOT NULL DEFAULT 86400,
-    jitter_seconds REAL NOT NULL DEFAULT 0,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    next_run_at REAL,
-    due_at REAL,
-    locked_by TEXT,
-    locked_at REAL,
-    lease_expires_at REAL,
-    lease_version INTEGER NOT NULL DEFAULT 0,
-    timing_version INTEGER NOT NULL DEFAULT 1,
-    last_run_at REAL,
-    last_status TEXT,
-    consecutive_failures INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {prefix}schedules_due ON {S} (due_at)
-    WHERE enabled = 1 AND due_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS {R} (
-    id TEXT PRIMARY KEY,
-    schedule_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    scheduled_for REAL,
-    trigger TEXT NOT NULL,
-    status TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    due_at REAL,
-    status_code INTEGER,
-    run_id TEXT,
-    session_id TEXT,
-    error TEXT,
-    replica TEXT,
-    lease_version INTEGER,
-    reclaim INTEGER NOT NULL DEFAULT 0,
-    triggered_at REAL,
-    completed_at REAL,
-    duration_ms REAL,
-    input TEXT,
-    output TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_by_schedule ON {R} (schedule_id, created_at);
-CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_open ON {R} (schedule_id, due_at)
-    WHERE status IN ('pending', 'running');
-CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_pending ON {R} (schedule_id, due_at)
-    WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_run_id ON {R} (run_id);
-"""
-
-# Schema versions, applied in order and recorded in the meta table. A migration may add tables,
-# columns and indexes; it never drops or rewrites data.
-MIGRATIONS: list[str] = [SCHEMA_V1]
-SCHEMA_VERSION = len(MIGRATIONS)
