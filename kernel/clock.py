@@ -59,12 +59,13 @@ class SimClock:
     """
 
     def __init__(self, start: float = 1_780_000_000.0):
-        self._now = float(start)
+        self._now = float(start)  # the monotonic side: what timers are measured against
+        self._offset = 0.0  # wall clock minus monotonic: moved by step()
         self._timers: list[tuple[float, int, asyncio.Future]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
-        return self._now
+        return self._now + self._offset
 
     def _timer(self, deadline: float) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
@@ -146,5 +147,10 @@ class SimClock:
         await self.advance_to(self._now + seconds)
 
     def set(self, now: float) -> None:
-        """Step the time (forward or backward) without firing timers: a clock step fault."""
-        self._now = float(now)
+        """Set the time (forward or backward) without firing timers, before a test starts."""
+        self._now = float(now) - self._offset
+
+    def step(self, delta: float) -> None:
+        """A wall-clock step (NTP, an operator): now() jumps by `delta`, while waits already
+        under way keep their length, as asyncio's monotonic timers do."""
+        self._offset += delta

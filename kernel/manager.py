@@ -108,7 +108,10 @@ class ScheduleManager:
             timing = {k: getattr(merged, k) for k in TIMING_FIELDS}
             check_timing({**timing, "misfire_grace_seconds": merged.misfire_grace_seconds}, now)
         if retimed or changes.get("enabled") is True:
-            changes["next_run_at"] = first_slot(merged, now) if merged.enabled else None
+            nxt = first_slot(merged, now) if merged.enabled else None
+            if nxt is not None and not retimed and merged.run_at is not None and nxt <= now:
+                nxt = None  # re-enabling a one-off whose time has passed does not fire it again
+            changes["next_run_at"] = nxt
         updated = await self.store.update_schedule(schedule_id, changes, now)
         if updated is None:
             raise ScheduleNotFoundError(schedule_id)

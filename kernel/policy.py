@@ -22,9 +22,12 @@ SKIPPED_COUNT_CAP = 1000  # the summary counts at most this many more (counting 
 NON_RETRYABLE = ("cancelled", "paused")
 
 
-def slot_key(schedule_id: str, slot: float) -> str:
-    """Idempotency key of a slot: stable across attempts, reclaims and replicas."""
-    return f"{schedule_id}@{slot:.3f}"
+def slot_key(schedule_id: str, slot: float, timing_version: int = 1) -> str:
+    """Idempotency key of a slot: stable across attempts, reclaims and replicas. After a change
+    of timing the series is a new one; its version keeps a slot of it from sharing a key with a
+    slot of the old series at the same instant (possible once the wall clock stepped back)."""
+    key = f"{schedule_id}@{slot:.3f}"
+    return key if timing_version <= 1 else f"{key}~t{timing_version}"
 
 
 def manual_key(schedule_id: str, run_row_id: str) -> str:
@@ -81,7 +84,7 @@ class Planner:
         return run
 
     def _skipped(
-        self, s: Schedule, now: float, first: float, last: float, why: str
+        self, s: Schedule, now: float, first: float, last: float, why: str, timing: int
     ) -> list[ScheduleRun]:
         """One skipped row per slot in [first, last], up to SKIPPED_ROWS, then one summary."""
 
@@ -91,7 +94,7 @@ class Planner:
                 now,
                 status="skipped",
                 scheduled_for=slot,
-                idempotency_key=slot_key(s.id, slot),
+                idempotency_key=slot_key(s.id, slot, timing),
                 completed_at=now,
                 error=error,
             )
@@ -185,7 +188,7 @@ class Planner:
                 now,
                 status="failed",
                 scheduled_for=s.next_run_at,
-                idempotency_key=slot_key(s.id, s.next_run_at or now),
+                idempotency_key=slot_key(s.id, s.next_run_at or now, claim.timing_version),
                 completed_at=now,
                 error=f"schedule disabled: cannot plan it: {type(error).__name__}: {error}",
             )
@@ -201,7 +204,7 @@ class Planner:
         elif s.misfire == "skip":
             last = latest_at_or_before(s, cursor, now)
             plan.insert_runs += self._skipped(
-                s, now, cursor, last, "misfire: skipped (policy skip)"
+                s, now, cursor, last, "misfire: skipped (policy skip)", plan.timing_version
             )
             plan.next_run_at = slot_after(s, now)
             plan.disable = plan.next_run_at is None
@@ -220,6 +223,7 @@ class Planner:
                     cursor,
                     last_dropped,
                     "misfire: outside catch-up window or beyond max_catchup",
+                    plan.timing_version,
                 )
             if not kept:
                 plan.next_run_at = slot_after(s, now)
@@ -231,14 +235,19 @@ class Planner:
             if fire_slot > cursor:
                 before = latest_at_or_before(s, cursor, fire_slot - 1e-6)
                 plan.insert_runs += self._skipped(
-                    s, now, cursor, before, "misfire: skipped (policy fire_once)"
+                    s,
+                    now,
+                    cursor,
+                    before,
+                    "misfire: skipped (policy fire_once)",
+                    plan.timing_version,
                 )
         run = self._run(
             s,
             now,
             scheduled_for=fire_slot,
             trigger=trigger,
-            idempotency_key=slot_key(s.id, fire_slot),
+            idempotency_key=slot_key(s.id, fire_slot, d.plan.timing_version),
         )
         plan.insert_runs.append(run)
         d.runs.append(run)
@@ -320,7 +329,12 @@ class Planner:
             if last > cursor:
                 before = latest_at_or_before(s, cursor, last - 1e-6)
                 plan.insert_runs += self._skipped(
-                    s, now, cursor, before, "overlap: skipped (buffer_one keeps the latest)"
+                    s,
+                    now,
+                    cursor,
+                    before,
+                    "overlap: skipped (buffer_one keeps the latest)",
+                    plan.timing_version,
                 )
             plan.insert_runs.append(
                 self._run(
@@ -329,13 +343,18 @@ class Planner:
                     status="pending",
                     scheduled_for=last,
                     due_at=now,
-                    idempotency_key=slot_key(s.id, last),
+                    idempotency_key=slot_key(s.id, last, plan.timing_version),
                 )
             )
             plan.insert_runs[-1].triggered_at = None
         else:
             plan.insert_runs += self._skipped(
-                s, now, cursor, last, "overlap: skipped (previous run still in flight)"
+                s,
+                now,
+                cursor,
+                last,
+                "overlap: skipped (previous run still in flight)",
+                plan.timing_version,
             )
 
 

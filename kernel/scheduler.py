@@ -110,6 +110,7 @@ class Scheduler:
         self._finish_queue: list[tuple[FinishPlan, asyncio.Future]] = []
         self._finish_ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._attempts: set[asyncio.Task] = set()
         self._stopping = False
         self.fired = 0  # attempts sent by this replica
 
@@ -139,17 +140,16 @@ class Scheduler:
         done, _ = await asyncio.wait({loop_task}, timeout=max(timeout, 1.0))
         if not done:
             loop_task.cancel()
-        running = [t for held in self._held.values() for t in held.tasks]
-        if running and timeout > 0:
-            await asyncio.wait(running, timeout=timeout)
+        # Every attempt, including those whose outcome is being written (they have left their
+        # lease's in-flight set already).
+        if self._attempts and timeout > 0:
+            await asyncio.wait(set(self._attempts), timeout=timeout)
         leftover = {sid: held for sid, held in self._held.items() if held.tasks}
-        for held in leftover.values():
-            for task in held.tasks:
-                task.cancel()
+        cancelled = list(self._attempts)
+        for task in cancelled:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(
-                *(t for h in leftover.values() for t in h.tasks), return_exceptions=True
-            )
+            await asyncio.gather(*cancelled, return_exceptions=True)
         if leftover:
             leases = [(sid, h.schedule.lease_version) for sid, h in leftover.items()]
             with contextlib.suppress(StoreError):  # else they expire on their own
@@ -168,8 +168,10 @@ class Scheduler:
         """Stop as if the process died this instant: every task is cancelled and nothing more is
         written (no release, no finish). For crash tests and the simulator; use stop() otherwise."""
         self._stopping = True
-        for task in [*self._tasks, *(t for h in self._held.values() for t in h.tasks)]:
+        for task in [*self._tasks, *self._attempts]:
             task.cancel()
+        for _, fut in self._finish_queue:
+            fut.cancel()
         self._finish_queue.clear()
         self._held.clear()
         self._tasks = []
@@ -317,6 +319,8 @@ class Scheduler:
         self._in_flight += 1
         task = asyncio.create_task(self._attempt(held, run, delay))
         held.tasks[task] = run.id
+        self._attempts.add(task)  # a strong reference until it ends (the loop keeps weak ones)
+        task.add_done_callback(self._attempts.discard)
 
     async def _attempt(self, held: Held, run: ScheduleRun, delay: float) -> None:
         task = asyncio.current_task()

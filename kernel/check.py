@@ -1,0 +1,348 @@
+"""The invariant checker of a simulated run: what the lease algorithm promises, checked against
+the target's own request log, the runs table and the schedule rows. Used by `sim.py` and by
+tests; each check can fail (the tests break the kernel on purpose to prove it).
+
+  duplicate        a slot (idempotency key) has two success rows, or is sent after its success
+  concurrent       two requests for one slot in flight at once while the first held its lease
+  overlap          two requests of one schedule in flight at once, overlap policy not `allow`
+  lost             a slot before the schedule's cursor neither fired nor recorded skipped
+  stuck            an enabled schedule due long ago that no replica took up
+  retries          more attempts than 1 + max_retries, or a retry sooner than its delay
+  log_mismatch     the runs table and the target's log disagree
+  lease_outlived   a dead replica's lease lasting past lease_seconds after its death
+  after_change     a request sent for an attempt started after a disable or delete committed
+  dst              a wall-clock cron slot fired twice in one local day, or a slot off the series
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .cron import CronExpr, load_timezone
+from .slots import first_slot, slot_after
+
+_SUMMARY = re.compile(r"more slot\(s\) up to ([0-9.]+) not listed")
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    schedule_id: str
+    detail: str
+    slot: float | None = None
+
+    def __str__(self) -> str:
+        slot = f" slot={self.slot:.3f}" if self.slot is not None else ""
+        return f"{self.kind}: schedule={self.schedule_id}{slot}: {self.detail}"
+
+
+def check_run(result: Any, behaviours: dict[str, Any] | None = None) -> list[Violation]:
+    """All violations of a SimResult, in a stable order (first by kind, then by time)."""
+    out: list[Violation] = []
+    runs_by_id = {r.id: r for r in result.runs}
+    out += _duplicates(result)
+    out += _concurrency(result, runs_by_id)
+    out += _lost(result)
+    out += _stuck(result)
+    out += _retries(result)
+    out += _log_mismatch(result, runs_by_id)
+    out += _leases(result)
+    out += _after_change(result, runs_by_id)
+    out += _dst(result)
+    return out
+
+
+def _duplicates(result: Any) -> list[Violation]:
+    out = []
+    replied = {r.run_row_id: r for r in result.requests if r.status == "success"}
+    success: dict[str, Any] = {}  # key -> the request whose success was recorded
+    for run in result.runs:
+        if run.status != "success":
+            continue
+        if run.idempotency_key in success:
+            out.append(
+                Violation(
+                    "duplicate",
+                    run.schedule_id,
+                    f"two success rows for {run.idempotency_key}",
+                    run.scheduled_for,
+                )
+            )
+        elif run.id in replied:
+            success[run.idempotency_key] = replied[run.id]
+    for req in result.requests:
+        done = success.get(req.key)
+        if done is not None and req is not done and req.seq > done.end_seq:
+            out.append(
+                Violation(
+                    "duplicate",
+                    req.schedule_id,
+                    f"{req.key} sent again (event {req.seq}) after its success "
+                    f"(event {done.end_seq})",
+                    req.slot,
+                )
+            )
+    return out
+
+
+def _concurrency(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
+    out = []
+    by_key: dict[str, list[Any]] = defaultdict(list)
+    by_schedule: dict[str, list[Any]] = defaultdict(list)
+    for req in result.requests:
+        by_key[req.key].append(req)
+        by_schedule[req.schedule_id].append(req)
+
+    def lost(req: Any) -> bool:
+        run = runs_by_id.get(req.run_row_id)
+        return run is not None and run.status == "lease_lost"
+
+    def overlapping(reqs: list[Any]) -> list[tuple[Any, Any]]:
+        """Pairs in flight together, by event order (wall times jump with clock steps)."""
+        pairs = []
+        open_reqs: list[Any] = []
+        for req in reqs:  # already in send order
+            open_reqs = [o for o in open_reqs if o.end_seq is None or o.end_seq > req.seq]
+            pairs += [(o, req) for o in open_reqs]
+            open_reqs.append(req)
+        return pairs
+
+    for key, reqs in by_key.items():
+        for first, second in overlapping(reqs):
+            if not lost(first):
+                out.append(
+                    Violation(
+                        "concurrent",
+                        second.schedule_id,
+                        f"{key} attempt {second.attempt} sent by {second.replica} at "
+                        f"{second.at:.3f} while {first.replica}'s was in flight",
+                        second.slot,
+                    )
+                )
+    for sid, reqs in by_schedule.items():
+        spec = result.specs.get(sid)
+        if spec is None or spec.overlap == "allow":
+            continue
+        for first, second in overlapping(reqs):
+            if first.key != second.key and not lost(first):
+                out.append(
+                    Violation(
+                        "overlap",
+                        sid,
+                        f"{second.key} sent at {second.at:.3f} while {first.key} ran "
+                        f"(overlap={spec.overlap})",
+                        second.slot,
+                    )
+                )
+    return out
+
+
+def _accounted(runs: list[Any]) -> tuple[set[float], list[tuple[float, float]]]:
+    slots: set[float] = set()
+    ranges: list[tuple[float, float]] = []
+    for run in runs:
+        if run.scheduled_for is None or run.trigger == "manual":
+            continue
+        slots.add(round(run.scheduled_for, 3))
+        m = _SUMMARY.search(run.error or "") if run.status == "skipped" else None
+        if m:
+            ranges.append((run.scheduled_for, float(m.group(1))))
+    return slots, ranges
+
+
+def _lost(result: Any) -> list[Violation]:
+    out = []
+    runs_of: dict[str, list[Any]] = defaultdict(list)
+    for run in result.runs:
+        runs_of[run.schedule_id].append(run)
+    changed = {c.schedule_id for c in result.changes if c.kind != "trigger"}
+    for sid, s in result.schedules.items():
+        if sid in changed or not (s.cron_expr or s.interval_seconds) or not s.enabled:
+            continue
+        cursor = s.next_run_at if s.next_run_at is not None else result.end_at
+        slots, ranges = _accounted(runs_of[sid])
+        slot = first_slot(result.specs[sid], result.specs[sid].created_at)
+        while slot is not None and slot < cursor - _EPS and slot <= result.end_faults_at:
+            if round(slot, 3) not in slots and not any(
+                a - _EPS <= slot <= b + _EPS for a, b in ranges
+            ):
+                out.append(Violation("lost", sid, "neither fired nor recorded skipped", slot))
+                break  # one per schedule: the first lost slot is the one to replay
+            slot = slot_after(s, slot)
+    return out
+
+
+def _stuck(result: Any) -> list[Violation]:
+    out = []
+    limit = result.config.poll_interval + result.config.lease_seconds + 60
+    for sid, s in result.snapshot.items():
+        if s.enabled and s.due_at is not None and s.due_at < result.snapshot_at - limit:
+            out.append(
+                Violation(
+                    "stuck",
+                    sid,
+                    f"due at {s.due_at:.3f}, still not taken up at "
+                    f"{result.snapshot_at:.3f} (locked_by={s.locked_by})",
+                )
+            )
+    return out
+
+
+def _retries(result: Any) -> list[Violation]:
+    out = []
+    skew = result.config.lease_seconds / 3
+    by_key: dict[str, dict[int, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for req in result.requests:
+        by_key[req.key][req.attempt].append(req)
+    runs_by_id = {r.id: r for r in result.runs}
+    for key, by_attempt in by_key.items():
+        sid = next(iter(by_attempt.values()))[0].schedule_id
+        spec = result.specs.get(sid)
+        if spec is None:
+            continue
+        allowed = 1 + result.max_retries.get(sid, spec.max_retries)
+        if max(by_attempt) > allowed:
+            out.append(Violation("retries", sid, f"{key}: attempt {max(by_attempt)} > {allowed}"))
+        for n, reqs in sorted(by_attempt.items()):
+            prev = by_attempt.get(n - 1)
+            if not prev or prev[-1].end_seq is None:
+                continue
+            before, first = prev[-1], reqs[0]
+            # Delays are kept on the wall clock (a retry is due at a wall time), so a wall-clock
+            # step in between moves both sides alike: compare wall times as they are.
+            waited = first.at - before.end_at
+            base = min(3600.0, spec.retry_delay_seconds * 2 ** (n - 2)) * 0.9
+            run = runs_by_id.get(before.run_row_id)
+            if run is not None and run.status_code == 429:
+                base = 0.0  # Retry-After decided the delay; the target chose it
+            if waited < base - skew - _EPS:
+                out.append(
+                    Violation(
+                        "retries",
+                        sid,
+                        f"{key}: attempt {n} sent {waited:.3f}s "
+                        f"after attempt {n - 1} ended, sooner than {base:.1f}s",
+                    )
+                )
+    return out
+
+
+def _log_mismatch(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
+    out = []
+    sent: dict[str, list[Any]] = defaultdict(list)
+    for req in result.requests:
+        sent[req.run_row_id].append(req)
+        run = runs_by_id.get(req.run_row_id)
+        if run is None or (run.idempotency_key, run.attempt) != (req.key, req.attempt):
+            out.append(
+                Violation(
+                    "log_mismatch",
+                    req.schedule_id,
+                    f"request {req.key} attempt {req.attempt} has no matching run row",
+                    req.slot,
+                )
+            )
+        elif (
+            req.status is not None
+            and not req.cancelled
+            and run.status not in (req.status, "lease_lost")
+        ):
+            out.append(
+                Violation(
+                    "log_mismatch",
+                    req.schedule_id,
+                    f"target answered {req.status}, run row says {run.status}",
+                    req.slot,
+                )
+            )
+    for run in result.runs:
+        dispatched = run.status in ("success", "timeout") or (
+            run.status == "failed" and "cannot plan" not in (run.error or "")
+        )
+        if dispatched and not sent.get(run.id):
+            out.append(
+                Violation(
+                    "log_mismatch",
+                    run.schedule_id,
+                    f"run row {run.id} is {run.status} but the target never saw it",
+                    run.scheduled_for,
+                )
+            )
+    return out
+
+
+def _leases(result: Any) -> list[Violation]:
+    out = []
+    died = dict(result.crashes)
+    alive = set(result.alive)
+    skew = result.config.lease_seconds / 3
+    for sid, s in result.snapshot.items():
+        holder = s.locked_by
+        if holder is None or holder in alive:
+            continue
+        death = died.get(holder)
+        if death is not None and s.lease_expires_at > death + result.config.lease_seconds + skew:
+            out.append(
+                Violation(
+                    "lease_outlived",
+                    sid,
+                    f"{holder} died at {death:.3f}, its lease runs to {s.lease_expires_at:.3f}",
+                )
+            )
+    return out
+
+
+def _after_change(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
+    out = []
+    changes: dict[str, list[Any]] = defaultdict(list)
+    for c in result.changes:
+        if c.kind in ("disable", "delete", "enable"):
+            changes[c.schedule_id].append(c)
+    for req in result.requests:
+        last = None  # the last disable/delete/enable that committed before this attempt started
+        started = result.started.get(req.run_row_id, req.seq)
+        for c in changes.get(req.schedule_id, ()):
+            if c.seq < started:
+                last = c
+        if last is not None and last.kind != "enable":
+            out.append(
+                Violation(
+                    "after_change",
+                    req.schedule_id,
+                    f"{req.key} started (event {started}) after the {last.kind} (event {last.seq})",
+                    req.slot,
+                )
+            )
+    return out
+
+
+def _dst(result: Any) -> list[Violation]:
+    out = []
+    changed = {c.schedule_id for c in result.changes if c.kind == "retime"}
+    for sid, spec in result.specs.items():
+        if not spec.cron_expr or sid in changed:
+            continue
+        expr = CronExpr.parse(spec.cron_expr)
+        tz = load_timezone(spec.timezone)
+        seen: dict[tuple[str, str], str] = {}  # (local date, HH:MM) -> the slot's key
+        for run in result.runs:
+            if run.schedule_id != sid or run.scheduled_for is None or run.trigger == "manual":
+                continue
+            slot = run.scheduled_for
+            if expr.next_after(slot - 1.0, tz) != slot:
+                out.append(
+                    Violation("dst", sid, f"{slot:.3f} is not a slot of {spec.cron_expr}", slot)
+                )
+                continue
+            if expr.mode != "wall-clock":
+                continue
+            local = datetime.fromtimestamp(slot, tz)
+            day_time = (local.date().isoformat(), local.strftime("%H:%M"))
+            if seen.setdefault(day_time, run.idempotency_key) != run.idempotency_key:
+                out.append(Violation("dst", sid, f"wall-clock job twice at {day_time}", slot))
+    return out

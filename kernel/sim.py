@@ -1,0 +1,612 @@
+"""Deterministic simulation: N replicas on one real store under one SimClock, a recording target,
+a workload and faults all drawn from one seed. The same seed replays the same run bit for bit;
+`check.py` then proves the lease algorithm's invariants over what happened.
+
+    result = await simulate(SimConfig(seed=7, replicas=5, hours=6, faults=ALL_FAULTS))
+    print(result.report())            # exit status 1 from the CLI when result.violations
+
+What it must not do: use wall time, threads or the network. Stores run inline; the target is an
+in-process Dispatcher; every random choice comes from a random.Random derived from the seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .check import Violation, check_run
+from .clock import SimClock
+from .errors import StoreError
+from .manager import ScheduleManager
+from .model import Fire, Outcome, Schedule
+from .scheduler import Scheduler
+from .sqlite import SqliteStore
+
+T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
+
+# Fault classes, each switchable.
+FAULTS = (
+    "crash",  # a replica dies at a random step and restarts later
+    "stall",  # a replica's event loop freezes past its lease (heartbeat starved)
+    "store_errors",  # claim / start / heartbeat / finish fail, before or after committing
+    "skew",  # replica clocks up to lease/3 apart (each within ±lease/6 of true time)
+    "clock_steps",  # the wall clock steps back 1 h or forward 2 h
+    "target_errors",  # timeouts, 5xx, 429 with Retry-After, connection resets
+    "mutations",  # updates, disables, deletes and triggers racing with runs
+    "downtime",  # the whole cluster down for a while (misfire policies)
+)
+ALL_FAULTS = frozenset(FAULTS)
+# Where a replica may die, keyed by the hook that fires there.
+CRASH_POINTS = {
+    "after_claim": "after_claim",  # leases taken, nothing started
+    "after_start": "after_start",  # run rows written, request not sent
+    "after_request": "after_request",  # the target got the request
+    "after_reply": "after_reply",  # the reply is in, not yet recorded
+    "before_finish": "before_release",  # about to record the outcome and release
+}
+ZONES = ("UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe")
+
+
+@dataclass
+class SimConfig:
+    seed: int = 1
+    replicas: int = 3
+    schedules: int = 24
+    hours: float = 2.0
+    lease_seconds: float = 30.0
+    poll_interval: float = 5.0
+    faults: frozenset[str] = ALL_FAULTS
+    fault_rate: float = 1.0  # scales how often faults strike
+    min_interval: float = 20.0  # the densest interval schedule (a denser workload fires more)
+    store_factory: Callable[[str], Any] | None = None  # path -> Store; default SqliteStore
+    start: float = T0
+
+
+@dataclass
+class Request:
+    """One request the target received."""
+
+    seq: int
+    at: float
+    replica: str
+    schedule_id: str
+    slot: float | None
+    attempt: int
+    key: str
+    run_row_id: str
+    trigger: str
+    end_at: float | None = None
+    end_seq: int | None = None  # event order: wall times jump when the clock steps
+    status: str | None = None
+    cancelled: bool = False
+
+
+@dataclass
+class Change:
+    """A schedule change the workload made (the checker needs when it committed)."""
+
+    at: float
+    kind: str  # update | retime | disable | enable | delete | trigger
+    schedule_id: str
+    seq: int = 0
+
+
+@dataclass
+class Behaviour:
+    """How the target answers one schedule."""
+
+    fail_rate: float = 0.0
+    duration: tuple[float, float] = (0.0, 0.5)
+    agent: bool = False
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    requests: list[Request]
+    changes: list[Change]
+    runs: list[Any]
+    schedules: dict[str, Schedule]
+    end_faults_at: float
+    end_at: float
+    faults: dict[str, int]
+    crashes: list[tuple[str, float]]  # (replica id, when it died)
+    specs: dict[str, Schedule]  # every schedule as created (deleted ones too)
+    max_retries: dict[str, int]  # the largest max_retries each schedule ever had
+    snapshot: dict[str, Schedule]  # the rows at the end of the drain, replicas still up
+    snapshot_at: float
+    alive: list[str]  # replica ids up at the snapshot
+    offsets: dict[str, float]  # replica id -> its clock's skew
+    started: dict[str, int]  # run row id -> event number of its start
+    steps: list[tuple[int, float]]  # (event number, delta) of wall-clock steps
+    violations: list[Violation] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for r in self.requests:
+            h.update(f"{r.seq}|{r.at:.6f}|{r.replica}|{r.key}|{r.attempt}|{r.status}\n".encode())
+        return h.hexdigest()[:16]
+
+    def report(self, wall: bool = True) -> str:
+        statuses: dict[str, int] = {}
+        for run in self.runs:
+            statuses[run.status] = statuses.get(run.status, 0) + 1
+        retries = sum(1 for run in self.runs if run.trigger == "retry" and run.status != "pending")
+        keys = {}
+        for r in self.requests:
+            keys[(r.key, r.attempt)] = keys.get((r.key, r.attempt), 0) + 1
+        redelivered = sum(n - 1 for n in keys.values() if n > 1)
+        lines = [
+            f"leasecron sim seed={self.config.seed} replicas={self.config.replicas} "
+            f"schedules={self.config.schedules} hours={self.config.hours:g} "
+            f"faults={','.join(sorted(self.config.faults)) or 'none'}",
+            f"fires (requests sent)     {len(self.requests)}",
+            f"re-deliveries (same key and attempt after a lost lease) {redelivered}",
+            f"retries                   {retries}",
+            f"skipped by policy         {statuses.get('skipped', 0)}",
+            "run rows by status        "
+            + " ".join(f"{k}={v}" for k, v in sorted(statuses.items())),
+            "faults injected           "
+            + " ".join(f"{k}={v}" for k, v in sorted(self.faults.items())),
+            f"virtual time              {(self.end_at - self.config.start) / 3600:.2f} h",
+            f"trace digest              {self.digest()}",
+            f"violations                {len(self.violations)}",
+        ]
+        for v in self.violations[:10]:
+            lines.append(f"  VIOLATION seed={self.config.seed} {v}")
+        if wall:
+            rate = len(self.requests) / self.wall_seconds if self.wall_seconds else 0.0
+            lines.append(
+                f"wall time                 {self.wall_seconds:.1f} s "
+                f"({rate:,.0f} simulated fires per wall second)"
+            )
+        return "\n".join(lines)
+
+
+class ReplicaClock:
+    """A replica's view of the shared SimClock: skewed by a fixed offset, and frozen while the
+    replica is stalled (its timers fire only when the stall ends, as in a paused process)."""
+
+    def __init__(self, base: SimClock, offset: float = 0.0):
+        self.base = base
+        self.offset = offset
+        self.stalled_until = 0.0
+
+    def now(self) -> float:
+        return self.base.now() + self.offset
+
+    async def _unstall(self) -> None:
+        while self.base.now() < self.stalled_until:
+            await self.base.sleep(self.stalled_until - self.base.now())
+
+    async def sleep(self, seconds: float) -> None:
+        await self.base.sleep(seconds)
+        await self._unstall()
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        result = await self.base.wait(event, timeout)
+        await self._unstall()
+        return result
+
+
+class FaultyStore:
+    """The real store with injected failures: an error either before the call (nothing
+    happened) or after it committed (the caller never hears); and crash hooks."""
+
+    OPS = ("claim", "start", "heartbeat", "finish")
+
+    def __init__(self, store: Any, sim: Simulation, replica: str):
+        self._store = store
+        self._sim = sim
+        self._replica = replica
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name not in self.OPS:
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            sim = self._sim
+            sim.maybe_crash(self._replica, f"before_{name}")
+            if sim.store_error(name, "before"):
+                raise StoreError(name, RuntimeError("injected: failed before the call"))
+            result = await attr(*args, **kwargs)
+            if name == "start":
+                tick = sim.tick()
+                for started in result:
+                    for run_row_id in started or ():
+                        sim.started[run_row_id] = tick
+            if sim.store_error(name, "after"):
+                raise StoreError(name, RuntimeError("injected: reply lost after commit"))
+            sim.maybe_crash(self._replica, f"after_{name}")
+            return result
+
+        return call
+
+
+class _Crash(BaseException):
+    """Raised inside a replica's own call when it is killed there (ends that call)."""
+
+
+class TargetDispatcher:
+    """The recording target, as seen by one replica."""
+
+    def __init__(self, sim: Simulation, replica: str, clock: ReplicaClock):
+        self.sim = sim
+        self.replica = replica
+        self.clock = clock
+
+    async def dispatch(self, fire: Fire, on_started=None) -> Outcome:
+        sim = self.sim
+        behaviour = sim.behaviours.get(fire.schedule_id, Behaviour())
+        rng = sim.target_rng
+        rec = sim.record(self.replica, fire)
+        sim.maybe_crash(self.replica, "after_request")
+        try:
+            if behaviour.agent and on_started is not None:
+                await on_started(f"run-{rec.seq}", f"sess-{rec.seq}")
+            duration = rng.uniform(*behaviour.duration)
+            fault = sim.target_fault()
+            if fault == "timeout":
+                duration = fire.timeout_seconds + 1.0
+            if duration >= fire.timeout_seconds:
+                await self.clock.sleep(fire.timeout_seconds)
+                outcome = Outcome(status="timeout", retryable=True, error="timed out")
+            else:
+                if duration > 0:
+                    await self.clock.sleep(duration)
+                if fault == "reset":
+                    outcome = Outcome(status="failed", retryable=True, error="connection reset")
+                elif fault == "429":
+                    outcome = Outcome(
+                        status="failed",
+                        status_code=429,
+                        retryable=True,
+                        retry_after=rng.choice((5.0, 30.0, 90.0)),
+                        error="HTTP 429",
+                    )
+                elif fault == "5xx" or rng.random() < behaviour.fail_rate:
+                    outcome = Outcome(
+                        status="failed", status_code=503, retryable=True, error="HTTP 503"
+                    )
+                else:
+                    outcome = Outcome(status="success", status_code=200)
+        except BaseException:
+            rec.end_at, rec.end_seq = sim.clock.now(), sim.tick()
+            rec.cancelled = True
+            raise
+        rec.end_at, rec.end_seq = sim.clock.now(), sim.tick()
+        rec.status = outcome.status
+        sim.maybe_crash(self.replica, "after_reply")
+        return outcome
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Simulation:
+    def __init__(self, config: SimConfig):
+        self.config = config
+        seed = config.seed
+        self.rng = random.Random(f"{seed}:sim")
+        self.workload_rng = random.Random(f"{seed}:workload")
+        self.fault_rng = random.Random(f"{seed}:faults")
+        self.target_rng = random.Random(f"{seed}:target")
+        self.clock = SimClock(start=config.start)
+        self._ids = 0
+        self._tick = 0
+        self.started: dict[str, int] = {}  # run row id -> event number of its start
+        self.steps: list[tuple[int, float]] = []  # (event number, delta) of clock steps
+        self.requests: list[Request] = []
+        self.changes: list[Change] = []
+        self.behaviours: dict[str, Behaviour] = {}
+        self.specs: dict[str, Schedule] = {}
+        self.max_retries: dict[str, int] = {}
+        self.offsets: dict[str, float] = {}
+        self.faults: dict[str, int] = {}
+        self.crashes: list[tuple[str, float]] = []
+        self.replicas: dict[str, Scheduler | None] = {}
+        self.generation: dict[str, int] = {}
+        self.clocks: dict[str, ReplicaClock] = {}
+        self.faults_on = True
+        self.tmp = tempfile.mkdtemp(prefix="leasecron-sim-")
+        self.path = os.path.join(self.tmp, "sim.db")
+        factory = config.store_factory or (lambda path: SqliteStore(path, inline=True))
+        self.store_factory = factory
+        self.manager = ScheduleManager(factory(self.path), clock=self.clock, new_id=self.new_id)
+
+    def tick(self) -> int:
+        """The next event number: requests, replies, starts, changes and clock steps share one
+        order, which wall times (they jump with clock steps) cannot give."""
+        self._tick += 1
+        return self._tick
+
+    def new_id(self) -> str:
+        self._ids += 1
+        return f"{self._ids:012x}"
+
+    def count(self, fault: str) -> None:
+        self.faults[fault] = self.faults.get(fault, 0) + 1
+
+    def on(self, fault: str) -> bool:
+        return self.faults_on and fault in self.config.faults
+
+    # -- faults, asked by the wrappers --------------------------------------------------------
+
+    def store_error(self, op: str, when: str) -> bool:
+        if not self.on("store_errors"):
+            return False
+        if self.fault_rng.random() < 0.01 * self.config.fault_rate:
+            self.count(f"store_error_{op}_{when}")
+            return True
+        return False
+
+    def target_fault(self) -> str | None:
+        if not self.on("target_errors"):
+            return None
+        x = self.fault_rng.random() / max(self.config.fault_rate, 1e-9)
+        for name, p in (("timeout", 0.01), ("5xx", 0.03), ("429", 0.01), ("reset", 0.01)):
+            if x < p:
+                self.count(f"target_{name}")
+                return name
+            x -= p
+        return None
+
+    def maybe_crash(self, replica: str, hook: str) -> None:
+        point = CRASH_POINTS.get(hook)
+        if point is None or not self.on("crash") or self.replicas.get(replica) is None:
+            return
+        if self.fault_rng.random() < 0.002 * self.config.fault_rate:
+            self.count(f"crash_{point}")
+            self.kill(replica)
+            raise _Crash
+
+    def kill(self, replica: str) -> None:
+        sched = self.replicas.get(replica)
+        if sched is not None:
+            sched.kill()
+            self.manager.store.remove_listener(sched.wake)
+            self.replicas[replica] = None
+            self.crashes.append((sched.replica_id, self.clock.now()))
+
+    # -- the parts ----------------------------------------------------------------------------
+
+    def record(self, replica: str, fire: Fire) -> Request:
+        rec = Request(
+            seq=self.tick(),
+            at=self.clock.now(),
+            replica=replica,
+            schedule_id=fire.schedule_id,
+            slot=fire.scheduled_for,
+            attempt=fire.attempt,
+            key=fire.idempotency_key,
+            run_row_id=fire.run_row_id,
+            trigger=fire.trigger,
+        )
+        self.requests.append(rec)
+        return rec
+
+    async def start_replica(self, name: str) -> None:
+        gen = self.generation.get(name, 0) + 1
+        self.generation[name] = gen
+        clock = self.clocks[name]
+        replica_id = f"{name}.{gen}"
+        store = FaultyStore(self.store_factory(self.path), self, name)
+        sched = Scheduler(
+            store,
+            TargetDispatcher(self, name, clock),
+            clock=clock,
+            replica_id=replica_id,
+            poll_interval=self.config.poll_interval,
+            lease_seconds=self.config.lease_seconds,
+            max_concurrent=10,
+            rng=random.Random(f"{self.config.seed}:replica:{replica_id}"),
+            new_id=self.new_id,
+        )
+        self.replicas[name] = sched
+        self.offsets[replica_id] = clock.offset
+        self.manager.store.add_listener(sched.wake)
+        await sched.start()
+
+    # -- the workload -------------------------------------------------------------------------
+
+    async def create_workload(self) -> None:
+        rng = self.workload_rng
+        m = self.manager
+        for i in range(self.config.schedules):
+            kind = rng.choice(
+                ("cron", "cron", "interval", "interval", "interval", "once", "demand")
+            )
+            fields: dict[str, Any] = {
+                "overlap": rng.choice(("skip", "buffer_one", "allow")),
+                "misfire": rng.choice(("fire_once", "skip", "catch_up")),
+                "max_retries": rng.choice((0, 0, 1, 2, 3)),
+                "retry_delay_seconds": rng.choice((1.0, 5.0, 20.0)),
+                "timeout_seconds": rng.choice((30.0, 120.0)),
+                "jitter_seconds": rng.choice((0.0, 0.0, 10.0)),
+                "max_catchup": rng.choice((3, 100)),
+                "catchup_window_seconds": rng.choice((600.0, 86_400.0)),
+            }
+            if kind == "cron":
+                fields["cron"] = rng.choice(
+                    (
+                        "* * * * *",
+                        "*/5 * * * *",
+                        "0 * * * *",
+                        "30 1 * * *",
+                        "15 2 * * *",
+                        "*/15 * * * *",
+                        "0,30 * * * *",
+                    )
+                )
+                fields["timezone"] = rng.choice(ZONES)
+            elif kind == "interval":
+                lo = self.config.min_interval
+                fields["interval_seconds"] = rng.choice((lo, lo * 2, lo * 3, lo * 6, lo * 30))
+            elif kind == "once":
+                fields["run_at"] = self.clock.now() + rng.uniform(60, self.config.hours * 3600)
+            s = await m.create(f"s{i:03d}-{kind}", endpoint=f"/hooks/s{i}", **fields)
+            self.specs[s.id] = s
+            self.max_retries[s.id] = s.max_retries
+            slow = rng.random() < 0.2
+            self.behaviours[s.id] = Behaviour(
+                fail_rate=rng.choice((0.0, 0.0, 0.1, 0.3)),
+                duration=(0.0, rng.choice((120.0, 300.0))) if slow else (0.0, 2.0),
+                agent=rng.random() < 0.3,
+            )
+
+    async def chaos(self, until: float) -> None:
+        """Schedule changes and cluster faults, at random times, until `until`."""
+        rng = self.fault_rng
+        names = list(self.replicas)
+        while self.clock.now() < until:
+            await self.clock.sleep(rng.expovariate(1 / (600 / self.config.fault_rate)))
+            if self.clock.now() >= until:
+                break
+            roll = rng.random()
+            if roll < 0.35 and self.on("mutations"):
+                await self.mutate()
+            elif roll < 0.5 and self.on("crash"):
+                name = rng.choice(names)
+                if self.replicas[name] is not None:
+                    self.count("crash_idle")
+                    self.kill(name)
+            elif roll < 0.65 and self.on("stall"):
+                name = rng.choice(names)
+                clock = self.clocks[name]
+                clock.stalled_until = self.clock.now() + self.config.lease_seconds * rng.uniform(
+                    1.2, 3.0
+                )
+                self.count("stall")
+            elif roll < 0.72 and self.on("clock_steps"):
+                delta = rng.choice((-3600.0, 7200.0))
+                self.clock.step(delta)
+                self.steps.append((self.tick(), delta))
+                self.count("clock_step_back" if delta < 0 else "clock_step_forward")
+            elif roll < 0.78 and self.on("downtime"):
+                self.count("downtime")
+                for name in names:
+                    self.kill(name)
+                await self.clock.sleep(rng.uniform(600, 3 * 3600))
+            # restart what is down, some of the time (always after downtime)
+            for name in names:
+                if self.replicas[name] is None and (roll >= 0.72 or rng.random() < 0.5):
+                    await self.start_replica(name)
+
+    async def mutate(self) -> None:
+        rng = self.fault_rng
+        schedules = [s for s in await self.manager.list() if s.id in self.behaviours]
+        if not schedules:
+            return
+        s = rng.choice(schedules)
+        op = rng.choice(("trigger", "trigger", "update", "retime", "disable", "enable", "delete"))
+        now = self.clock.now()
+        try:
+            if op == "trigger":
+                if not s.enabled:
+                    return
+                await self.manager.trigger(s.id)
+            elif op == "update":
+                retries = rng.choice((0, 1, 2))
+                self.max_retries[s.id] = max(self.max_retries[s.id], retries)
+                await self.manager.update(
+                    s.id, description=f"edited at {now:.0f}", max_retries=retries
+                )
+            elif op == "retime":
+                if s.interval_seconds:
+                    await self.manager.update(s.id, interval_seconds=s.interval_seconds * 2)
+                elif s.cron_expr:
+                    await self.manager.update(s.id, cron="*/10 * * * *")
+                else:
+                    return
+            elif op == "disable":
+                await self.manager.disable(s.id)
+            elif op == "enable":
+                await self.manager.enable(s.id)
+            elif op == "delete":
+                await self.manager.delete(s.id)
+        except StoreError:
+            return
+        self.changes.append(Change(now, op, s.id, self.tick()))
+        self.count(f"mutation_{op}")
+
+
+async def simulate(config: SimConfig) -> SimResult:
+    """Run one simulation and check it. Deterministic for a given config."""
+    wall0 = time.perf_counter()
+    sim = Simulation(config)
+    loop = asyncio.get_running_loop()
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(
+        lambda lp, ctx: (
+            None if isinstance(ctx.get("exception"), _Crash) else lp.default_exception_handler(ctx)
+        )
+    )
+    try:
+        await sim.create_workload()
+        names = [f"r{i}" for i in range(config.replicas)]
+        for name in names:
+            skew = 0.0
+            if "skew" in config.faults:  # pairwise at most lease/3 apart
+                skew = sim.fault_rng.uniform(-1, 1) * config.lease_seconds / 6
+            sim.clocks[name] = ReplicaClock(sim.clock, skew)
+            sim.replicas[name] = None
+            await sim.start_replica(name)
+        end_faults = config.start + config.hours * 3600
+        chaos = loop.create_task(sim.chaos(end_faults))
+        await sim.clock.advance(config.hours * 3600)
+        chaos.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await chaos
+        # Drain: faults off, everyone up and unstalled, time for leases, retries and slow runs.
+        sim.faults_on = False
+        end_faults_at = sim.clock.now()
+        for name in names:
+            sim.clocks[name].stalled_until = 0.0
+            if sim.replicas[name] is None:
+                await sim.start_replica(name)
+        await sim.clock.advance(1800)
+        snapshot = {s.id: s for s in await sim.manager.list()}
+        snapshot_at = sim.clock.now()
+        alive = [sched.replica_id for sched in sim.replicas.values() if sched is not None]
+        for name in names:
+            sched = sim.replicas[name]
+            if sched is not None:
+                await sched.stop(timeout=0)
+        await sim.clock.settle()
+        end_at = sim.clock.now()
+        runs = await sim.manager.store.list_runs(None, 10**9)
+        schedules = {s.id: s for s in await sim.manager.list()}
+        result = SimResult(
+            config,
+            sim.requests,
+            sim.changes,
+            list(reversed(runs)),
+            schedules,
+            end_faults_at,
+            end_at,
+            dict(sorted(sim.faults.items())),
+            sim.crashes,
+            sim.specs,
+            sim.max_retries,
+            snapshot,
+            snapshot_at,
+            alive,
+            sim.offsets,
+            sim.started,
+            sim.steps,
+        )
+        result.violations = check_run(result, sim.behaviours)
+    finally:
+        loop.set_exception_handler(handler)
+    result.wall_seconds = time.perf_counter() - wall0
+    return result
