@@ -10,6 +10,7 @@ tests; each check can fail (the tests break the kernel on purpose to prove it).
   retries          more attempts than 1 + max_retries, or a retry sooner than its delay
   log_mismatch     the runs table and the target's log disagree
   lease_outlived   a dead replica's lease lasting past lease_seconds after its death
+  orphaned         an attempt of a dead replica never taken over (still running at the end)
   after_change     a request sent for an attempt started after a disable or delete committed
   dst              a wall-clock cron slot fired twice in one local day, or a slot off the series
 """
@@ -52,6 +53,7 @@ def check_run(result: Any, behaviours: dict[str, Any] | None = None) -> list[Vio
     out += _retries(result)
     out += _log_mismatch(result, runs_by_id)
     out += _leases(result)
+    out += _orphans(result)
     out += _after_change(result, runs_by_id)
     out += _dst(result)
     return out
@@ -98,9 +100,21 @@ def _concurrency(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
         by_key[req.key].append(req)
         by_schedule[req.schedule_id].append(req)
 
-    def lost(req: Any) -> bool:
-        run = runs_by_id.get(req.run_row_id)
-        return run is not None and run.status == "lease_lost"
+    def unhealthy(req: Any, at: Any) -> bool:
+        """Was req's sender dead or frozen when `at` was sent? Only then may another replica
+        take its lease while its request is still in flight: a live holder renews it."""
+        died = result.crash_seq.get(req.replica)
+        if died is not None and died < at.seq:
+            return True
+        # A forward wall-clock step longer than the lease expires every lease at once (leases
+        # are wall-clock times): the attempt may be re-delivered, under the same key.
+        if any(
+            req.seq < seq < at.seq and delta > result.config.lease_seconds
+            for seq, delta in result.steps
+        ):
+            return True
+        name = req.replica.split(".")[0]
+        return any(n == name and a <= at.at <= b for n, a, b in result.stalls)
 
     def overlapping(reqs: list[Any]) -> list[tuple[Any, Any]]:
         """Pairs in flight together, by event order (wall times jump with clock steps)."""
@@ -114,7 +128,7 @@ def _concurrency(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
 
     for key, reqs in by_key.items():
         for first, second in overlapping(reqs):
-            if not lost(first):
+            if not unhealthy(first, second):
                 out.append(
                     Violation(
                         "concurrent",
@@ -129,7 +143,7 @@ def _concurrency(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
         if spec is None or spec.overlap == "allow":
             continue
         for first, second in overlapping(reqs):
-            if first.key != second.key and not lost(first):
+            if first.key != second.key and not unhealthy(first, second):
                 out.append(
                     Violation(
                         "overlap",
@@ -251,6 +265,8 @@ def _log_mismatch(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
             req.status is not None
             and not req.cancelled
             and run.status not in (req.status, "lease_lost")
+            # the holder died with the reply in hand: the row waits for its re-delivery
+            and not (run.status == "running" and req.replica in result.crash_seq)
         ):
             out.append(
                 Violation(
@@ -295,6 +311,32 @@ def _leases(result: Any) -> list[Violation]:
                 )
             )
     return out
+
+
+def _orphans(result: Any) -> list[Violation]:
+    alive = set(result.alive)
+    limit = result.config.poll_interval + result.config.lease_seconds
+    return [
+        Violation(
+            "orphaned",
+            run.schedule_id,
+            f"attempt {run.id} of {run.replica}, which died, was never taken over",
+            run.scheduled_for,
+        )
+        for run in result.open_runs
+        if run.replica not in alive
+        and run.schedule_id in result.snapshot
+        and result.snapshot[run.schedule_id].enabled  # a disabled row is claimed by nobody
+        and _reclaimable_since(result, result.snapshot[run.schedule_id]) > limit
+    ]
+
+
+def _reclaimable_since(result: Any, s: Any) -> float:
+    """How long the row has been free to claim at the snapshot (a lease still running on the
+    wall clock, stretched by a backward clock step, is not reclaimable yet)."""
+    if s.locked_by is None:
+        return float("inf")
+    return result.snapshot_at - s.lease_expires_at
 
 
 def _after_change(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:

@@ -52,6 +52,7 @@ from .manager import ScheduleManager
 from .model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES, Schedule
 from .process import stop_on_signals
 from .scheduler import Scheduler
+from .sim import ALL_FAULTS, FAULTS, SimConfig, simulate
 from .sqlite import SqliteStore
 
 PROG = "leasecron"
@@ -275,6 +276,43 @@ async def cmd_prune(args: argparse.Namespace, manager: ScheduleManager) -> int:
     return 0
 
 
+async def cmd_sim(args: argparse.Namespace) -> int:
+    if args.faults == "all":
+        faults = ALL_FAULTS
+    elif args.faults == "none":
+        faults = frozenset()
+    else:
+        faults = frozenset(f.strip() for f in args.faults.split(",") if f.strip())
+        unknown = sorted(faults - ALL_FAULTS)
+        if unknown:
+            raise ValidationError("faults", f"unknown {unknown}; choose from {', '.join(FAULTS)}")
+    for name in ("replicas", "schedules", "seeds"):
+        if getattr(args, name) < 1:
+            raise ValidationError(name, f"{getattr(args, name)!r} must be >= 1")
+    failed = 0
+    for seed in range(args.seed, args.seed + args.seeds):
+        config = SimConfig(
+            seed=seed,
+            replicas=args.replicas,
+            schedules=args.schedules,
+            hours=args.hours,
+            faults=faults,
+            fault_rate=args.fault_rate,
+            min_interval=args.min_interval,
+        )
+        result = await simulate(config)
+        print(result.report(), flush=True)
+        if result.violations:
+            failed += 1
+            first = result.violations[0]
+            print(
+                f"replay: leasecron sim --seed {seed} --replicas {args.replicas} "
+                f"--schedules {args.schedules} --hours {args.hours:g} --faults {args.faults}"
+                f"  (first violation: {first})"
+            )
+    return 1 if failed else 0
+
+
 # -- run: one replica until a signal -----------------------------------------------------------
 
 
@@ -445,6 +483,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", parents=[common], help="delete finished runs older than N days")
     p.add_argument("--older-than-days", type=_number, required=True, metavar="DAYS")
 
+    p = sub.add_parser("sim", help="deterministic simulation with faults and an invariant check")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--schedules", type=int, default=24)
+    p.add_argument("--hours", type=_number, default=2.0, help="simulated hours of faults")
+    p.add_argument("--faults", default="all", help=f"all, none, or a list of: {','.join(FAULTS)}")
+    p.add_argument("--fault-rate", type=_number, default=1.0)
+    p.add_argument(
+        "--min-interval",
+        type=_number,
+        default=20.0,
+        help="the densest interval schedule, seconds (lower fires more)",
+    )
+    p.add_argument("--seeds", type=int, default=1, help="run this many seeds from --seed on")
+
     p = sub.add_parser("demo", help="local target + replicas + an exactly-once report")
     p.add_argument("--seconds", type=_number, default=20.0)
     p.add_argument("--replicas", type=int, default=2)
@@ -493,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return asyncio.run(cmd_run(args))
+        if args.command == "sim":
+            return asyncio.run(cmd_sim(args))
         if args.command == "demo":
             return asyncio.run(cmd_demo(args))
         return asyncio.run(_crud(args))

@@ -6,7 +6,7 @@ the watchdog that stops work whose lease can no longer be trusted.
            sleep until min(due, now + poll_interval), or until a store change wakes us
     task:  [jitter] -> dispatch (HTTP) -> plan_finish -> finish (batched, fenced) -> release
     heart: every lease/4 extend every held lease; a lease not confirmed within lease/2 is treated
-           as lost: its attempts are cancelled and nothing more is sent under it.
+           as lost (checked every lease/8): its attempts are cancelled, nothing more is sent.
 
 A lease is local knowledge with an expiry: the store's fencing makes a stale holder's writes
 harmless, the watchdog makes sure a stale holder also stops *sending*. With replica clocks apart by
@@ -453,17 +453,18 @@ class Scheduler:
     # -- heartbeat and watchdog ----------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.lease_seconds / 4
-        next_beat = self.clock.now() + interval
+        """Tick every lease/8 of waiting (a wait keeps its length when the wall clock steps; a
+        deadline computed from wall time would not): renew every other tick, and give up on a
+        lease whose local deadline (wall time, as other replicas judge it) has passed. A lease
+        not renewed is dropped at most lease/2 + lease/8 after its last renewal, before any other
+        replica, its clock up to lease/3 apart, can see it expire."""
+        tick = self.lease_seconds / 8
+        ticks = 0
         while True:
-            now = self.clock.now()
-            deadline = min([next_beat, *(h.valid_until for h in self._held.values())])
-            if deadline > now:
-                await self.clock.sleep(deadline - now)
-                continue
-            if now >= next_beat:
-                next_beat = now + interval
-                await self._renew(now)
+            await self.clock.sleep(tick)
+            ticks += 1
+            if ticks % 2 == 0:
+                await self._renew(self.clock.now())
             self._expire_untrusted(self.clock.now())
 
     async def _renew(self, now: float) -> None:

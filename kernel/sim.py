@@ -68,6 +68,7 @@ class SimConfig:
     min_interval: float = 20.0  # the densest interval schedule (a denser workload fires more)
     store_factory: Callable[[str], Any] | None = None  # path -> Store; default SqliteStore
     start: float = T0
+    extra_schedules: tuple[dict[str, Any], ...] = ()  # create() keyword sets added to the draw
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Request:
 
     seq: int
     at: float
-    replica: str
+    replica: str  # the replica's id (name.generation)
     schedule_id: str
     slot: float | None
     attempt: int
@@ -124,9 +125,12 @@ class SimResult:
     snapshot: dict[str, Schedule]  # the rows at the end of the drain, replicas still up
     snapshot_at: float
     alive: list[str]  # replica ids up at the snapshot
+    open_runs: list[Any]  # run rows still running at the snapshot
     offsets: dict[str, float]  # replica id -> its clock's skew
     started: dict[str, int]  # run row id -> event number of its start
     steps: list[tuple[int, float]]  # (event number, delta) of wall-clock steps
+    crash_seq: dict[str, int]  # replica id -> event number of its death
+    stalls: list[tuple[str, float, float]]  # (replica name, from, until) on the wall clock
     violations: list[Violation] = field(default_factory=list)
     wall_seconds: float = 0.0
 
@@ -240,16 +244,17 @@ class _Crash(BaseException):
 class TargetDispatcher:
     """The recording target, as seen by one replica."""
 
-    def __init__(self, sim: Simulation, replica: str, clock: ReplicaClock):
+    def __init__(self, sim: Simulation, replica: str, replica_id: str, clock: ReplicaClock):
         self.sim = sim
         self.replica = replica
+        self.replica_id = replica_id
         self.clock = clock
 
     async def dispatch(self, fire: Fire, on_started=None) -> Outcome:
         sim = self.sim
         behaviour = sim.behaviours.get(fire.schedule_id, Behaviour())
         rng = sim.target_rng
-        rec = sim.record(self.replica, fire)
+        rec = sim.record(self.replica_id, fire)
         sim.maybe_crash(self.replica, "after_request")
         try:
             if behaviour.agent and on_started is not None:
@@ -306,6 +311,8 @@ class Simulation:
         self._tick = 0
         self.started: dict[str, int] = {}  # run row id -> event number of its start
         self.steps: list[tuple[int, float]] = []  # (event number, delta) of clock steps
+        self.crash_seq: dict[str, int] = {}  # replica id -> event number of its death
+        self.stalls: list[tuple[str, float, float]] = []  # (replica name, from, until)
         self.requests: list[Request] = []
         self.changes: list[Change] = []
         self.behaviours: dict[str, Behaviour] = {}
@@ -377,6 +384,7 @@ class Simulation:
             self.manager.store.remove_listener(sched.wake)
             self.replicas[replica] = None
             self.crashes.append((sched.replica_id, self.clock.now()))
+            self.crash_seq[sched.replica_id] = self.tick()
 
     # -- the parts ----------------------------------------------------------------------------
 
@@ -403,7 +411,7 @@ class Simulation:
         store = FaultyStore(self.store_factory(self.path), self, name)
         sched = Scheduler(
             store,
-            TargetDispatcher(self, name, clock),
+            TargetDispatcher(self, name, replica_id, clock),
             clock=clock,
             replica_id=replica_id,
             poll_interval=self.config.poll_interval,
@@ -463,6 +471,11 @@ class Simulation:
                 duration=(0.0, rng.choice((120.0, 300.0))) if slow else (0.0, 2.0),
                 agent=rng.random() < 0.3,
             )
+        for i, fields in enumerate(self.config.extra_schedules):
+            s = await m.create(f"x{i:03d}", endpoint=f"/hooks/x{i}", **fields)
+            self.specs[s.id] = s
+            self.max_retries[s.id] = s.max_retries
+            self.behaviours[s.id] = Behaviour()
 
     async def chaos(self, until: float) -> None:
         """Schedule changes and cluster faults, at random times, until `until`."""
@@ -486,6 +499,7 @@ class Simulation:
                 clock.stalled_until = self.clock.now() + self.config.lease_seconds * rng.uniform(
                     1.2, 3.0
                 )
+                self.stalls.append((name, self.clock.now(), clock.stalled_until))
                 self.count("stall")
             elif roll < 0.72 and self.on("clock_steps"):
                 delta = rng.choice((-3600.0, 7200.0))
@@ -576,6 +590,9 @@ async def simulate(config: SimConfig) -> SimResult:
                 await sim.start_replica(name)
         await sim.clock.advance(1800)
         snapshot = {s.id: s for s in await sim.manager.list()}
+        open_runs = [
+            r for r in await sim.manager.store.list_runs(None, 10**9) if r.status == "running"
+        ]
         snapshot_at = sim.clock.now()
         alive = [sched.replica_id for sched in sim.replicas.values() if sched is not None]
         for name in names:
@@ -601,9 +618,12 @@ async def simulate(config: SimConfig) -> SimResult:
             snapshot,
             snapshot_at,
             alive,
+            open_runs,
             sim.offsets,
             sim.started,
             sim.steps,
+            sim.crash_seq,
+            sim.stalls,
         )
         result.violations = check_run(result, sim.behaviours)
     finally:
