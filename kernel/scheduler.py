@@ -111,6 +111,7 @@ class Scheduler:
         self._finish_ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._attempts: set[asyncio.Task] = set()
+        self._own_write = False
         self._stopping = False
         self.fired = 0  # attempts sent by this replica
 
@@ -188,8 +189,9 @@ class Scheduler:
     def wake(self) -> None:
         """Look at the store now: a change was made (through this process, or another host
         notified us). An overlap=allow holder also re-reads the rows it keeps."""
-        for held in self._held.values():
-            held.check_at = 0.0
+        if not self._own_write:  # our own finish says nothing new about rows we keep
+            for held in self._held.values():
+                held.check_at = 0.0
         self._wake.set()
 
     @property
@@ -428,9 +430,13 @@ class Scheduler:
             batch, self._finish_queue = self._finish_queue, []
             while True:
                 try:
-                    results = await self.store.finish(
-                        self.replica_id, self.clock.now(), [plan for plan, _ in batch]
-                    )
+                    self._own_write = True
+                    try:
+                        results = await self.store.finish(
+                            self.replica_id, self.clock.now(), [plan for plan, _ in batch]
+                        )
+                    finally:
+                        self._own_write = False
                     break
                 except StoreError as exc:
                     self._emit("store_error", operation=exc.operation, error=str(exc))
