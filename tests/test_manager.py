@@ -463,3 +463,16 @@ async def test_if_exists_skip_returns_a_past_one_off_instead_of_raising(env):
         "report", run_at=T0 + 10, endpoint="/hooks/report", if_exists="skip"
     )
     assert (again.id, again.run_at) == ("id001", T0 + 10)
+
+
+async def test_reenabling_a_finished_one_off_does_not_fire_it_again(tmp_path):
+    # Found by the simulator (seed 8): enable() put a passed run_at back as the cursor.
+    from leasecron.kernel import ScheduleManager, SimClock, SqliteStore
+
+    clock = SimClock(start=1_780_000_000.0)
+    mgr = ScheduleManager(SqliteStore(str(tmp_path / "o.db"), inline=True), clock=clock)
+    s = await mgr.create("once", run_at=clock.now() + 60, endpoint="/hooks/o")
+    await mgr.disable(s.id)
+    await clock.advance(3600)
+    again = await mgr.enable(s.id)
+    assert again.enabled is True and again.next_run_at is None and again.due_at is None

@@ -751,3 +751,21 @@ async def test_one_off_whose_redeliveries_are_used_up_is_disabled(tmp_path):
     assert "gave up" in runs[-1].error
     row = await c.manager.get(s.id)
     assert row.enabled is False and row.locked_by is None
+
+
+async def test_heartbeat_keeps_leases_through_a_backward_clock_step(tmp_path):
+    # Found by the simulator (seed 48): the heartbeat slept until a wall-clock deadline, which a
+    # step back of one hour pushed an hour away; the lease lapsed under a live holder.
+    c = Cluster(tmp_path / "step.db", n=2, lease_seconds=30)
+    c.target.durations["slow"] = 200.0
+    s = await c.manager.create(
+        "slow", interval_seconds=5000, endpoint="/agents/slow/runs", timeout_seconds=7200
+    )
+    await c.start()
+    await c.clock.advance(5010)
+    c.clock.step(-3600)  # the target's run ends at a wall time an hour further away now
+    await c.clock.advance(3900)
+    await c.stop()
+    assert len(c.target.requests) == 1
+    assert not [e for e in c.events if e[0] == "lease_lost"]
+    assert [r.status for r in await c.runs(s.id)] == ["success"]

@@ -233,3 +233,19 @@ def test_every_fault_class_is_exercised_by_the_sweep_config():
         "mutations",
         "downtime",
     } == set(ALL_FAULTS)
+
+
+# -- kernel bugs the simulator found, replayed by their seeds ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "seed, bug",
+    [
+        (48, "a backward clock step stalled the heartbeat: live leases lapsed, slots re-sent"),
+        (8, "re-enabling a finished one-off re-fired it; a retimed slot shared an old key"),
+        (1, "killed replicas left attempts pending forever"),
+    ],
+)
+async def test_regression_seed_replays_clean(seed, bug):
+    result = await simulate(SimConfig(seed=seed))
+    assert result.violations == [], f"{bug}\n{result.report(wall=False)}"
