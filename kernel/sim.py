@@ -26,8 +26,10 @@ from .check import Violation, check_run
 from .clock import SimClock
 from .errors import StoreError
 from .manager import ScheduleManager
-from .model import Fire, Outcome, Schedule
+from .model import Fire, Schedule
 from .scheduler import Scheduler
+from .simfaults import CRASH_POINTS, FaultyStore, ReplicaClock, _Crash
+from .simtarget import Behaviour, Request, TargetDispatcher
 from .sqlite import SqliteStore
 
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -44,14 +46,6 @@ FAULTS = (
     "downtime",  # the whole cluster down for a while (misfire policies)
 )
 ALL_FAULTS = frozenset(FAULTS)
-# Where a replica may die, keyed by the hook that fires there.
-CRASH_POINTS = {
-    "after_claim": "after_claim",  # leases taken, nothing started
-    "after_start": "after_start",  # run rows written, request not sent
-    "after_request": "after_request",  # the target got the request
-    "after_reply": "after_reply",  # the reply is in, not yet recorded
-    "before_finish": "before_release",  # about to record the outcome and release
-}
 ZONES = ("UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe")
 
 
@@ -72,25 +66,6 @@ class SimConfig:
 
 
 @dataclass
-class Request:
-    """One request the target received."""
-
-    seq: int
-    at: float
-    replica: str  # the replica's id (name.generation)
-    schedule_id: str
-    slot: float | None
-    attempt: int
-    key: str
-    run_row_id: str
-    trigger: str
-    end_at: float | None = None
-    end_seq: int | None = None  # event order: wall times jump when the clock steps
-    status: str | None = None
-    cancelled: bool = False
-
-
-@dataclass
 class Change:
     """A schedule change the workload made (the checker needs when it committed)."""
 
@@ -98,15 +73,6 @@ class Change:
     kind: str  # update | retime | disable | enable | delete | trigger
     schedule_id: str
     seq: int = 0
-
-
-@dataclass
-class Behaviour:
-    """How the target answers one schedule."""
-
-    fail_rate: float = 0.0
-    duration: tuple[float, float] = (0.0, 0.5)
-    agent: bool = False
 
 
 @dataclass
@@ -174,128 +140,6 @@ class SimResult:
                 f"({rate:,.0f} simulated fires per wall second)"
             )
         return "\n".join(lines)
-
-
-class ReplicaClock:
-    """A replica's view of the shared SimClock: skewed by a fixed offset, and frozen while the
-    replica is stalled (its timers fire only when the stall ends, as in a paused process)."""
-
-    def __init__(self, base: SimClock, offset: float = 0.0):
-        self.base = base
-        self.offset = offset
-        self.stalled_until = 0.0
-
-    def now(self) -> float:
-        return self.base.now() + self.offset
-
-    async def _unstall(self) -> None:
-        while self.base.now() < self.stalled_until:
-            await self.base.sleep(self.stalled_until - self.base.now())
-
-    async def sleep(self, seconds: float) -> None:
-        await self.base.sleep(seconds)
-        await self._unstall()
-
-    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
-        result = await self.base.wait(event, timeout)
-        await self._unstall()
-        return result
-
-
-class FaultyStore:
-    """The real store with injected failures: an error either before the call (nothing
-    happened) or after it committed (the caller never hears); and crash hooks."""
-
-    OPS = ("claim", "start", "heartbeat", "finish")
-
-    def __init__(self, store: Any, sim: Simulation, replica: str):
-        self._store = store
-        self._sim = sim
-        self._replica = replica
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if name not in self.OPS:
-            return attr
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            sim = self._sim
-            sim.maybe_crash(self._replica, f"before_{name}")
-            if sim.store_error(name, "before"):
-                raise StoreError(name, RuntimeError("injected: failed before the call"))
-            result = await attr(*args, **kwargs)
-            if name == "start":
-                tick = sim.tick()
-                for started in result:
-                    for run_row_id in started or ():
-                        sim.started[run_row_id] = tick
-            if sim.store_error(name, "after"):
-                raise StoreError(name, RuntimeError("injected: reply lost after commit"))
-            sim.maybe_crash(self._replica, f"after_{name}")
-            return result
-
-        return call
-
-
-class _Crash(BaseException):
-    """Raised inside a replica's own call when it is killed there (ends that call)."""
-
-
-class TargetDispatcher:
-    """The recording target, as seen by one replica."""
-
-    def __init__(self, sim: Simulation, replica: str, replica_id: str, clock: ReplicaClock):
-        self.sim = sim
-        self.replica = replica
-        self.replica_id = replica_id
-        self.clock = clock
-
-    async def dispatch(self, fire: Fire, on_started=None) -> Outcome:
-        sim = self.sim
-        behaviour = sim.behaviours.get(fire.schedule_id, Behaviour())
-        rng = sim.target_rng
-        rec = sim.record(self.replica_id, fire)
-        sim.maybe_crash(self.replica, "after_request")
-        try:
-            if behaviour.agent and on_started is not None:
-                await on_started(f"run-{rec.seq}", f"sess-{rec.seq}")
-            duration = rng.uniform(*behaviour.duration)
-            fault = sim.target_fault()
-            if fault == "timeout":
-                duration = fire.timeout_seconds + 1.0
-            if duration >= fire.timeout_seconds:
-                await self.clock.sleep(fire.timeout_seconds)
-                outcome = Outcome(status="timeout", retryable=True, error="timed out")
-            else:
-                if duration > 0:
-                    await self.clock.sleep(duration)
-                if fault == "reset":
-                    outcome = Outcome(status="failed", retryable=True, error="connection reset")
-                elif fault == "429":
-                    outcome = Outcome(
-                        status="failed",
-                        status_code=429,
-                        retryable=True,
-                        retry_after=rng.choice((5.0, 30.0, 90.0)),
-                        error="HTTP 429",
-                    )
-                elif fault == "5xx" or rng.random() < behaviour.fail_rate:
-                    outcome = Outcome(
-                        status="failed", status_code=503, retryable=True, error="HTTP 503"
-                    )
-                else:
-                    outcome = Outcome(status="success", status_code=200)
-        except BaseException:
-            rec.end_at, rec.end_seq = sim.clock.now(), sim.tick()
-            rec.cancelled = True
-            raise
-        rec.end_at, rec.end_seq = sim.clock.now(), sim.tick()
-        rec.status = outcome.status
-        sim.maybe_crash(self.replica, "after_reply")
-        return outcome
-
-    async def aclose(self) -> None:
-        pass
 
 
 class Simulation:
