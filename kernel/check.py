@@ -6,6 +6,8 @@ tests; each check can fail (the tests break the kernel on purpose to prove it).
   concurrent       two requests for one slot in flight at once while the first held its lease
   overlap          two requests of one schedule in flight at once, overlap policy not `allow`
   lost             a slot before the schedule's cursor neither fired nor recorded skipped
+  skipped          a slot skipped against its policy (wrong policy, or not late / not overlapped)
+  trigger_lost     a trigger that never became a run
   stuck            an enabled schedule due long ago that no replica took up
   retries          more attempts than 1 + max_retries, or a retry sooner than its delay
   log_mismatch     the runs table and the target's log disagree
@@ -49,6 +51,8 @@ def check_run(result: Any, behaviours: dict[str, Any] | None = None) -> list[Vio
     out += _duplicates(result)
     out += _concurrency(result, runs_by_id)
     out += _lost(result)
+    out += _skips(result)
+    out += _triggers(result)
     out += _stuck(result)
     out += _retries(result)
     out += _log_mismatch(result, runs_by_id)
@@ -191,6 +195,106 @@ def _lost(result: Any) -> list[Violation]:
     return out
 
 
+_SKIP_POLICY = {
+    "misfire: skipped (policy skip)": ("misfire", "skip"),
+    "misfire: skipped (policy fire_once)": ("misfire", "fire_once"),
+    "misfire: outside catch-up window or beyond max_catchup": ("misfire", "catch_up"),
+    "overlap: skipped (previous run still in flight)": ("overlap", "skip"),
+    "overlap: skipped (buffer_one keeps the latest)": ("overlap", "buffer_one"),
+}
+
+
+def _skips(result: Any) -> list[Violation]:
+    """Every skipped row names its policy: it must be the schedule's, and the slot must have been
+    late (misfire) or come due under a run in flight (overlap) when it was skipped."""
+    out = []
+    tolerance = _skew(result) + _EPS
+    by_schedule: dict[str, list[Any]] = defaultdict(list)
+    for req in result.requests:
+        by_schedule[req.schedule_id].append(req)
+    batches: dict[tuple[str, float], float] = {}
+    for run in result.runs:
+        if run.status == "skipped" and run.scheduled_for is not None:
+            key = (run.schedule_id, run.created_at)
+            batches[key] = min(batches.get(key, run.scheduled_for), run.scheduled_for)
+    for run in result.runs:
+        if run.status != "skipped" or run.scheduled_for is None:
+            continue
+        spec = result.specs.get(run.schedule_id)
+        reason = (run.error or "").split(";")[0]
+        policy = _SKIP_POLICY.get(reason)
+        if spec is None:
+            continue
+        if policy is None or getattr(spec, policy[0]) != policy[1]:
+            out.append(
+                Violation(
+                    "skipped",
+                    run.schedule_id,
+                    f"skipped for {reason!r}, but the schedule has "
+                    f"misfire={spec.misfire} overlap={spec.overlap}",
+                    run.scheduled_for,
+                )
+            )
+            continue
+        if policy[0] == "misfire":
+            # One claim skips a batch (same created_at): its first slot, the cursor, must have
+            # been past the grace; later slots of the batch may be less late.
+            first = batches[(run.schedule_id, run.created_at)]
+            late = run.created_at - first  # both on the writer's clock
+            if late <= spec.misfire_grace_seconds and not _stepped(result):
+                out.append(
+                    Violation(
+                        "skipped",
+                        run.schedule_id,
+                        f"misfire-skipped when the first missed slot was {late:.3f}s "
+                        f"late, within the {spec.misfire_grace_seconds:g}s grace",
+                        run.scheduled_for,
+                    )
+                )
+        else:
+            wall = run.scheduled_for - result.offsets.get(run.replica, 0.0)
+            busy = any(
+                r.at <= wall + tolerance and (r.end_at is None or r.end_at >= wall - tolerance)
+                for r in by_schedule[run.schedule_id]
+            )
+            if not busy and not _stepped(result):
+                out.append(
+                    Violation(
+                        "skipped",
+                        run.schedule_id,
+                        "overlap-skipped while no run of the schedule was in flight",
+                        run.scheduled_for,
+                    )
+                )
+    return out
+
+
+def _stepped(result: Any) -> bool:
+    return bool(result.steps)  # wall-clock steps make lateness on the wall clock meaningless
+
+
+def _skew(result: Any) -> float:
+    return result.config.lease_seconds / 3 if "skew" in result.config.faults else 0.0
+
+
+def _triggers(result: Any) -> list[Violation]:
+    out = []
+    runs_by_id = {r.id: r for r in result.runs}
+    for run_id, sid in result.triggers:
+        run = runs_by_id.get(run_id)
+        snapshot = result.snapshot.get(sid)
+        if run is None:
+            out.append(Violation("trigger_lost", sid, f"trigger {run_id} has no run row"))
+        elif (
+            run.status == "pending"
+            and snapshot is not None
+            and snapshot.enabled
+            and (run.due_at is not None and run.due_at < result.snapshot_at - 600)
+        ):
+            out.append(Violation("trigger_lost", sid, f"trigger {run_id} still pending"))
+    return out
+
+
 def _stuck(result: Any) -> list[Violation]:
     out = []
     limit = result.config.poll_interval + result.config.lease_seconds + 60
@@ -209,11 +313,10 @@ def _stuck(result: Any) -> list[Violation]:
 
 def _retries(result: Any) -> list[Violation]:
     out = []
-    skew = result.config.lease_seconds / 3
+    skew = _skew(result)
     by_key: dict[str, dict[int, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for req in result.requests:
         by_key[req.key][req.attempt].append(req)
-    runs_by_id = {r.id: r for r in result.runs}
     for key, by_attempt in by_key.items():
         sid = next(iter(by_attempt.values()))[0].schedule_id
         spec = result.specs.get(sid)
@@ -231,9 +334,8 @@ def _retries(result: Any) -> list[Violation]:
             # step in between moves both sides alike: compare wall times as they are.
             waited = first.at - before.end_at
             base = min(3600.0, spec.retry_delay_seconds * 2 ** (n - 2)) * 0.9
-            run = runs_by_id.get(before.run_row_id)
-            if run is not None and run.status_code == 429:
-                base = 0.0  # Retry-After decided the delay; the target chose it
+            if before.retry_after is not None:  # the target asked for at least this long
+                base = max(base, before.retry_after)
             if waited < base - skew - _EPS:
                 out.append(
                     Violation(
@@ -293,23 +395,19 @@ def _log_mismatch(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
 
 
 def _leases(result: Any) -> list[Violation]:
+    """Read at every death: each lease the dead replica held must end within lease_seconds."""
     out = []
-    died = dict(result.crashes)
-    alive = set(result.alive)
-    skew = result.config.lease_seconds / 3
-    for sid, s in result.snapshot.items():
-        holder = s.locked_by
-        if holder is None or holder in alive:
-            continue
-        death = died.get(holder)
-        if death is not None and s.lease_expires_at > death + result.config.lease_seconds + skew:
-            out.append(
-                Violation(
-                    "lease_outlived",
-                    sid,
-                    f"{holder} died at {death:.3f}, its lease runs to {s.lease_expires_at:.3f}",
+    limit = result.config.lease_seconds + _skew(result) + _EPS
+    for replica, died, leases in result.deaths:
+        for sid, expires in leases:
+            if expires is not None and expires > died + limit:
+                out.append(
+                    Violation(
+                        "lease_outlived",
+                        sid,
+                        f"{replica} died at {died:.3f}, its lease runs to {expires:.3f}",
+                    )
                 )
-            )
     return out
 
 

@@ -331,7 +331,10 @@ class Scheduler:
             if delay > 0:
                 await self.clock.sleep(delay)
                 # A disable or delete may have committed while we waited: send nothing then.
-                if not await self.store.holds(self.replica_id, schedule.id, schedule.lease_version):
+                still = await self._still_held(held)
+                if still is None:
+                    return  # could not ask: send nothing, the row is reclaimed after its lease
+                if not still:
                     await self._end(
                         held,
                         task,
@@ -371,17 +374,35 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # A fault of ours, not of the target: stop renewing so the lease expires and another
-            # replica re-delivers the attempt, and say so loudly.
+            # A fault of ours, not of the target: say so loudly and leave the attempt's row
+            # running. Once nothing else runs under the lease we stop renewing it, so it expires
+            # and the attempt is re-delivered; dropping it sooner would let the row be reclaimed
+            # (and its other attempts re-sent) while they are still in flight here.
             log.exception(
                 "attempt %s of schedule %s failed inside the scheduler", run.id, held.schedule.id
             )
-            if self._held.get(held.schedule.id) is held:
+            held.tasks.pop(task, None)
+            if not held.tasks and self._held.get(held.schedule.id) is held:
                 del self._held[held.schedule.id]
         finally:
             held.tasks.pop(task, None)
             self._in_flight -= 1
             self._wake.set()
+
+    async def _still_held(self, held: Held) -> bool | None:
+        """Ask the store whether the lease still stands; a store error is asked again, until the
+        lease's local deadline passes (then None: unknown)."""
+        backoff = 0.05
+        while True:
+            try:
+                s = held.schedule
+                return await self.store.holds(self.replica_id, s.id, s.lease_version)
+            except StoreError as exc:
+                self._emit("store_error", operation=exc.operation, error=str(exc))
+                if self.clock.now() + backoff > held.valid_until:
+                    return None
+                await self.clock.sleep(backoff)
+                backoff = min(backoff * 2, self.lease_seconds / 8)
 
     async def _end(
         self, held: Held, task: asyncio.Task, run: ScheduleRun, outcome: Outcome, started_at: float

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +35,17 @@ from .simtarget import Behaviour, Request, TargetDispatcher
 from .sqlite import SqliteStore
 
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
+# Half an hour before each 2026 DST transition of the workload's zones, and one quiet instant: a
+# run starts at one of them (drawn from the seed), so sweeps cross every kind of transition.
+STARTS = (
+    T0,
+    1_772_947_800.0,  # New York springs forward (2026-03-08 07:00Z)
+    1_793_511_000.0,  # New York falls back (2026-11-01 06:00Z)
+    1_774_744_200.0,  # Berlin springs forward (2026-03-29 01:00Z)
+    1_792_888_200.0,  # Berlin falls back (2026-10-25 01:00Z)
+    1_775_313_000.0,  # Lord Howe falls back (2026-04-04 15:00Z)
+    1_790_951_400.0,  # Lord Howe springs forward (2026-10-03 15:30Z)
+)
 
 # Fault classes, each switchable.
 FAULTS = (
@@ -61,7 +74,7 @@ class SimConfig:
     fault_rate: float = 1.0  # scales how often faults strike
     min_interval: float = 20.0  # the densest interval schedule (a denser workload fires more)
     store_factory: Callable[[str], Any] | None = None  # path -> Store; default SqliteStore
-    start: float = T0
+    start: float | None = None  # epoch seconds; None: one of STARTS, drawn from the seed
     extra_schedules: tuple[dict[str, Any], ...] = ()  # create() keyword sets added to the draw
 
 
@@ -97,6 +110,8 @@ class SimResult:
     steps: list[tuple[int, float]]  # (event number, delta) of wall-clock steps
     crash_seq: dict[str, int]  # replica id -> event number of its death
     stalls: list[tuple[str, float, float]]  # (replica name, from, until) on the wall clock
+    triggers: list[tuple[str, str]]  # (pending run id, schedule id) of every trigger made
+    deaths: list[tuple[str, float, list[tuple[str, float]]]]  # leases held at each death
     violations: list[Violation] = field(default_factory=list)
     wall_seconds: float = 0.0
 
@@ -115,6 +130,10 @@ class SimResult:
         for r in self.requests:
             keys[(r.key, r.attempt)] = keys.get((r.key, r.attempt), 0) + 1
         redelivered = sum(n - 1 for n in keys.values() if n > 1)
+
+        def count(*kinds: str) -> int:
+            return sum(v.kind in kinds for v in self.violations)
+
         lines = [
             f"leasecron sim seed={self.config.seed} replicas={self.config.replicas} "
             f"schedules={self.config.schedules} hours={self.config.hours:g} "
@@ -129,6 +148,8 @@ class SimResult:
             + " ".join(f"{k}={v}" for k, v in sorted(self.faults.items())),
             f"virtual time              {(self.end_at - self.config.start) / 3600:.2f} h",
             f"trace digest              {self.digest()}",
+            f"duplicates                {count('duplicate', 'concurrent')}",
+            f"lost                      {count('lost')}",
             f"violations                {len(self.violations)}",
         ]
         for v in self.violations[:10]:
@@ -150,6 +171,11 @@ class Simulation:
         self.workload_rng = random.Random(f"{seed}:workload")
         self.fault_rng = random.Random(f"{seed}:faults")
         self.target_rng = random.Random(f"{seed}:target")
+        if config.start is None:
+            config = dataclasses.replace(
+                config, start=random.Random(f"{seed}:start").choice(STARTS)
+            )
+            self.config = config
         self.clock = SimClock(start=config.start)
         self._ids = 0
         self._tick = 0
@@ -163,6 +189,9 @@ class Simulation:
         self.specs: dict[str, Schedule] = {}
         self.max_retries: dict[str, int] = {}
         self.offsets: dict[str, float] = {}
+        self.triggers: list[tuple[str, str]] = []  # (pending run id, schedule id)
+        # (replica id, when it died, [(schedule id, lease_expires_at)]) read at each death
+        self.deaths: list[tuple[str, float, list[tuple[str, float]]]] = []
         self.faults: dict[str, int] = {}
         self.crashes: list[tuple[str, float]] = []
         self.replicas: dict[str, Scheduler | None] = {}
@@ -228,7 +257,19 @@ class Simulation:
             self.manager.store.remove_listener(sched.wake)
             self.replicas[replica] = None
             self.crashes.append((sched.replica_id, self.clock.now()))
+            self.deaths.append((sched.replica_id, self.clock.now(), self._leases_of(sched)))
             self.crash_seq[sched.replica_id] = self.tick()
+
+    def _leases_of(self, sched: Scheduler) -> list[tuple[str, float]]:
+        """The leases a replica holds as it dies, read from the store (SQLite stores only)."""
+        store = self.manager.store
+        if not isinstance(store, SqliteStore):
+            return []
+        rows = store._connect().execute(
+            f"SELECT id, lease_expires_at FROM {store.schedules_table} WHERE locked_by = ?",
+            (sched.replica_id,),
+        )
+        return [(row[0], row[1]) for row in rows]
 
     # -- the parts ----------------------------------------------------------------------------
 
@@ -372,7 +413,7 @@ class Simulation:
             if op == "trigger":
                 if not s.enabled:
                     return
-                await self.manager.trigger(s.id)
+                self.triggers.append((await self.manager.trigger(s.id), s.id))
             elif op == "update":
                 retries = rng.choice((0, 1, 2))
                 self.max_retries[s.id] = max(self.max_retries[s.id], retries)
@@ -402,6 +443,7 @@ async def simulate(config: SimConfig) -> SimResult:
     """Run one simulation and check it. Deterministic for a given config."""
     wall0 = time.perf_counter()
     sim = Simulation(config)
+    config = sim.config  # with its start drawn from the seed
     loop = asyncio.get_running_loop()
     handler = loop.get_exception_handler()
     loop.set_exception_handler(
@@ -468,9 +510,12 @@ async def simulate(config: SimConfig) -> SimResult:
             sim.steps,
             sim.crash_seq,
             sim.stalls,
+            sim.triggers,
+            sim.deaths,
         )
         result.violations = check_run(result, sim.behaviours)
     finally:
         loop.set_exception_handler(handler)
+        shutil.rmtree(sim.tmp, ignore_errors=True)
     result.wall_seconds = time.perf_counter() - wall0
     return result

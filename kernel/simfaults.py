@@ -53,7 +53,17 @@ class FaultyStore:
     """The real store with injected failures: an error either before the call (nothing
     happened) or after it committed (the caller never hears); and crash hooks."""
 
-    OPS = ("claim", "start", "heartbeat", "finish")
+    OPS = (
+        "claim",
+        "start",
+        "heartbeat",
+        "finish",
+        "claim_held",
+        "holds",
+        "next_due",
+        "expire_leases",
+        "set_run_ids",
+    )
 
     def __init__(self, store: Any, sim: Simulation, replica: str):
         self._store = store

@@ -31,6 +31,7 @@ class Request:
     end_seq: int | None = None  # event order: wall times jump when the clock steps
     status: str | None = None
     cancelled: bool = False
+    retry_after: float | None = None  # what the target asked for (429)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class TargetDispatcher:
             raise
         rec.end_at, rec.end_seq = sim.clock.now(), sim.tick()
         rec.status = outcome.status
+        rec.retry_after = outcome.retry_after
         sim.maybe_crash(self.replica, "after_reply")
         return outcome
 
