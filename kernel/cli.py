@@ -304,11 +304,13 @@ async def cmd_sim(args: argparse.Namespace) -> int:
         print(result.report(), flush=True)
         if result.violations:
             failed += 1
-            first = result.violations[0]
+            # the earliest violating slot is the one to replay first
+            first = min(result.violations, key=lambda v: (v.slot is None, v.slot or 0.0))
             print(
                 f"replay: leasecron sim --seed {seed} --replicas {args.replicas} "
-                f"--schedules {args.schedules} --hours {args.hours:g} --faults {args.faults}"
-                f"  (first violation: {first})"
+                f"--schedules {args.schedules} --hours {args.hours:g} --faults {args.faults} "
+                f"--fault-rate {args.fault_rate:g} --min-interval {args.min_interval:g}"
+                f"  (first violating slot: {first})"
             )
     return 1 if failed else 0
 
