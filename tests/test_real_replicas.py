@@ -60,8 +60,8 @@ class Recorder(BaseHTTPRequestHandler):
         if self.on_request:
             self.on_request(entry)
         if self.path.startswith("/agents/"):
-            n = len(self.log)
-            self._answer(200, {"run_id": f"run-{n}", "session_id": f"sess-{n}"})
+            agent = self.path.split("/")[2]  # ids from the agent, not arrival order
+            self._answer(200, {"run_id": f"run-{agent}", "session_id": f"sess-{agent}"})
         else:
             self._answer(200, {"ok": True})
 
@@ -119,8 +119,8 @@ async def test_fires_cross_a_real_loopback_socket(tmp_path, server):
     assert {e["auth"] for e in handler.log} == {"Bearer tok"}
     assert by_path["/hooks/a"]["key"] == f"{hook.id}@manual:{hook_run}"
     row = await SqliteStore(str(tmp_path / "loop.db"), inline=True).get_run(agent_run)
-    assert (row.status, row.run_id, row.status_code) == ("success", "run-2", 200)
-    assert row.session_id == "sess-2" and row.output == "done in sess-2"
+    assert (row.status, row.run_id, row.status_code) == ("success", "run-bot", 200)
+    assert row.session_id == "sess-bot" and row.output == "done in sess-bot"
 
 
 def _replica(db: str, base: str, name: str) -> subprocess.Popen:
