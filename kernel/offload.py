@@ -24,6 +24,21 @@ def offloads_in_flight() -> int:
     return _in_flight
 
 
+class tracked:
+    """Count work that leaves the event loop (a query on a socket) as in flight, so
+    `SimClock.settle` waits for it as it waits for a worker thread's calls."""
+
+    def __enter__(self) -> None:
+        global _in_flight
+        with _lock:
+            _in_flight += 1
+
+    def __exit__(self, *exc: object) -> None:
+        global _in_flight
+        with _lock:
+            _in_flight -= 1
+
+
 class Worker:
     """A single thread that runs blocking calls in submission order."""
 

@@ -1,0 +1,645 @@
+"""PostgresStore: the kernel's Store on PostgreSQL, over psycopg 3 (async) and psycopg_pool.
+
+Same tables, same lease algorithm and the same semantics as SqliteStore; every statement it runs
+is in postgres_sql.py, each with the race it closes. Where SQLite serialises every transaction on
+the file's write lock (BEGIN IMMEDIATE), Postgres runs READ COMMITTED with row locks: claim skips
+rows other transactions hold (FOR UPDATE SKIP LOCKED), and every other write transaction takes its
+schedule rows' locks before the statements that decide (see postgres_sql.py, "Transactions and
+locks").
+
+First cut (issue 4): time is the caller's `now`; wake-ups are local listeners only (no
+LISTEN/NOTIFY yet); a dropped connection surfaces as StoreError (the pool replaces broken
+connections on the next call, the scheduler retries at its next tick).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from leasecron.kernel.errors import ScheduleExistsError, StoreError
+from leasecron.kernel.model import Schedule, ScheduleRun
+from leasecron.kernel.offload import tracked
+from leasecron.kernel.rows import _SCHEDULE_COLUMNS, _json_dump, _run_params, _to_run, _to_schedule
+from leasecron.kernel.store import SPEC_FIELDS, Claim, FinishPlan, StartPlan
+
+from . import postgres_sql
+from .postgres_sql import LEASE_SQL, META_SQL
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
+
+Conn = psycopg.AsyncConnection
+
+
+class PostgresStore:
+    """The kernel's Store on a PostgreSQL database.
+
+    dsn: a libpq connection string or URI ("postgresql://user@host:5432/db").
+    schema: the schema holding the tables (created if missing; default "public").
+    prefix: table name prefix (default "agno_": agno_schedules, agno_schedule_runs).
+    min_size, max_size: the connection pool's bounds.
+    connect_timeout: seconds the first open waits for min_size connections.
+    The pool opens and the tables are created or migrated on first use, or by `await open()`.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        prefix: str = "agno_",
+        min_size: int = 1,
+        max_size: int = 4,
+        connect_timeout: float = 10.0,
+    ):
+        if not _NAME.fullmatch(prefix):
+            raise ValueError(f"prefix: {prefix!r} must be letters, digits and underscores")
+        if not _NAME.fullmatch(schema):
+            raise ValueError(f"schema: {schema!r} must be letters, digits and underscores")
+        self.dsn = dsn
+        self.schema = schema
+        self.prefix = prefix
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.schedules_table = f'"{schema}"."{prefix}schedules"'
+        self.runs_table = f'"{schema}"."{prefix}schedule_runs"'
+        self.meta_table = f'"{schema}"."{prefix}leasecron_meta"'
+        self._sql = {
+            name: sql.format(S=self.schedules_table, R=self.runs_table)
+            for name, sql in LEASE_SQL.items()
+        }
+        self._meta = {
+            name: sql.format(M=self.meta_table, schema=f'"{schema}"')
+            for name, sql in META_SQL.items()
+        }
+        self._listeners: list[Callable[[], None]] = []
+        self._pool: AsyncConnectionPool | None = None
+        self._open_lock: asyncio.Lock | None = None
+        self._closed = False
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the pool and bring the tables up to this version. Idempotent; every operation
+        calls it, so an explicit open only moves the cost (and a connection error) up front."""
+        try:
+            await self._open()
+        except psycopg.Error as exc:
+            raise StoreError("open", exc) from exc
+
+    async def _open(self) -> None:
+        if self._pool is not None:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._pool is not None:
+                return
+            if self._closed:
+                raise RuntimeError("PostgresStore is closed")
+            pool = AsyncConnectionPool(
+                self.dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                kwargs={"autocommit": True, "row_factory": dict_row},
+                check=AsyncConnectionPool.check_connection,
+                open=False,
+                name=f"leasecron-{self.schema}-{self.prefix}",
+            )
+            try:
+                await pool.open(wait=True, timeout=self.connect_timeout)
+                async with pool.connection() as conn:
+                    await self._migrate(conn)
+            except BaseException:
+                await pool.close()
+                raise
+            self._pool = pool
+
+    async def _migrate(self, conn: Conn) -> None:
+        migrations = postgres_sql.MIGRATIONS
+        async with conn.transaction():
+            await conn.execute(
+                self._meta["advisory_lock"], {"key": f"leasecron:{self.schema}.{self.prefix}"}
+            )
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s", {"schema": self.schema}
+            )
+            if await cur.fetchone() is None:
+                await conn.execute(self._meta["create_schema"])
+            await conn.execute(self._meta["create_meta"])
+            current = await self._version(conn)
+            if current > len(migrations):
+                raise RuntimeError(
+                    f"{self.schema}.{self.prefix}*: schema version {current} is newer than this "
+                    f"leasecron ({len(migrations)}); upgrade leasecron"
+                )
+            tables = {"S": self.schedules_table, "R": self.runs_table, "prefix": self.prefix}
+            for version in range(current + 1, len(migrations) + 1):
+                for statement in migrations[version - 1].format(**tables).split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
+                await conn.execute(self._meta["set_version"], {"version": str(version)})
+
+    async def _version(self, conn: Conn) -> int:
+        cur = await conn.execute(self._meta["get_version"])
+        row = await cur.fetchone()
+        return int(row["value"]) if row else 0
+
+    async def schema_version(self) -> int:
+        """The version recorded in the meta table (async, unlike SqliteStore's)."""
+        return await self._run("schema_version", self._version)
+
+    async def _run(self, operation: str, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
+        """Run fn on a pooled connection (autocommit: one statement, one transaction); psycopg
+        errors leave the store once, as StoreError(operation)."""
+        try:
+            with tracked():
+                await self._open()
+                assert self._pool is not None
+                async with self._pool.connection() as conn:
+                    return await fn(conn)
+        except (ScheduleExistsError, StoreError):
+            raise
+        except psycopg.Error as exc:
+            raise StoreError(operation, exc) from exc
+
+    async def _tx(self, operation: str, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
+        """Run fn inside one transaction; rolled back on any error."""
+
+        async def op(conn: Conn) -> Any:
+            async with conn.transaction():
+                return await fn(conn)
+
+        return await self._run(operation, op)
+
+    @staticmethod
+    async def _one(conn: Conn, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        cur = await conn.execute(sql, params)
+        return await cur.fetchone()
+
+    @staticmethod
+    async def _count(conn: Conn, sql: str, params: Mapping[str, Any]) -> int:
+        cur = await conn.execute(sql, params)
+        return cur.rowcount
+
+    async def _lock(self, conn: Conn, ids: list[str]) -> dict[str, bool]:
+        """Lock these schedule rows (id order) for the rest of the transaction; id -> enabled
+        for the rows that exist."""
+        if not ids:
+            return {}
+        cur = await conn.execute(self._sql["lock_schedules"], {"ids": sorted(set(ids))})
+        return {row["id"]: row["enabled"] for row in await cur.fetchall()}
+
+    # -- wake-ups --------------------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def notify(self) -> None:
+        """Wake every scheduler of this process that listens on this store. (Cross-host
+        LISTEN/NOTIFY is not in this cut.)"""
+        for callback in list(self._listeners):
+            callback()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    # -- schedules -------------------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> None:
+        async def op(conn: Conn) -> None:
+            values = {name: getattr(schedule, name) for name in _SCHEDULE_COLUMNS}
+            values["payload"] = _json_dump(values["payload"])
+            values["enabled"] = bool(values["enabled"])
+            values["due_at"] = schedule.next_run_at if schedule.enabled else None
+            cols = ", ".join(values)
+            marks = ", ".join(f"%({c})s" for c in values)
+            try:
+                await conn.execute(
+                    f"INSERT INTO {self.schedules_table} ({cols}) VALUES ({marks})", values
+                )
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
+                    raise ScheduleExistsError(schedule.name) from exc
+                raise
+
+        await self._tx("create_schedule", op)
+        self.notify()
+
+    async def _get(self, conn: Conn, column: str, value: str) -> Schedule | None:
+        row = await self._one(
+            conn, f"SELECT * FROM {self.schedules_table} WHERE {column} = %(v)s", {"v": value}
+        )
+        return _to_schedule(row) if row else None
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return await self._run("get_schedule", lambda conn: self._get(conn, "id", schedule_id))
+
+    async def get_schedule_by_name(self, name: str) -> Schedule | None:
+        return await self._run("get_schedule_by_name", lambda conn: self._get(conn, "name", name))
+
+    async def list_schedules(self, enabled: bool | None = None) -> list[Schedule]:
+        async def op(conn: Conn) -> list[Schedule]:
+            sql = f"SELECT * FROM {self.schedules_table}"
+            args: dict[str, Any] = {}
+            if enabled is not None:
+                sql += " WHERE enabled = %(enabled)s"
+                args["enabled"] = bool(enabled)
+            # COLLATE "C": the same byte order as SQLite's ORDER BY name, whatever the locale.
+            cur = await conn.execute(sql + ' ORDER BY name COLLATE "C"', args)
+            return [_to_schedule(r) for r in await cur.fetchall()]
+
+        return await self._run("list_schedules", op)
+
+    async def update_schedule(
+        self, schedule_id: str, fields: dict[str, Any], now: float
+    ) -> Schedule | None:
+        """Apply caller fields. A change of the slot series (next_run_at, enabled) bumps
+        timing_version, so a holder that planned with the old timing cannot write its cursor back
+        over it; other edits (payload, description, retries) leave a run in flight undisturbed."""
+        allowed = {*SPEC_FIELDS, "enabled", "next_run_at"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"update_schedule: not updatable: {sorted(unknown)}")
+
+        async def op(conn: Conn) -> Schedule | None:
+            if not await self._lock(conn, [schedule_id]):
+                return None
+            values = dict(fields)
+            if "payload" in values:
+                values["payload"] = _json_dump(values["payload"])
+            if "enabled" in values:
+                values["enabled"] = bool(values["enabled"])
+            sets = ", ".join(f"{c} = %({c})s" for c in values)
+            bump = int("next_run_at" in fields or "enabled" in fields)
+            values.update(id=schedule_id, now=now, bump=bump)
+            try:
+                await conn.execute(
+                    f"UPDATE {self.schedules_table} SET {sets}, timing_version = timing_version"
+                    f" + %(bump)s, updated_at = %(now)s WHERE id = %(id)s",
+                    values,
+                )
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
+                    raise ScheduleExistsError(fields["name"]) from exc
+                raise
+            if fields.get("enabled") is False:
+                await conn.execute(
+                    self._sql["cancel_pending"],
+                    {"id": schedule_id, "now": now, "reason": "schedule disabled"},
+                )
+            await conn.execute(self._sql["refresh_due"], {"id": schedule_id})
+            return await self._get(conn, "id", schedule_id)
+
+        result = await self._tx("update_schedule", op)
+        self.notify()
+        return result
+
+    async def delete_schedule(self, schedule_id: str, now: float) -> bool:
+        """Delete the schedule and cancel its pending runs. Run history stays; an attempt in
+        flight finishes and is recorded on its run row."""
+
+        async def op(conn: Conn) -> bool:
+            await self._lock(conn, [schedule_id])
+            await conn.execute(
+                self._sql["cancel_pending"],
+                {"id": schedule_id, "now": now, "reason": "schedule deleted"},
+            )
+            deleted = await self._count(
+                conn, f"DELETE FROM {self.schedules_table} WHERE id = %(id)s", {"id": schedule_id}
+            )
+            return deleted == 1
+
+        deleted = await self._tx("delete_schedule", op)
+        self.notify()
+        return deleted
+
+    async def add_pending_run(self, run: ScheduleRun, now: float) -> None:
+        """Queue durable work (a manual trigger). Fails with LookupError if the schedule is gone
+        or PermissionError if it is disabled, checked under the row's lock in the same
+        transaction as the insert."""
+
+        async def op(conn: Conn) -> None:
+            state = await self._lock(conn, [run.schedule_id])
+            if run.schedule_id not in state:
+                raise LookupError(f"schedule {run.schedule_id!r} not found")
+            if not state[run.schedule_id]:
+                raise PermissionError(f"schedule {run.schedule_id!r} is disabled")
+            await conn.execute(self._sql["insert_run"], _run_params(run))
+            await conn.execute(self._sql["refresh_due"], {"id": run.schedule_id})
+
+        await self._tx("add_pending_run", op)
+        self.notify()
+
+    async def list_runs(self, schedule_id: str | None, limit: int = 20) -> list[ScheduleRun]:
+        async def op(conn: Conn) -> list[ScheduleRun]:
+            where = "WHERE schedule_id = %(sid)s" if schedule_id else ""
+            cur = await conn.execute(
+                f"SELECT * FROM {self.runs_table} {where} "
+                f"ORDER BY created_at DESC, seq DESC LIMIT %(limit)s",
+                {"sid": schedule_id, "limit": limit},
+            )
+            return [_to_run(r) for r in await cur.fetchall()]
+
+        return await self._run("list_runs", op)
+
+    async def get_run(self, run_row_id: str) -> ScheduleRun | None:
+        async def op(conn: Conn) -> ScheduleRun | None:
+            row = await self._one(
+                conn, f"SELECT * FROM {self.runs_table} WHERE id = %(id)s", {"id": run_row_id}
+            )
+            return _to_run(row) if row else None
+
+        return await self._run("get_run", op)
+
+    # -- the lease algorithm -----------------------------------------------------------------------
+
+    async def next_due(self) -> float | None:
+        """The idle poll: one index probe, one round trip."""
+
+        async def op(conn: Conn) -> float | None:
+            row = await self._one(conn, self._sql["next_due"])
+            return row["due"]
+
+        return await self._run("next_due", op)
+
+    async def _claims_of(self, conn: Conn, rows: list[Mapping[str, Any]]) -> list[Claim]:
+        claims = {
+            row["id"]: Claim(_to_schedule(row), row["timing_version"], [], []) for row in rows
+        }
+        if claims:
+            cur = await conn.execute(self._sql["claim_runs"], {"ids": list(claims)})
+            for run_row in await cur.fetchall():
+                run = _to_run(run_row)
+                claim = claims[run.schedule_id]
+                (claim.pending if run.status == "pending" else claim.running).append(run)
+        return list(claims.values())
+
+    async def claim(
+        self, replica: str, now: float, lease_seconds: float, limit: int
+    ) -> list[Claim]:
+        async def op(conn: Conn) -> list[Claim]:
+            cur = await conn.execute(
+                self._sql["claim"],
+                {
+                    "replica": replica,
+                    "now": now,
+                    "lease_until": now + lease_seconds,
+                    "limit": limit,
+                },
+            )
+            rows = await cur.fetchall()
+            rows.sort(key=lambda r: (r["due_at"], r["id"]))  # RETURNING order is unspecified
+            return await self._claims_of(conn, rows)
+
+        return await self._tx("claim", op)
+
+    async def start(
+        self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
+    ) -> list[set[str] | None]:
+        """Apply start plans; per plan the set of run row ids now running, or None if fenced out.
+        Plans are applied in schedule-id order (lock order), answered in the caller's order."""
+
+        async def op(conn: Conn) -> list[set[str] | None]:
+            results: list[set[str] | None] = [None] * len(plans)
+            for index in sorted(range(len(plans)), key=lambda i: plans[i].schedule_id):
+                results[index] = await self._start_one(conn, replica, now, plans[index])
+            return results
+
+        return await self._tx("start", op)
+
+    async def _start_one(
+        self, conn: Conn, replica: str, now: float, plan: StartPlan
+    ) -> set[str] | None:
+        fence = {"id": plan.schedule_id, "replica": replica, "version": plan.lease_version}
+        fired = (
+            plan.start_pending
+            or plan.lost_runs
+            or any(r.status == "running" for r in plan.insert_runs)
+        )
+        # The fenced UPDATE is also the row's lock for the statements that follow.
+        held = await self._count(
+            conn,
+            self._sql["start_fence"],
+            {
+                **fence,
+                "timing": plan.timing_version,
+                "next_run_at": plan.next_run_at,
+                "last_run_at": now if fired else None,
+            },
+        )
+        if held != 1:
+            # Lease lost, or the timing changed since the claim: start nothing. If the lease is
+            # still ours and nothing else runs under it, give it back now rather than at its
+            # expiry (release is fenced: a no-op on a lost lease). Lock first: release reads
+            # pending runs and must see what the last lock holder committed.
+            if not plan.keep_lease:
+                await self._lock(conn, [plan.schedule_id])
+                await conn.execute(self._sql["release"], fence)
+            return None
+        started: set[str] = set()
+        for orphan_id, replacement, error in plan.lost_runs:
+            lost = await self._count(
+                conn, self._sql["lose_orphan"], {"id": orphan_id, "now": now, "error": error}
+            )
+            if lost and replacement is not None:
+                await conn.execute(self._sql["insert_run"], _run_params(replacement))
+                started.add(replacement.id)
+        for run in plan.insert_runs:
+            await conn.execute(self._sql["insert_run"], _run_params(run))
+            if run.status == "running":
+                started.add(run.id)
+        for run_row_id in plan.start_pending:
+            if await self._count(
+                conn,
+                self._sql["start_pending"],
+                {"id": run_row_id, "replica": replica, "version": plan.lease_version, "now": now},
+            ):
+                started.add(run_row_id)
+        if plan.disable:
+            await conn.execute(
+                self._sql["disable_one_off"], {**fence, "timing": plan.timing_version}
+            )
+        if not started and not plan.keep_lease:
+            await conn.execute(self._sql["release"], fence)
+        return started
+
+    async def heartbeat(
+        self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
+    ) -> set[str]:
+        """Extend the given leases; returns the ids whose lease was taken over (lost)."""
+
+        async def op(conn: Conn) -> set[str]:
+            lost = set()
+            for schedule_id, version in sorted(leases):
+                renewed = await self._count(
+                    conn,
+                    self._sql["heartbeat"],
+                    {
+                        "id": schedule_id,
+                        "replica": replica,
+                        "version": version,
+                        "lease_until": now + lease_seconds,
+                    },
+                )
+                if not renewed and await self._one(
+                    conn, self._sql["schedule_exists"], {"id": schedule_id}
+                ):
+                    lost.add(schedule_id)
+            return lost
+
+        return await self._tx("heartbeat", op)
+
+    async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]:
+        """Record outcomes. Per plan True if the outcome was recorded (this holder still owned the
+        attempt); the schedule-side writes are fenced separately on the lease.
+
+        The batch's schedule rows are locked first, in id order: the run row is written before
+        the schedule row, and a reclaiming replica's start locks the schedule row before the
+        same run row (lose_orphan), so without this the two could deadlock."""
+
+        async def op(conn: Conn) -> list[bool]:
+            await self._lock(conn, [plan.schedule_id for plan in plans])
+            return [await self._finish_one(conn, replica, now, plan) for plan in plans]
+
+        results = await self._tx("finish", op)
+        if any(plan.retry is not None or plan.release for plan in plans):
+            self.notify()
+        return results
+
+    async def _finish_one(self, conn: Conn, replica: str, now: float, plan: FinishPlan) -> bool:
+        fence = {"id": plan.schedule_id, "replica": replica, "version": plan.lease_version}
+        recorded = (
+            await self._count(
+                conn,
+                self._sql["finish_run"],
+                {
+                    "id": plan.run_row_id,
+                    "replica": replica,
+                    "version": plan.lease_version,
+                    "status": plan.status,
+                    "status_code": plan.status_code,
+                    "run_id": plan.run_id,
+                    "session_id": plan.session_id,
+                    "error": plan.error,
+                    "completed_at": plan.completed_at,
+                    "duration_ms": plan.duration_ms,
+                    "output": _json_dump(plan.output),
+                },
+            )
+            == 1
+        )
+        if not recorded:
+            return False
+        held = await self._one(
+            conn,
+            self._sql["finish_schedule"],
+            {**fence, "status": plan.status, "success": plan.success},
+        )
+        holds = held is not None
+        if holds:
+            state = held if held["enabled"] else None
+        elif plan.retry is not None:
+            state = await self._one(conn, self._sql["schedule_enabled"], {"id": plan.schedule_id})
+        else:
+            state = None
+        if plan.retry is not None and state is not None:
+            await conn.execute(self._sql["insert_run"], _run_params(plan.retry))
+        if not holds:
+            # Lease taken meanwhile (or the schedule deleted): our result is recorded, the new
+            # holder owns the row; refresh due_at only if nobody holds it.
+            await conn.execute(self._sql["refresh_due"], {"id": plan.schedule_id})
+            return True
+        timing_unchanged = state is not None and state["timing_version"] == plan.timing_version
+        if plan.advance_slot and timing_unchanged:
+            await conn.execute(
+                self._sql["finish_advance"],
+                {**fence, "timing": plan.timing_version, "next_run_at": plan.next_run_at},
+            )
+            for run in plan.insert_runs:
+                await conn.execute(self._sql["insert_run"], _run_params(run))
+        if plan.disable and plan.retry is None:
+            await conn.execute(
+                self._sql["disable_one_off"], {**fence, "timing": plan.timing_version}
+            )
+        if plan.release:
+            await conn.execute(self._sql["release"], fence)
+        return True
+
+    async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
+        """Re-read rows this replica keeps leased (overlap=allow), with their pending and
+        running runs; a row no longer held (or disabled) is left out."""
+
+        async def op(conn: Conn) -> list[Claim]:
+            rows = []
+            for schedule_id, version in leases:
+                row = await self._one(
+                    conn,
+                    self._sql["held_row"],
+                    {"id": schedule_id, "replica": replica, "version": version},
+                )
+                if row is not None:
+                    rows.append(row)
+            return await self._claims_of(conn, rows)
+
+        # REPEATABLE READ would make the rows and their runs one snapshot; the lease makes this
+        # holder the only writer of the rows' runs except for the manager's triggers, which a
+        # later claim_held sees.
+        return await self._tx("claim_held", op)
+
+    async def holds(self, replica: str, schedule_id: str, version: int) -> bool:
+        """Whether the row exists, is enabled and is leased to (replica, version)."""
+
+        async def op(conn: Conn) -> bool:
+            row = await self._one(
+                conn,
+                self._sql["held_row"],
+                {"id": schedule_id, "replica": replica, "version": version},
+            )
+            return row is not None
+
+        return await self._run("holds", op)
+
+    async def expire_leases(self, replica: str, now: float, leases: list[tuple[str, int]]) -> None:
+        async def op(conn: Conn) -> None:
+            for schedule_id, version in sorted(leases):
+                await conn.execute(
+                    self._sql["expire_lease"],
+                    {"id": schedule_id, "replica": replica, "version": version, "now": now},
+                )
+
+        await self._tx("expire_leases", op)
+        self.notify()
+
+    async def set_run_ids(
+        self, replica: str, run_row_id: str, run_id: str | None, session_id: str | None
+    ) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(
+                self._sql["set_run_ids"],
+                {"id": run_row_id, "replica": replica, "run_id": run_id, "session_id": session_id},
+            )
+
+        await self._run("set_run_ids", op)
+
+    async def prune_runs(self, before: float) -> int:
+        """Delete final run rows created before `before`; returns how many."""
+        return await self._run(
+            "prune_runs",
+            lambda conn: self._count(conn, self._sql["prune_runs"], {"before": before}),
+        )

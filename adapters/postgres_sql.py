@@ -1,0 +1,278 @@
+"""The SQL of the Postgres store's lease algorithm, in one place: every statement with the race it
+closes, in the order of kernel/sqlite_sql.py so the two read side by side. `postgres.py` only runs
+these statements. {S} is the schema-qualified schedules table, {R} the runs table; parameters are
+psycopg's %(name)s.
+
+Time: every statement judges due-ness and lease expiry by the caller's `now` (%(now)s), exactly as
+the SQLite store does, so a SimClock drives it. Judging by the database's clock instead (so app
+replicas with skewed clocks neither fire early nor steal a live lease) is future work: it means
+replacing %(now)s by a `now_epoch()` parameter default that reads `extract(epoch from
+clock_timestamp())` when no test clock is injected.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------------------------
+# Transactions and locks.
+# Postgres runs READ COMMITTED: each statement sees what was committed when *it* started, and an
+# UPDATE that waits for a row lock re-checks its WHERE on the new row version but evaluates its
+# subqueries on the old snapshot. Hence one rule, applied by postgres.py: a transaction that writes
+# a schedule's runs or recomputes its due_at holds that schedule row's lock from an *earlier*
+# statement (the fenced UPDATE itself in start, `lock_schedules` elsewhere). Every later statement
+# then takes a fresh snapshot that includes whatever the previous lock holder committed, so DUE_EXPR
+# never misses a trigger or retry committed meanwhile. Locks are always taken schedule row first,
+# run rows second, and a batch locks its schedule rows in id order: no two store transactions can
+# deadlock.
+# ---------------------------------------------------------------------------------------------
+
+# When a free row next needs attention: its earliest pending run or its slot cursor, whichever
+# is sooner. LEAST ignores NULLs (unlike SQLite's scalar MIN), so no "far future" sentinel is
+# needed; both NULL gives NULL (never due). The subquery reads the pending-runs partial index only.
+DUE_EXPR = """LEAST(next_run_at,
+    (SELECT MIN(r.due_at) FROM {R} r WHERE r.schedule_id = {S}.id AND r.status = 'pending'))"""
+
+LEASE_SQL = {
+    # Serialise the manager's and the holders' writes on the rows they touch, before any read that
+    # decides: see "Transactions and locks" above. Ids sorted by the caller: no lock-order cycles.
+    "lock_schedules": """
+        SELECT id, enabled FROM {S} WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE""",
+    # The idle poll: MIN over the partial index on due_at is one index probe, flat in table size.
+    "next_due": """
+        SELECT MIN(due_at) AS due FROM {S} WHERE enabled AND due_at IS NOT NULL""",
+    # Claim up to %(limit)s due rows under a new lease, in ONE statement. A held row's due_at is
+    # its lease expiry, so a crashed holder's row comes due here and is reclaimed by the same
+    # statement. FOR UPDATE SKIP LOCKED: concurrent claimers never wait on each other and never
+    # take the same row (a row another transaction is claiming, starting or finishing is skipped,
+    # not queued behind). The outer WHERE re-checks due-ness and the lease on the row version
+    # actually locked: the candidate list was read from the statement's snapshot, and a row
+    # released-and-reclaimed by a commit in between must not be claimed twice. Bumping
+    # lease_version issues the fencing token every later write of this holder must present.
+    # (The subquery carries LIMIT and FOR UPDATE, which the planner keeps as one evaluated
+    # subplan; it is never re-run per outer row.)
+    "claim": """
+        UPDATE {S} SET locked_by = %(replica)s, locked_at = %(now)s,
+               lease_expires_at = %(lease_until)s, due_at = %(lease_until)s,
+               lease_version = lease_version + 1
+         WHERE id IN (SELECT id FROM {S} WHERE enabled AND due_at IS NOT NULL
+                       AND due_at <= %(now)s ORDER BY due_at LIMIT %(limit)s
+                       FOR UPDATE SKIP LOCKED)
+           AND enabled AND due_at <= %(now)s
+           AND (locked_by IS NULL OR lease_expires_at <= %(now)s)
+        RETURNING *""",
+    # The claimed rows' waiting work and running attempts, read inside the claim's transaction
+    # (a fresh snapshot taken after the claim locked the rows): a trigger committed before is
+    # seen; one committing after waits for our lock (add_pending_run locks the row first) and is
+    # seen by the next claim, never half-seen by this one. One query for the whole batch.
+    "claim_runs": """
+        SELECT * FROM {R} WHERE schedule_id = ANY(%(ids)s) AND status IN ('pending', 'running')
+         ORDER BY due_at, created_at, seq""",
+    # An overlap=allow holder re-reads a row it keeps leased, to fire slots and pending work that
+    # come due while its runs are in flight (no other replica may: the row is leased).
+    "held_row": """
+        SELECT * FROM {S} WHERE id = %(id)s AND locked_by = %(replica)s
+           AND lease_version = %(version)s AND enabled""",
+    # Start: advance the slot cursor only while we still hold the lease (a reclaim bumped
+    # lease_version) and the timing is the one we planned with (an update of cron, interval,
+    # time zone or enabled recomputed next_run_at itself; ours would resurrect the old series).
+    # This UPDATE is also the schedule row's lock for the rest of the start transaction.
+    "start_fence": """
+        UPDATE {S} SET next_run_at = %(next_run_at)s,
+               last_run_at = COALESCE(%(last_run_at)s, last_run_at)
+         WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
+           AND timing_version = %(timing)s""",
+    # An attempt whose holder's lease expired ends lease_lost, but only if it is still running:
+    # if the old holder's result landed first, the slot is done and must not be fired again.
+    "lose_orphan": """
+        UPDATE {R} SET status = 'lease_lost', completed_at = %(now)s, error = %(error)s
+         WHERE id = %(id)s AND status = 'running'""",
+    # Pending -> running only if still pending: a disable or delete between claim and start
+    # cancelled it, and a cancelled trigger must not fire.
+    "start_pending": """
+        UPDATE {R} SET status = 'running', replica = %(replica)s, lease_version = %(version)s,
+               triggered_at = %(now)s
+         WHERE id = %(id)s AND status = 'pending'""",
+    "insert_run": """
+        INSERT INTO {R} (id, schedule_id, attempt, scheduled_for, trigger, status,
+               idempotency_key, due_at, error, replica, lease_version, reclaim,
+               triggered_at, completed_at, input, created_at)
+        VALUES (%(id)s, %(schedule_id)s, %(attempt)s, %(scheduled_for)s, %(trigger)s, %(status)s,
+               %(idempotency_key)s, %(due_at)s, %(error)s, %(replica)s, %(lease_version)s,
+               %(reclaim)s, %(triggered_at)s, %(completed_at)s, %(input)s, %(created_at)s)""",
+    # Heartbeat: extend the lease only for the (holder, version) that owns it. A holder whose
+    # lease was taken gets rowcount 0 and stops; it can never extend someone else's lease.
+    "heartbeat": """
+        UPDATE {S} SET lease_expires_at = %(lease_until)s, due_at = %(lease_until)s
+         WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s""",
+    # A lease that was not renewed was lost only if its row still exists: a schedule deleted
+    # mid-run lets its attempt finish (nobody else can claim a deleted row).
+    "schedule_exists": """
+        SELECT 1 FROM {S} WHERE id = %(id)s""",
+    # Record an attempt's outcome only while this holder still owns the attempt. After a reclaim
+    # the row is lease_lost and this late write changes nothing.
+    "finish_run": """
+        UPDATE {R} SET status = %(status)s, status_code = %(status_code)s,
+               run_id = COALESCE(%(run_id)s, run_id),
+               session_id = COALESCE(%(session_id)s, session_id),
+               error = %(error)s, completed_at = %(completed_at)s, duration_ms = %(duration_ms)s,
+               output = %(output)s
+         WHERE id = %(id)s AND status = 'running' AND replica = %(replica)s
+           AND lease_version = %(version)s""",
+    # The holder's bookkeeping on the schedule row, fenced on the lease like every holder write.
+    # It answers whether we still hold the row, and the row's timing and enabled state.
+    "finish_schedule": """
+        UPDATE {S} SET last_status = %(status)s,
+               consecutive_failures = CASE WHEN %(success)s THEN 0
+                                           ELSE consecutive_failures + 1 END
+         WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
+        RETURNING timing_version, enabled""",
+    # Overlap handling moves the slot cursor past slots that came due during the run, but only if
+    # no update changed the timing meanwhile.
+    "finish_advance": """
+        UPDATE {S} SET next_run_at = %(next_run_at)s
+         WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
+           AND timing_version = %(timing)s""",
+    # A retry is queued only if the schedule still exists and is enabled: a disable or delete
+    # that committed during the run means nothing more of it fires.
+    "schedule_enabled": """
+        SELECT timing_version FROM {S} WHERE id = %(id)s AND enabled""",
+    # A one-off is done after its last attempt, unless a trigger is still waiting on it: that
+    # fires first (a trigger is never lost) and the end of its run disables the row.
+    "disable_one_off": """
+        UPDATE {S} SET enabled = FALSE, next_run_at = NULL, due_at = NULL
+         WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
+           AND timing_version = %(timing)s
+           AND NOT EXISTS (SELECT 1 FROM {R} r WHERE r.schedule_id = %(id)s
+                            AND r.status = 'pending')""",
+    # Release: drop the lease and recompute due_at from the cursor and pending runs in the same
+    # statement, so a trigger or an update committed during the run is honoured, not overwritten.
+    # Run only while the row lock is held from an earlier statement (fresh snapshot, see above).
+    "release": """
+        UPDATE {S} SET locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
+               due_at = CASE WHEN enabled THEN """
+    + DUE_EXPR
+    + """ END
+         WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s""",
+    # Manager writes (update, trigger) recompute due_at too, except on a held row: there due_at
+    # must stay the lease expiry, live (the holder's release recomputes it) or already past (a
+    # crashed holder's orphan must stay claimable now, not wait for the next slot). Taken from
+    # lease_expires_at, not the old due_at, which a disable in between may have cleared.
+    "refresh_due": """
+        UPDATE {S} SET due_at = CASE
+               WHEN NOT enabled THEN NULL
+               WHEN locked_by IS NOT NULL THEN lease_expires_at
+               ELSE """
+    + DUE_EXPR
+    + """ END
+         WHERE id = %(id)s""",
+    # Disabling or deleting cancels waiting work in the same transaction: nothing of the schedule
+    # fires after the change commits. A running attempt is left to finish and be recorded.
+    "cancel_pending": """
+        UPDATE {R} SET status = 'cancelled', completed_at = %(now)s, error = %(reason)s
+         WHERE schedule_id = %(id)s AND status = 'pending'""",
+    # A run endpoint answered: link the attempt to the run it started, while it is still ours.
+    "set_run_ids": """
+        UPDATE {R} SET run_id = %(run_id)s, session_id = %(session_id)s
+         WHERE id = %(id)s AND status = 'running' AND replica = %(replica)s""",
+    # A stopping replica hands its leases back at once: expired now, so another replica
+    # re-delivers the cancelled attempts without waiting out the lease.
+    "expire_lease": """
+        UPDATE {S} SET lease_expires_at = %(now)s, due_at = %(now)s
+         WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s""",
+    # Retention: final run rows older than a cut-off. Pending and running rows are never pruned.
+    "prune_runs": """
+        DELETE FROM {R} WHERE status NOT IN ('pending', 'running') AND created_at < %(before)s""",
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tables and migrations. Applied in order inside one transaction under an advisory lock (two
+# replicas starting at once do not race their CREATEs), recorded in a meta table; a migration may
+# add tables, columns and indexes, never drop or rewrite data. Same columns as the SQLite store,
+# with Postgres types; `seq` orders runs created in the same instant (SQLite uses rowid).
+# ---------------------------------------------------------------------------------------------
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS {S} (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    description TEXT,
+    method TEXT NOT NULL DEFAULT 'POST',
+    endpoint TEXT NOT NULL,
+    payload TEXT,
+    cron_expr TEXT,
+    interval_seconds DOUBLE PRECISION,
+    run_at DOUBLE PRECISION,
+    start_at DOUBLE PRECISION,
+    timezone TEXT NOT NULL DEFAULT 'UTC',
+    timeout_seconds DOUBLE PRECISION NOT NULL DEFAULT 3600,
+    max_retries INTEGER NOT NULL DEFAULT 0,
+    retry_delay_seconds DOUBLE PRECISION NOT NULL DEFAULT 60,
+    overlap TEXT NOT NULL DEFAULT 'skip',
+    misfire TEXT NOT NULL DEFAULT 'fire_once',
+    misfire_grace_seconds DOUBLE PRECISION NOT NULL DEFAULT 60,
+    max_catchup INTEGER NOT NULL DEFAULT 100,
+    catchup_window_seconds DOUBLE PRECISION NOT NULL DEFAULT 86400,
+    jitter_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+    enabled BOOLEAN NOT NULL DEFAULT TRUE,
+    next_run_at DOUBLE PRECISION,
+    due_at DOUBLE PRECISION,
+    locked_by TEXT,
+    locked_at DOUBLE PRECISION,
+    lease_expires_at DOUBLE PRECISION,
+    lease_version BIGINT NOT NULL DEFAULT 0,
+    timing_version BIGINT NOT NULL DEFAULT 1,
+    last_run_at DOUBLE PRECISION,
+    last_status TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    CONSTRAINT "{prefix}schedules_name_key" UNIQUE (name)
+);
+CREATE INDEX IF NOT EXISTS "{prefix}schedules_due" ON {S} (due_at)
+    WHERE enabled AND due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {R} (
+    id TEXT PRIMARY KEY,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    schedule_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    scheduled_for DOUBLE PRECISION,
+    trigger TEXT NOT NULL,
+    status TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    due_at DOUBLE PRECISION,
+    status_code INTEGER,
+    run_id TEXT,
+    session_id TEXT,
+    error TEXT,
+    replica TEXT,
+    lease_version BIGINT,
+    reclaim INTEGER NOT NULL DEFAULT 0,
+    triggered_at DOUBLE PRECISION,
+    completed_at DOUBLE PRECISION,
+    duration_ms DOUBLE PRECISION,
+    input TEXT,
+    output TEXT,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_by_schedule" ON {R} (schedule_id, created_at);
+CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_open" ON {R} (schedule_id, due_at)
+    WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_pending" ON {R} (schedule_id, due_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_run_id" ON {R} (run_id);
+CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_created" ON {R} (created_at, seq)
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+META_SQL = {
+    "create_schema": "CREATE SCHEMA IF NOT EXISTS {schema}",
+    "create_meta": "CREATE TABLE IF NOT EXISTS {M} (key TEXT PRIMARY KEY, value TEXT)",
+    # One migrator at a time per (schema, prefix); the lock ends with the transaction.
+    "advisory_lock": "SELECT pg_advisory_xact_lock(hashtext(%(key)s))",
+    "meta_exists": "SELECT to_regclass(%(name)s) IS NOT NULL AS present",
+    "get_version": "SELECT value FROM {M} WHERE key = 'schema_version'",
+    "set_version": """
+        INSERT INTO {M} (key, value) VALUES ('schema_version', %(version)s)
+        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""",
+}
