@@ -10,8 +10,8 @@ the watchdog that stops work whose lease can no longer be trusted.
 
 A lease is local knowledge with an expiry: the store's fencing makes a stale holder's writes
 harmless, the watchdog makes sure a stale holder also stops *sending*. With replica clocks apart by
-up to lease/3, a holder stops (lease/2 after its last confirmed renewal) before any other replica
-can see the lease expire (lease − lease/3 after it).
+up to lease/3, a holder stops (at most 5·lease/8 after its last confirmed renewal) before any
+other replica can see the lease expire (lease − lease/3 = 2·lease/3 after it).
 """
 
 from __future__ import annotations
