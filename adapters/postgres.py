@@ -320,6 +320,7 @@ class PostgresStore:
                 self._sql["cancel_pending"],
                 {"id": schedule_id, "now": now, "reason": "schedule deleted"},
             )
+            await conn.execute(self._sql["lose_unheld"], {"id": schedule_id, "now": now})
             deleted = await self._count(
                 conn, f"DELETE FROM {self.schedules_table} WHERE id = %(id)s", {"id": schedule_id}
             )

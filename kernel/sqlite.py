@@ -246,6 +246,7 @@ class SqliteStore:
                 self._sql["cancel_pending"],
                 {"id": schedule_id, "now": now, "reason": "schedule deleted"},
             )
+            conn.execute(self._sql["lose_unheld"], {"id": schedule_id, "now": now})
             cur = conn.execute(f"DELETE FROM {self.schedules_table} WHERE id = ?", (schedule_id,))
             return cur.rowcount == 1
 

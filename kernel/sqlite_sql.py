@@ -145,6 +145,14 @@ LEASE_SQL = {
     "cancel_pending": """
         UPDATE {R} SET status = 'cancelled', completed_at = :now, error = :reason
          WHERE schedule_id = :id AND status = 'pending'""",
+    # Deleting a row whose holder's lease has already run out: its attempts in flight have nobody
+    # left to record them (a live holder still will, fenced on the run row), so they end now.
+    "lose_unheld": """
+        UPDATE {R} SET status = 'lease_lost', completed_at = :now,
+               error = 'schedule deleted after its holder''s lease ran out'
+         WHERE schedule_id = :id AND status = 'running'
+           AND EXISTS (SELECT 1 FROM {S} s WHERE s.id = :id
+                        AND (s.locked_by IS NULL OR s.lease_expires_at <= :now))""",
     # A run endpoint answered: link the attempt to the run it started, while it is still ours.
     "set_run_ids": """
         UPDATE {R} SET run_id = :run_id, session_id = :session_id

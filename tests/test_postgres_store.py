@@ -1278,3 +1278,17 @@ async def test_scheduler_replicas_fire_every_slot_once_on_postgres(open_store):
     runs = list(reversed(await manager.runs(a.id, limit=1000)))
     assert [r.status for r in runs] == ["success"] * 60
     assert len({r.replica for r in runs}) >= 2  # the replicas shared the work
+
+
+async def test_delete_after_the_holders_lease_ran_out_ends_its_orphans(open_store):
+    store = open_store()
+    await store.create_schedule(sched("a", T0))
+    c = await claim_one(store, "r1", T0)
+    await store.start(
+        "r1", T0, LEASE, [start_plan(c, T0 + 60, insert_runs=[running("x", c, "r1", T0)])]
+    )
+    # r1 died; nobody reclaimed the row before it was deleted: nobody would record "x" either
+    assert await store.delete_schedule("a", T0 + LEASE + 1) is True
+    run = await store.get_run("x")
+    assert run.status == "lease_lost" and "lease ran out" in run.error
+    assert await store.finish("r1", T0 + 99, [finish_plan(c, "x", T0 + 99)]) == [False]

@@ -1037,3 +1037,17 @@ async def test_update_after_lease_expiry_keeps_the_orphan_reclaimable(open_store
     await store.update_schedule("once", {"description": "edited"}, T0 + 40)
     claims = await store.claim("r2", T0 + 50, LEASE, 10)
     assert [(x.schedule.id, [r.id for r in x.running]) for x in claims] == [("once", ["x"])]
+
+
+async def test_delete_after_the_holders_lease_ran_out_ends_its_orphans(open_store):
+    store = open_store()
+    await store.create_schedule(sched("a", T0))
+    c = await claim_one(store, "r1", T0)
+    await store.start(
+        "r1", T0, LEASE, [start_plan(c, T0 + 60, insert_runs=[running("x", c, "r1", T0)])]
+    )
+    # r1 died; nobody reclaimed the row before it was deleted: nobody would record "x" either
+    assert await store.delete_schedule("a", T0 + LEASE + 1) is True
+    run = await store.get_run("x")
+    assert run.status == "lease_lost" and "lease ran out" in run.error
+    assert await store.finish("r1", T0 + 99, [finish_plan(c, "x", T0 + 99)]) == [False]
