@@ -7,14 +7,19 @@ rows other transactions hold (FOR UPDATE SKIP LOCKED), and every other write tra
 schedule rows' locks before the statements that decide (see postgres_sql.py, "Transactions and
 locks").
 
-First cut (issue 4): time is the caller's `now`; wake-ups are local listeners only (no
-LISTEN/NOTIFY yet); a dropped connection surfaces as StoreError (the pool replaces broken
-connections on the next call, the scheduler retries at its next tick).
+First cut (issue 4): time is the caller's `now`; a dropped connection surfaces as StoreError (the
+pool replaces broken connections on the next call, the scheduler retries at its next tick).
+
+Wake-ups cross hosts: a write that can make work due sooner for another replica sends NOTIFY on
+the store's channel in its own transaction, and a store with listeners keeps one LISTEN
+connection that wakes them. Polling stays the safety net for anything missed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -31,7 +36,10 @@ from leasecron.kernel.rows import _SCHEDULE_COLUMNS, _json_dump, _run_params, _t
 from leasecron.kernel.store import SPEC_FIELDS, Claim, FinishPlan, StartPlan
 
 from . import postgres_sql
+from .postgres_listen import relay_notifications
 from .postgres_sql import LEASE_SQL, META_SQL
+
+log = logging.getLogger("leasecron")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 
@@ -80,7 +88,12 @@ class PostgresStore:
             name: sql.format(M=self.meta_table, schema=f'"{schema}"')
             for name, sql in META_SQL.items()
         }
+        # One channel per (schema, prefix): replicas sharing tables wake each other, others don't.
+        # Postgres caps identifiers at 63 bytes; two long names sharing a truncated channel only
+        # cost each other spurious wake-ups.
+        self.channel = f"leasecron_{schema}_{prefix}"[:63]
         self._listeners: list[Callable[[], None]] = []
+        self._listen_task: asyncio.Task[None] | None = None
         self._pool: AsyncConnectionPool | None = None
         self._open_lock: asyncio.Lock | None = None
         self._closed = False
@@ -122,6 +135,7 @@ class PostgresStore:
                 await pool.close()
                 raise
             self._pool = pool
+        self._start_listening()
 
     async def _migrate(self, conn: Conn) -> None:
         migrations = postgres_sql.MIGRATIONS
@@ -190,6 +204,15 @@ class PostgresStore:
         cur = await conn.execute(sql, params)
         return cur.rowcount
 
+    async def _notify_others(self, conn: Conn) -> None:
+        """Wake the other replicas once this transaction commits (see postgres_sql "notify")."""
+        await conn.execute(self._sql["notify"], {"channel": self.channel})
+
+    async def _release(self, conn: Conn, fence: Mapping[str, Any]) -> None:
+        """Release a lease (fenced); a row actually released may be due now for anybody."""
+        if await self._count(conn, self._sql["release"], fence):
+            await self._notify_others(conn)
+
     async def _lock(self, conn: Conn, ids: list[str]) -> dict[str, bool]:
         """Lock these schedule rows (id order) for the rest of the transaction; id -> enabled
         for the rows that exist."""
@@ -202,19 +225,39 @@ class PostgresStore:
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
+        self._start_listening()
 
     def remove_listener(self, callback: Callable[[], None]) -> None:
         if callback in self._listeners:
             self._listeners.remove(callback)
 
     def notify(self) -> None:
-        """Wake every scheduler of this process that listens on this store. (Cross-host
-        LISTEN/NOTIFY is not in this cut.)"""
+        """Wake every scheduler of this process that listens on this store (other hosts are
+        woken by the NOTIFY each write sends in its transaction)."""
         for callback in list(self._listeners):
             callback()
 
+    def _start_listening(self) -> None:
+        # Started lazily: add_listener may run outside an event loop (then open() starts it), and
+        # a store nobody listens on (a manager's) needs no extra connection.
+        if self._listen_task is not None or self._closed or not self._listeners:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._listen_task = loop.create_task(self._listen(), name=f"leasecron-{self.channel}")
+
+    async def _listen(self) -> None:
+        await relay_notifications(self.dsn, self.channel, self.connect_timeout, self.notify)
+
     async def close(self) -> None:
         self._closed = True
+        if self._listen_task is not None:
+            task, self._listen_task = self._listen_task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -237,6 +280,7 @@ class PostgresStore:
                 if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
                     raise ScheduleExistsError(schedule.name) from exc
                 raise
+            await self._notify_others(conn)
 
         await self._tx("create_schedule", op)
         self.notify()
@@ -304,6 +348,7 @@ class PostgresStore:
                     {"id": schedule_id, "now": now, "reason": "schedule disabled"},
                 )
             await conn.execute(self._sql["refresh_due"], {"id": schedule_id})
+            await self._notify_others(conn)
             return await self._get(conn, "id", schedule_id)
 
         result = await self._tx("update_schedule", op)
@@ -324,6 +369,9 @@ class PostgresStore:
             deleted = await self._count(
                 conn, f"DELETE FROM {self.schedules_table} WHERE id = %(id)s", {"id": schedule_id}
             )
+            # Frees nothing to run, but other replicas may be sleeping until this row's due time;
+            # waking them costs one idle poll each.
+            await self._notify_others(conn)
             return deleted == 1
 
         deleted = await self._tx("delete_schedule", op)
@@ -343,6 +391,7 @@ class PostgresStore:
                 raise PermissionError(f"schedule {run.schedule_id!r} is disabled")
             await conn.execute(self._sql["insert_run"], _run_params(run))
             await conn.execute(self._sql["refresh_due"], {"id": run.schedule_id})
+            await self._notify_others(conn)
 
         await self._tx("add_pending_run", op)
         self.notify()
@@ -451,7 +500,7 @@ class PostgresStore:
             # pending runs and must see what the last lock holder committed.
             if not plan.keep_lease:
                 await self._lock(conn, [plan.schedule_id])
-                await conn.execute(self._sql["release"], fence)
+                await self._release(conn, fence)
             return None
         started: set[str] = set()
         for orphan_id, replacement, error in plan.lost_runs:
@@ -477,7 +526,7 @@ class PostgresStore:
                 self._sql["disable_one_off"], {**fence, "timing": plan.timing_version}
             )
         if not started and not plan.keep_lease:
-            await conn.execute(self._sql["release"], fence)
+            await self._release(conn, fence)
         return started
 
     async def heartbeat(
@@ -516,7 +565,10 @@ class PostgresStore:
 
         async def op(conn: Conn) -> list[bool]:
             await self._lock(conn, [plan.schedule_id for plan in plans])
-            return [await self._finish_one(conn, replica, now, plan) for plan in plans]
+            results = [await self._finish_one(conn, replica, now, plan) for plan in plans]
+            if any(plan.retry is not None or plan.release for plan in plans):
+                await self._notify_others(conn)
+            return results
 
         results = await self._tx("finish", op)
         if any(plan.retry is not None or plan.release for plan in plans):
@@ -623,6 +675,8 @@ class PostgresStore:
                     self._sql["expire_lease"],
                     {"id": schedule_id, "replica": replica, "version": version, "now": now},
                 )
+            if leases:
+                await self._notify_others(conn)
 
         await self._tx("expire_leases", op)
         self.notify()

@@ -186,10 +186,24 @@ LEASE_SQL = {
     "expire_lease": """
         UPDATE {S} SET lease_expires_at = %(now)s, due_at = %(now)s
          WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s""",
+    # Cross-host wake-up: queued inside the writing transaction, so Postgres delivers it to every
+    # LISTENing replica only if the change commits (a rollback drops it), and after the commit is
+    # visible (a woken claimer sees the row). Identical notifications of one transaction collapse
+    # into one, so a batch may send it per row.
+    "notify": """
+        SELECT pg_notify(%(channel)s, '')""",
     # Retention: final run rows older than a cut-off. Pending and running rows are never pruned.
     "prune_runs": """
         DELETE FROM {R} WHERE status NOT IN ('pending', 'running') AND created_at < %(before)s""",
 }
+
+# The wake-up channel, on the store's one dedicated listening connection (not a pooled one: a
+# pooled connection would be handed to other work and its LISTEN lost). Quoted, so the name keeps
+# its case and matches pg_notify's string exactly; {channel} is made of validated names only.
+LISTEN_SQL = 'LISTEN "{channel}"'
+# An idle LISTEN connection reads nothing, so a silently dead peer (no FIN, no RST) would never be
+# noticed; the listener probes between notifications.
+PROBE_SQL = "SELECT 1"
 
 # ---------------------------------------------------------------------------------------------
 # Tables and migrations. Applied in order inside one transaction under an advisory lock (two

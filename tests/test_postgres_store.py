@@ -15,7 +15,9 @@ import functools
 import os
 import random
 import secrets
+import time
 
+import httpx
 import pytest
 
 psycopg = pytest.importorskip(
@@ -37,6 +39,7 @@ from leasecron.kernel import (  # noqa: E402
     SimClock,
     StartPlan,
     StoreError,
+    SystemClock,
 )
 from support import T0, Target  # noqa: E402
 
@@ -1292,3 +1295,122 @@ async def test_delete_after_the_holders_lease_ran_out_ends_its_orphans(open_stor
     run = await store.get_run("x")
     assert run.status == "lease_lost" and "lease ran out" in run.error
     assert await store.finish("r1", T0 + 99, [finish_plan(c, "x", T0 + 99)]) == [False]
+
+
+# -- cross-host wake-ups (LISTEN/NOTIFY) -----------------------------------------------------------
+
+
+class Wakes:
+    """A listener that counts its calls and lets a test wait for the next one."""
+
+    def __init__(self):
+        self.calls = 0
+        self.event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.event.set()
+
+    async def next(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(self.event.wait(), timeout)
+        self.event.clear()
+
+
+async def listening(store: PostgresStore) -> Wakes:
+    """Add a listener and wait until the store's LISTEN is up (it calls listeners once then)."""
+    wakes = Wakes()
+    store.add_listener(wakes)
+    await wakes.next()
+    return wakes
+
+
+async def listen_pids(store: PostgresStore) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(store.dsn, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = %(q)s",
+            {"q": postgres_sql.LISTEN_SQL.format(channel=store.channel)},
+        )
+        return [row[0] for row in await cur.fetchall()]
+
+
+@pg_test
+async def test_a_trigger_on_one_store_wakes_a_scheduler_on_another_at_once(open_store):
+    """Replica B polls every 15 s; a trigger committed through store A reaches it by NOTIFY."""
+    a, b = open_store(), open_store()
+    clock = SystemClock()
+    fired = asyncio.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        fired.set()
+        return httpx.Response(200, json={})
+
+    manager = ScheduleManager(a, clock=clock)
+    dispatcher = HttpDispatcher(
+        "http://target", transport=httpx.MockTransport(handler), clock=clock
+    )
+    replica = Scheduler(b, dispatcher, clock=clock, replica_id="b", poll_interval=15.0)
+    s = await manager.create("hourly", interval_seconds=3600, endpoint="/hooks/h")
+    wakes = Wakes()
+    b.add_listener(wakes)  # before start: the first (LISTEN is up) call must not be missed
+    try:
+        await replica.start()
+        await wakes.next()
+        await asyncio.sleep(0.3)  # B has looked, found nothing due, and sleeps up to 15 s
+        assert not fired.is_set()
+        started = time.monotonic()
+        await manager.trigger(s.id)
+        await asyncio.wait_for(fired.wait(), 1.0)
+        latency = time.monotonic() - started
+    finally:
+        await replica.stop(timeout=0)
+        await dispatcher.aclose()
+    print(f"trigger -> fire latency across stores: {latency * 1000:.1f} ms")
+    assert latency < 1.0
+
+
+@pg_test
+async def test_a_rolled_back_write_notifies_nobody(open_store):
+    a, b = open_store(), open_store()
+    wakes = await listening(b)
+    await a.create_schedule(sched("a", T0))
+    await wakes.next()  # a committed write reaches the other store
+    calls = wakes.calls
+    dup = sched("b", T0)
+    dup.name = "a"
+    with pytest.raises(ScheduleExistsError):
+        await a.create_schedule(dup)
+    await asyncio.sleep(0.3)
+    assert wakes.calls == calls
+
+
+@pg_test
+async def test_the_listener_reconnects_after_its_backend_is_terminated(open_store):
+    a, b = open_store(), open_store()
+    await a.open()
+    wakes = await listening(b)
+    [pid] = await listen_pids(b)
+    async with await psycopg.AsyncConnection.connect(b.dsn, autocommit=True) as admin:
+        await admin.execute("SELECT pg_terminate_backend(%(pid)s)", {"pid": pid})
+    await wakes.next()  # re-established: listeners called once for what may have been missed
+    [new_pid] = await listen_pids(b)
+    assert new_pid != pid
+    await a.create_schedule(sched("a", T0))
+    await wakes.next()  # and a later NOTIFY is delivered on the new connection
+
+
+@pg_test
+async def test_close_stops_the_listener_task_and_its_connection(open_store):
+    b = open_store()
+    await listening(b)
+    task = b._listen_task
+    assert task is not None and not task.done()
+    await b.close()
+    assert task.done() and b._listen_task is None
+    b.add_listener(lambda: None)  # a closed store starts nothing again
+    assert b._listen_task is None
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    for _ in range(50):  # the server notices the closed socket asynchronously
+        if not await listen_pids(b):
+            break
+        await asyncio.sleep(0.02)
+    assert await listen_pids(b) == []
