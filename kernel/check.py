@@ -118,7 +118,7 @@ def _concurrency(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
         ):
             return True
         name = req.replica.split(".")[0]
-        return any(n == name and a <= at.at <= b for n, a, b in result.stalls)
+        return any(n == name and a <= at.mono <= b for n, a, b in result.stalls)
 
     def overlapping(reqs: list[Any]) -> list[tuple[Any, Any]]:
         """Pairs in flight together, by event order (wall times jump with clock steps)."""

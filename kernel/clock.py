@@ -67,6 +67,10 @@ class SimClock:
     def now(self) -> float:
         return self._now + self._offset
 
+    def monotonic(self) -> float:
+        """Time as the timers see it: unmoved by step()."""
+        return self._now
+
     def _timer(self, deadline: float) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._timers, (deadline, next(self._seq), fut))

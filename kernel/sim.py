@@ -109,7 +109,7 @@ class SimResult:
     started: dict[str, int]  # run row id -> event number of its start
     steps: list[tuple[int, float]]  # (event number, delta) of wall-clock steps
     crash_seq: dict[str, int]  # replica id -> event number of its death
-    stalls: list[tuple[str, float, float]]  # (replica name, from, until) on the wall clock
+    stalls: list[tuple[str, float, float]]  # (replica name, from, until), monotonic
     triggers: list[tuple[str, str]]  # (pending run id, schedule id) of every trigger made
     deaths: list[tuple[str, float, list[tuple[str, float]]]]  # leases held at each death
     violations: list[Violation] = field(default_factory=list)
@@ -182,7 +182,7 @@ class Simulation:
         self.started: dict[str, int] = {}  # run row id -> event number of its start
         self.steps: list[tuple[int, float]] = []  # (event number, delta) of clock steps
         self.crash_seq: dict[str, int] = {}  # replica id -> event number of its death
-        self.stalls: list[tuple[str, float, float]] = []  # (replica name, from, until)
+        self.stalls: list[tuple[str, float, float]] = []  # (name, from, until), monotonic
         self.requests: list[Request] = []
         self.changes: list[Change] = []
         self.behaviours: dict[str, Behaviour] = {}
@@ -277,6 +277,7 @@ class Simulation:
         rec = Request(
             seq=self.tick(),
             at=self.clock.now(),
+            mono=self.clock.monotonic(),
             replica=replica,
             schedule_id=fire.schedule_id,
             slot=fire.scheduled_for,
@@ -381,10 +382,9 @@ class Simulation:
             elif roll < 0.65 and self.on("stall"):
                 name = rng.choice(names)
                 clock = self.clocks[name]
-                clock.stalled_until = self.clock.now() + self.config.lease_seconds * rng.uniform(
-                    1.2, 3.0
-                )
-                self.stalls.append((name, self.clock.now(), clock.stalled_until))
+                began = self.clock.monotonic()
+                clock.stalled_until = began + self.config.lease_seconds * rng.uniform(1.2, 3.0)
+                self.stalls.append((name, began, clock.stalled_until))
                 self.count("stall")
             elif roll < 0.72 and self.on("clock_steps"):
                 delta = rng.choice((-3600.0, 7200.0))

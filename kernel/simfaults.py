@@ -36,8 +36,9 @@ class ReplicaClock:
         return self.base.now() + self.offset
 
     async def _unstall(self) -> None:
-        while self.base.now() < self.stalled_until:
-            await self.base.sleep(self.stalled_until - self.base.now())
+        # stalled_until is monotonic: a wall-clock step must not lengthen or end a stall
+        while self.base.monotonic() < self.stalled_until:
+            await self.base.sleep(self.stalled_until - self.base.monotonic())
 
     async def sleep(self, seconds: float) -> None:
         await self.base.sleep(seconds)

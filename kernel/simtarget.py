@@ -19,7 +19,8 @@ class Request:
     """One request the target received."""
 
     seq: int
-    at: float
+    at: float  # wall clock (jumps when it steps)
+    mono: float  # monotonic clock
     replica: str  # the replica's id (name.generation)
     schedule_id: str
     slot: float | None
