@@ -249,3 +249,28 @@ def test_every_fault_class_is_exercised_by_the_sweep_config():
 async def test_regression_seed_replays_clean(seed, bug):
     result = await simulate(SimConfig(seed=seed))
     assert result.violations == [], f"{bug}\n{result.report(wall=False)}"
+
+
+async def test_a_stall_is_not_stretched_by_a_backward_clock_step():
+    # Found by a long run (seed 2029, 900 h): the frozen replica compared wall times, so a step
+    # back of one hour kept it frozen an hour longer, unseen by the checker.
+    import asyncio
+
+    from leasecron.kernel.clock import SimClock
+    from leasecron.kernel.simfaults import ReplicaClock
+
+    base = SimClock(start=T0)
+    replica = ReplicaClock(base)
+    replica.stalled_until = base.monotonic() + 60
+    woke: list[float] = []
+
+    async def sleeper():
+        await replica.sleep(10)
+        woke.append(base.monotonic() - T0)
+
+    task = asyncio.create_task(sleeper())
+    await base.advance(5)
+    base.step(-3600)
+    await base.advance(100)
+    await task
+    assert woke == [60]
