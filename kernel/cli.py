@@ -53,7 +53,7 @@ from .model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES, Schedule
 from .process import stop_on_signals
 from .scheduler import Scheduler
 from .sim import ALL_FAULTS, FAULTS, SimConfig, simulate
-from .sqlite import SqliteStore
+from .stores import open_store
 
 PROG = "leasecron"
 DEFAULT_DB = "leasecron.db"
@@ -373,7 +373,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     base = urlsplit(args.base_url)
     if base.scheme not in ("http", "https") or not base.netloc:
         raise ValidationError("base_url", f"{args.base_url!r} must be an http(s) URL")
-    store = SqliteStore(args.db)
+    store = open_store(args.db)
     dispatcher = HttpDispatcher(
         args.base_url, token=args.token, allowed_hosts=args.allow_host or ()
     )
@@ -528,7 +528,7 @@ _CRUD = {
 
 
 async def _crud(args: argparse.Namespace) -> int:
-    store = SqliteStore(args.db, inline=True)
+    store = open_store(args.db, inline=True)
     try:
         return await _CRUD[args.command](args, ScheduleManager(store))
     finally:

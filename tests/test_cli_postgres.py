@@ -1,0 +1,94 @@
+"""The command line on a Postgres URL (the `leasecron.stores` entry point): manage schedules,
+then a `leasecron run` process fires a waiting trigger into a real loopback server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed")
+
+from leasecron.kernel.cli import main  # noqa: E402
+
+ADMIN = os.environ.get("LEASECRON_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def db_url():
+    try:
+        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {ADMIN}: {exc}")
+    name = f"leasecron_cli_{uuid.uuid4().hex[:10]}"
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_cli_manages_and_runs_schedules_on_postgres(db_url, capsys):
+    hits: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            hits.append(self.headers["Idempotency-Key"])
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert main(["add", "hook", "--endpoint", "/hooks/h", "--db", db_url]) == 0
+        assert main(["add", "hook", "--endpoint", "/hooks/h", "--db", db_url]) == 2  # exists
+        assert main(["list", "--db", db_url]) == 0
+        assert "hook" in capsys.readouterr().out
+        assert main(["trigger", "hook", "--db", db_url]) == 0  # durable: waits for a replica
+        run_id = capsys.readouterr().out.strip()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "leasecron.kernel.cli",
+                "run",
+                "--db",
+                db_url,
+                "--base-url",
+                base,
+                "--poll-interval",
+                "15",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not hits and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert len(hits) == 1 and hits[0].endswith(f"@manual:{run_id}")
+        assert main(["runs", "hook", "--db", db_url]) == 0
+        assert "success" in capsys.readouterr().out
+    finally:
+        server.shutdown()
+        server.server_close()
