@@ -398,9 +398,16 @@ def _leases(result: Any) -> list[Violation]:
     """Read at every death: each lease the dead replica held must end within lease_seconds."""
     out = []
     limit = result.config.lease_seconds + _skew(result) + _EPS
-    for replica, died, leases in result.deaths:
+    for replica, died, leases, died_mono in result.deaths:
+        # A backward wall-clock step stretches leases written before it (they are wall times):
+        # a lease renewed up to one lease length before the death may carry such a stretch.
+        stretch = sum(
+            -delta
+            for at, delta in result.step_times
+            if delta < 0 and died_mono - result.config.lease_seconds <= at <= died_mono
+        )
         for sid, expires in leases:
-            if expires is not None and expires > died + limit:
+            if expires is not None and expires > died + limit + stretch:
                 out.append(
                     Violation(
                         "lease_outlived",

@@ -111,7 +111,9 @@ class SimResult:
     crash_seq: dict[str, int]  # replica id -> event number of its death
     stalls: list[tuple[str, float, float]]  # (replica name, from, until), monotonic
     triggers: list[tuple[str, str]]  # (pending run id, schedule id) of every trigger made
-    deaths: list[tuple[str, float, list[tuple[str, float]]]]  # leases held at each death
+    # (replica id, wall time, [(schedule id, lease expiry)], monotonic time) at each death
+    deaths: list[tuple[str, float, list[tuple[str, float]], float]]
+    step_times: list[tuple[float, float]]  # (monotonic time, delta) of wall-clock steps
     violations: list[Violation] = field(default_factory=list)
     wall_seconds: float = 0.0
 
@@ -182,6 +184,7 @@ class Simulation:
         self.started: dict[str, int] = {}  # run row id -> event number of its start
         self.steps: list[tuple[int, float]] = []  # (event number, delta) of clock steps
         self.crash_seq: dict[str, int] = {}  # replica id -> event number of its death
+        self.step_times: list[tuple[float, float]] = []  # (monotonic time, delta) of steps
         self.stalls: list[tuple[str, float, float]] = []  # (name, from, until), monotonic
         self.requests: list[Request] = []
         self.changes: list[Change] = []
@@ -190,8 +193,8 @@ class Simulation:
         self.max_retries: dict[str, int] = {}
         self.offsets: dict[str, float] = {}
         self.triggers: list[tuple[str, str]] = []  # (pending run id, schedule id)
-        # (replica id, when it died, [(schedule id, lease_expires_at)]) read at each death
-        self.deaths: list[tuple[str, float, list[tuple[str, float]]]] = []
+        # (replica id, wall time, [(schedule id, lease expiry)], monotonic time) at each death
+        self.deaths: list[tuple[str, float, list[tuple[str, float]], float]] = []
         self.faults: dict[str, int] = {}
         self.crashes: list[tuple[str, float]] = []
         self.replicas: dict[str, Scheduler | None] = {}
@@ -257,7 +260,9 @@ class Simulation:
             self.manager.store.remove_listener(sched.wake)
             self.replicas[replica] = None
             self.crashes.append((sched.replica_id, self.clock.now()))
-            self.deaths.append((sched.replica_id, self.clock.now(), self._leases_of(sched)))
+            self.deaths.append(
+                (sched.replica_id, self.clock.now(), self._leases_of(sched), self.clock.monotonic())
+            )
             self.crash_seq[sched.replica_id] = self.tick()
 
     def _leases_of(self, sched: Scheduler) -> list[tuple[str, float]]:
@@ -390,6 +395,7 @@ class Simulation:
                 delta = rng.choice((-3600.0, 7200.0))
                 self.clock.step(delta)
                 self.steps.append((self.tick(), delta))
+                self.step_times.append((self.clock.monotonic(), delta))
                 self.count("clock_step_back" if delta < 0 else "clock_step_forward")
             elif roll < 0.78 and self.on("downtime"):
                 self.count("downtime")
@@ -512,6 +518,7 @@ async def simulate(config: SimConfig) -> SimResult:
             sim.stalls,
             sim.triggers,
             sim.deaths,
+            sim.step_times,
         )
         result.violations = check_run(result, sim.behaviours)
     finally:
