@@ -9,18 +9,24 @@ import sqlite3
 import pytest
 
 from leasecron.kernel import (
-    Claim,
     FinishPlan,
     Schedule,
     ScheduleRun,
     SqliteStore,
-    StartPlan,
     StoreError,
 )
 from leasecron.kernel import sqlite as sqlite_mod
+from store_builders import (
+    LEASE,
+    claim_one,
+    finish_plan,
+    lease_state,
+    pending,
+    running,
+    sched,
+    start_plan,
+)
 from support import T0
-
-LEASE = 30.0
 
 
 @pytest.fixture
@@ -37,90 +43,6 @@ def open_store(tmp_path):
     yield factory
     for store in opened:
         asyncio.run(store.close())
-
-
-def sched(sid: str, next_run_at: float | None, **kwargs) -> Schedule:
-    kwargs.setdefault("interval_seconds", 60.0)
-    return Schedule(
-        id=sid,
-        name=sid,
-        endpoint=f"/hooks/{sid}",
-        next_run_at=next_run_at,
-        created_at=T0 - 3600,
-        updated_at=T0 - 3600,
-        **kwargs,
-    )
-
-
-def pending(rid: str, sid: str, due: float, created: float = T0) -> ScheduleRun:
-    return ScheduleRun(
-        id=rid,
-        schedule_id=sid,
-        attempt=1,
-        scheduled_for=None,
-        trigger="manual",
-        status="pending",
-        idempotency_key=f"{sid}@manual:{rid}",
-        due_at=due,
-        created_at=created,
-    )
-
-
-def running(rid: str, claim: Claim, replica: str, now: float, **kwargs) -> ScheduleRun:
-    kwargs.setdefault("status", "running")
-    return ScheduleRun(
-        id=rid,
-        schedule_id=claim.schedule.id,
-        attempt=kwargs.pop("attempt", 1),
-        scheduled_for=claim.schedule.next_run_at,
-        trigger="schedule",
-        idempotency_key=kwargs.pop("key", f"{claim.schedule.id}@{rid}"),
-        replica=replica,
-        lease_version=claim.schedule.lease_version,
-        triggered_at=now,
-        created_at=now,
-        **kwargs,
-    )
-
-
-def start_plan(claim: Claim, next_run_at: float | None, **kwargs) -> StartPlan:
-    return StartPlan(
-        claim.schedule.id,
-        claim.schedule.lease_version,
-        claim.timing_version,
-        next_run_at=next_run_at,
-        **kwargs,
-    )
-
-
-def finish_plan(claim: Claim, run_row_id: str, now: float, status="success", **kwargs):
-    return FinishPlan(
-        schedule_id=claim.schedule.id,
-        lease_version=claim.schedule.lease_version,
-        timing_version=claim.timing_version,
-        run_row_id=run_row_id,
-        status=status,
-        status_code=kwargs.pop("status_code", 200 if status == "success" else 500),
-        run_id=kwargs.pop("run_id", None),
-        session_id=kwargs.pop("session_id", None),
-        error=kwargs.pop("error", None),
-        completed_at=now,
-        duration_ms=kwargs.pop("duration_ms", 1000.0),
-        success=status == "success",
-        **kwargs,
-    )
-
-
-async def claim_one(store: SqliteStore, replica: str, now: float, lease: float = LEASE) -> Claim:
-    claims = await store.claim(replica, now, lease, 100)
-    assert len(claims) == 1, [c.schedule.id for c in claims]
-    return claims[0]
-
-
-async def lease_state(store: SqliteStore, sid: str) -> tuple:
-    s = await store.get_schedule(sid)
-    assert s is not None
-    return (s.locked_by, s.locked_at, s.lease_expires_at, s.due_at, s.lease_version)
 
 
 def raw(store: SqliteStore) -> sqlite3.Connection:
