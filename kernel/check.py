@@ -11,7 +11,7 @@ tests; each check can fail (the tests break the kernel on purpose to prove it).
   stuck            an enabled schedule due long ago that no replica took up
   retries          more attempts than 1 + max_retries, or a retry sooner than its delay
   log_mismatch     the runs table and the target's log disagree
-  lease_outlived   a dead replica's lease lasting past lease_seconds after its death
+  lease_outlived   a dead replica's lease not ending lease_seconds after a write it made alive
   orphaned         an attempt of a dead replica never taken over (still running at the end)
   after_change     a request sent for an attempt started after a disable or delete committed
   dst              a wall-clock cron slot fired twice in one local day, or a slot off the series
@@ -395,27 +395,50 @@ def _log_mismatch(result: Any, runs_by_id: dict[str, Any]) -> list[Violation]:
 
 
 def _leases(result: Any) -> list[Violation]:
-    """Read at every death: each lease the dead replica held must end within lease_seconds."""
+    """Read at every death: each lease the dead replica holds must be one it could have written
+    while alive, i.e. expiry = its clock at some instant before the death + lease_seconds.
+
+    Leases are wall times, so a backward clock step after the write legitimately pushes the
+    expiry past death + lease_seconds (documented semantics); what no live holder can produce is
+    an expiry that matches no instant of its own clock (stretched, or written after death)."""
     out = []
-    limit = result.config.lease_seconds + _skew(result) + _EPS
+    lease = result.config.lease_seconds
     for replica, died, leases, died_mono in result.deaths:
-        # A backward wall-clock step stretches leases written before it (they are wall times):
-        # a lease renewed up to one lease length before the death may carry such a stretch.
-        stretch = sum(
-            -delta
-            for at, delta in result.step_times
-            if delta < 0 and died_mono - result.config.lease_seconds <= at <= died_mono
-        )
+        segments = _clock_segments(result.step_times, died, died_mono)
+        skew = result.offsets.get(replica, 0.0)
         for sid, expires in leases:
-            if expires is not None and expires > died + limit + stretch:
+            if expires is None:
+                continue
+            written = expires - lease - skew  # the shared wall time of the write
+            if not any(
+                lo - _LEASE_EPS <= written - off <= hi + _LEASE_EPS for lo, hi, off in segments
+            ):
                 out.append(
                     Violation(
                         "lease_outlived",
                         sid,
-                        f"{replica} died at {died:.3f}, its lease runs to {expires:.3f}",
+                        f"{replica} died at {died:.3f}, its lease runs to {expires:.3f}, "
+                        "which no instant of its clock before the death plus the lease gives",
                     )
                 )
     return out
+
+
+_LEASE_EPS = 1e-3  # run-row times are rounded to the millisecond; lease times are not
+
+
+def _clock_segments(
+    steps: list[tuple[float, float]], died: float, died_mono: float
+) -> list[tuple[float, float, float]]:
+    """(from, to, wall - monotonic) for the stretches of monotonic time up to a death, between
+    the wall-clock steps."""
+    segments = []
+    hi, offset = died_mono, died - died_mono
+    for at, delta in sorted((s for s in steps if s[0] <= died_mono), reverse=True):
+        segments.append((at, hi, offset))
+        hi, offset = at, offset - delta
+    segments.append((float("-inf"), hi, offset))
+    return segments
 
 
 def _orphans(result: Any) -> list[Violation]:

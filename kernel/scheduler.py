@@ -259,9 +259,19 @@ class Scheduler:
                 self.replica_id, now, self.lease_seconds, [d.plan for _, _, d in items]
             )
         except StoreError as exc:
-            # Nothing was written, so nothing may be sent. The leases stay ours until they expire
-            # (due_at is the expiry), then any replica takes the rows up again.
+            # Nothing may be sent: we cannot know what was written. Hand back the leases that
+            # guard none of our in-flight attempts, so another replica (or we) takes the rows up
+            # at once instead of after the lease (a backward clock step can make that an hour).
+            # If that fails too, they expire on their own (due_at is the expiry).
             self._emit("store_error", operation=exc.operation, error=str(exc))
+            idle = [
+                (schedule.id, schedule.lease_version)
+                for schedule, _, _ in items
+                if not (held := self._held.get(schedule.id)) or not held.tasks
+            ]
+            if idle:
+                with contextlib.suppress(StoreError):
+                    await self.store.expire_leases(self.replica_id, now, idle)
             return
         for (schedule, timing_version, decision), started in zip(items, results, strict=True):
             held = self._held.get(schedule.id)

@@ -162,6 +162,36 @@ async def test_crash_at_every_step(tmp_path, step):
     assert (await c.manager.get(s.id)).next_run_at == T0 + 1200
 
 
+@pytest.mark.parametrize("committed", [False, True])
+async def test_a_failed_start_hands_its_leases_back_at_once(tmp_path, committed):
+    # The start's error may come before the write or after it committed; either way nothing is
+    # sent, and the claimed row is free again at once, not after the 30 s lease.
+    c = Cluster(tmp_path / f"start-{committed}.db", n=1, lease_seconds=30)
+    hooked = HookedStore(c.stores[0])
+    c.replicas[0].store = hooked
+    failures = []
+
+    def fail_once(*_):
+        if not failures:
+            failures.append(c.clock.now())
+            raise StoreError("start", RuntimeError("disk unavailable"))
+
+    (hooked.after if committed else hooked.before)["start"] = fail_once
+    s = await c.manager.create("job", interval_seconds=600, endpoint="/agents/job/runs")
+    await c.replicas[0].start()
+    await c.clock.advance(700)
+    await c.stop()
+    assert failures == [T0 + 600]
+    assert [(r.at - T0, r.key, r.attempt) for r in c.target.requests] == [
+        (600, f"{s.id}@{T0 + 600:.3f}", 1)
+    ]
+    runs = await c.runs(s.id)
+    if committed:  # the committed attempt was never sent: taken over and sent once
+        assert [(r.status, r.reclaim) for r in runs] == [("lease_lost", 0), ("success", 1)]
+    else:
+        assert [(r.status, r.reclaim) for r in runs] == [("success", 0)]
+
+
 async def test_misfire_fire_once_fires_latest_missed_slot_once(tmp_path):
     c = Cluster(tmp_path / "mf1.db", n=2)
     s = await c.manager.create("m", interval_seconds=60, endpoint="/hooks/m")
