@@ -3,37 +3,25 @@ then a `leasecron run` process fires a waiting trigger into a real loopback serv
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from pgserver import fresh_database, require_server
 
-psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed")
+require_server()
 
 from leasecron.kernel.cli import main  # noqa: E402
-
-ADMIN = os.environ.get("LEASECRON_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture
 def db_url():
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {ADMIN}: {exc}")
-    name = f"leasecron_cli_{uuid.uuid4().hex[:10]}"
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with fresh_database("leasecron_cli") as dsn:
+        yield dsn
 
 
 def test_cli_manages_and_runs_schedules_on_postgres(db_url, capsys):

@@ -2,8 +2,7 @@
 against a real PostgreSQL server (never a mock), plus what only Postgres has: concurrent claimers
 on separate connections, FOR UPDATE SKIP LOCKED, schemas, and a Scheduler on top.
 
-Needs psycopg 3 + psycopg_pool and a server at $LEASECRON_PG_DSN (default
-postgresql://postgres@127.0.0.1:5432/postgres); the module is skipped otherwise. It creates a fresh
+Needs the server of tests/pgserver.py (skipped without one, failed in CI). It creates a fresh
 database `leasecron_test_<random>` for the module, one schema per test in it, and drops the
 database at the end.
 """
@@ -12,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import random
 import secrets
 import time
 
 import httpx
 import pytest
+from pgserver import ADMIN_DSN, fresh_database, require_server
 
-psycopg = pytest.importorskip(
-    "psycopg", reason="psycopg 3 is not installed (pip install 'leasecron[postgres]')"
-)
-pytest.importorskip("psycopg_pool", reason="psycopg_pool is not installed")
+require_server()
+
+import psycopg  # noqa: E402
 
 from leasecron.adapters import postgres_sql  # noqa: E402
 from leasecron.adapters.postgres import PostgresStore  # noqa: E402
@@ -53,33 +51,12 @@ from support import T0, Target  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
-ADMIN_DSN = os.environ.get("LEASECRON_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _server_error() -> str | None:
-    try:
-        with psycopg.connect(ADMIN_DSN, connect_timeout=3):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL unreachable at {ADMIN_DSN}: {str(exc).strip()}"
-
-
-_unreachable = _server_error()
-if _unreachable:
-    pytest.skip(_unreachable, allow_module_level=True)
-
 
 @pytest.fixture(scope="module")
 def pg_dsn():
     """A fresh database for this module, dropped at the end."""
-    name = f"leasecron_test_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield psycopg.conninfo.make_conninfo(ADMIN_DSN, dbname=name)
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as dsn:
+        yield dsn
 
 
 class Stores:

@@ -1,0 +1,58 @@
+"""The PostgreSQL server the Postgres tests run against, shared by every test module that needs it.
+
+The server is $LEASECRON_PG_DSN (default postgresql://postgres@127.0.0.1:5432/postgres, a
+superuser: tests create and drop their own databases). Without psycopg or a reachable server the
+tests are skipped with the reason, unless LEASECRON_PG_REQUIRED=1 (set by .ci/run), which turns
+the skip into a failure: in CI the Postgres tests must run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+ADMIN_DSN = os.environ.get("LEASECRON_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRED = os.environ.get("LEASECRON_PG_REQUIRED") == "1"
+
+
+def _unavailable() -> str | None:
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        return f"the postgres extra is not installed ({exc.name}): pip install -e '.[postgres]'"
+    try:
+        with psycopg.connect(ADMIN_DSN, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL unreachable at {ADMIN_DSN}: {str(exc).strip()}"
+
+
+UNAVAILABLE = _unavailable()
+
+
+def require_server() -> None:
+    """Skip the calling module (fail it, in CI) when there is no server to test against."""
+    if UNAVAILABLE:
+        if REQUIRED:
+            pytest.fail(f"LEASECRON_PG_REQUIRED=1 but {UNAVAILABLE}", pytrace=False)
+        pytest.skip(UNAVAILABLE, allow_module_level=True)
+
+
+@contextlib.contextmanager
+def fresh_database(prefix: str = "leasecron_test") -> Iterator[str]:
+    """A new database for the caller, dropped (connections and all) afterwards; yields its DSN."""
+    import psycopg
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield psycopg.conninfo.make_conninfo(ADMIN_DSN, dbname=name)
+    finally:
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
