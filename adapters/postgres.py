@@ -29,6 +29,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from leasecron.kernel import writes
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.offload import tracked
@@ -207,11 +208,6 @@ class PostgresStore:
     async def _notify_others(self, conn: Conn) -> None:
         """Wake the other replicas once this transaction commits (see postgres_sql "notify")."""
         await conn.execute(self._sql["notify"], {"channel": self.channel})
-
-    async def _release(self, conn: Conn, fence: Mapping[str, Any]) -> None:
-        """Release a lease (fenced); a row actually released may be due now for anybody."""
-        if await self._count(conn, self._sql["release"], fence):
-            await self._notify_others(conn)
 
     async def _lock(self, conn: Conn, ids: list[str]) -> dict[str, bool]:
         """Lock these schedule rows (id order) for the rest of the transaction; id -> enabled
@@ -459,180 +455,39 @@ class PostgresStore:
 
         return await self._tx("claim", op)
 
+    async def _answer(self, conn: Conn, step: writes.Step) -> Any:
+        """One statement of a shared write flow (leasecron.kernel.writes)."""
+        if isinstance(step, writes.Count):
+            return await self._count(conn, self._sql[step.name], step.params)
+        if isinstance(step, writes.One):
+            return await self._one(conn, self._sql[step.name], step.params)
+        if isinstance(step, writes.Lock):
+            return await self._lock(conn, step.ids)
+        return await self._notify_others(conn)
+
+    def _flow(self, flow: writes.Flow) -> Callable[[Conn], Awaitable[Any]]:
+        return lambda conn: writes.arun(flow, lambda step: self._answer(conn, step))
+
     async def start(
         self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
     ) -> list[set[str] | None]:
-        """Apply start plans; per plan the set of run row ids now running, or None if fenced out.
-        Plans are applied in schedule-id order (lock order), answered in the caller's order."""
-
-        async def op(conn: Conn) -> list[set[str] | None]:
-            results: list[set[str] | None] = [None] * len(plans)
-            for index in sorted(range(len(plans)), key=lambda i: plans[i].schedule_id):
-                results[index] = await self._start_one(conn, replica, now, plans[index])
-            return results
-
-        return await self._tx("start", op)
-
-    async def _start_one(
-        self, conn: Conn, replica: str, now: float, plan: StartPlan
-    ) -> set[str] | None:
-        fence = {"id": plan.schedule_id, "replica": replica, "version": plan.lease_version}
-        fired = (
-            plan.start_pending
-            or plan.lost_runs
-            or any(r.status == "running" for r in plan.insert_runs)
-        )
-        # The fenced UPDATE is also the row's lock for the statements that follow.
-        held = await self._count(
-            conn,
-            self._sql["start_fence"],
-            {
-                **fence,
-                "timing": plan.timing_version,
-                "next_run_at": plan.next_run_at,
-                "last_run_at": now if fired else None,
-            },
-        )
-        if held != 1:
-            # Lease lost, or the timing changed since the claim: start nothing. If the lease is
-            # still ours and nothing else runs under it, give it back now rather than at its
-            # expiry (release is fenced: a no-op on a lost lease). Lock first: release reads
-            # pending runs and must see what the last lock holder committed.
-            if not plan.keep_lease:
-                await self._lock(conn, [plan.schedule_id])
-                await self._release(conn, fence)
-            return None
-        started: set[str] = set()
-        for orphan_id, replacement, error in plan.lost_runs:
-            lost = await self._count(
-                conn, self._sql["lose_orphan"], {"id": orphan_id, "now": now, "error": error}
-            )
-            if lost and replacement is not None:
-                await conn.execute(self._sql["insert_run"], _run_params(replacement))
-                started.add(replacement.id)
-        for run in plan.insert_runs:
-            await conn.execute(self._sql["insert_run"], _run_params(run))
-            if run.status == "running":
-                started.add(run.id)
-        for run_row_id in plan.start_pending:
-            if await self._count(
-                conn,
-                self._sql["start_pending"],
-                {"id": run_row_id, "replica": replica, "version": plan.lease_version, "now": now},
-            ):
-                started.add(run_row_id)
-        if plan.disable:
-            await conn.execute(
-                self._sql["disable_one_off"], {**fence, "timing": plan.timing_version}
-            )
-        if not started and not plan.keep_lease:
-            await self._release(conn, fence)
-        return started
+        """Apply start plans; per plan the set of run row ids now running, or None if fenced out."""
+        return await self._tx("start", self._flow(writes.start(replica, now, plans)))
 
     async def heartbeat(
         self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
     ) -> set[str]:
         """Extend the given leases; returns the ids whose lease was taken over (lost)."""
-
-        async def op(conn: Conn) -> set[str]:
-            lost = set()
-            for schedule_id, version in sorted(leases):
-                renewed = await self._count(
-                    conn,
-                    self._sql["heartbeat"],
-                    {
-                        "id": schedule_id,
-                        "replica": replica,
-                        "version": version,
-                        "lease_until": now + lease_seconds,
-                    },
-                )
-                if not renewed and await self._one(
-                    conn, self._sql["schedule_exists"], {"id": schedule_id}
-                ):
-                    lost.add(schedule_id)
-            return lost
-
-        return await self._tx("heartbeat", op)
+        flow = writes.heartbeat(replica, now, lease_seconds, leases)
+        return await self._tx("heartbeat", self._flow(flow))
 
     async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]:
         """Record outcomes. Per plan True if the outcome was recorded (this holder still owned the
-        attempt); the schedule-side writes are fenced separately on the lease.
-
-        The batch's schedule rows are locked first, in id order: the run row is written before
-        the schedule row, and a reclaiming replica's start locks the schedule row before the
-        same run row (lose_orphan), so without this the two could deadlock."""
-
-        async def op(conn: Conn) -> list[bool]:
-            await self._lock(conn, [plan.schedule_id for plan in plans])
-            results = [await self._finish_one(conn, replica, now, plan) for plan in plans]
-            if any(plan.retry is not None or plan.release for plan in plans):
-                await self._notify_others(conn)
-            return results
-
-        results = await self._tx("finish", op)
+        attempt); the schedule-side writes are fenced separately on the lease."""
+        results = await self._tx("finish", self._flow(writes.finish(replica, now, plans)))
         if any(plan.retry is not None or plan.release for plan in plans):
             self.notify()
         return results
-
-    async def _finish_one(self, conn: Conn, replica: str, now: float, plan: FinishPlan) -> bool:
-        fence = {"id": plan.schedule_id, "replica": replica, "version": plan.lease_version}
-        recorded = (
-            await self._count(
-                conn,
-                self._sql["finish_run"],
-                {
-                    "id": plan.run_row_id,
-                    "replica": replica,
-                    "version": plan.lease_version,
-                    "status": plan.status,
-                    "status_code": plan.status_code,
-                    "run_id": plan.run_id,
-                    "session_id": plan.session_id,
-                    "error": plan.error,
-                    "completed_at": plan.completed_at,
-                    "duration_ms": plan.duration_ms,
-                    "output": _json_dump(plan.output),
-                },
-            )
-            == 1
-        )
-        if not recorded:
-            return False
-        held = await self._one(
-            conn,
-            self._sql["finish_schedule"],
-            {**fence, "status": plan.status, "success": plan.success},
-        )
-        holds = held is not None
-        if holds:
-            state = held if held["enabled"] else None
-        elif plan.retry is not None:
-            state = await self._one(conn, self._sql["schedule_enabled"], {"id": plan.schedule_id})
-        else:
-            state = None
-        if plan.retry is not None and state is not None:
-            await conn.execute(self._sql["insert_run"], _run_params(plan.retry))
-        if not holds:
-            # Lease taken meanwhile (or the schedule deleted): our result is recorded, the new
-            # holder owns the row; refresh due_at only if nobody holds it.
-            await conn.execute(self._sql["refresh_due"], {"id": plan.schedule_id})
-            return True
-        timing_unchanged = state is not None and state["timing_version"] == plan.timing_version
-        if plan.advance_slot and timing_unchanged:
-            await conn.execute(
-                self._sql["finish_advance"],
-                {**fence, "timing": plan.timing_version, "next_run_at": plan.next_run_at},
-            )
-            for run in plan.insert_runs:
-                await conn.execute(self._sql["insert_run"], _run_params(run))
-        if plan.disable and plan.retry is None:
-            await conn.execute(
-                self._sql["disable_one_off"], {**fence, "timing": plan.timing_version}
-            )
-        if plan.release:
-            await conn.execute(self._sql["release"], fence)
-        return True
 
     async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
         """Re-read rows this replica keeps leased (overlap=allow), with their pending and

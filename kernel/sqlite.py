@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import writes
 from .errors import ScheduleExistsError, StoreError
 from .model import Schedule, ScheduleRun
 from .offload import Worker
@@ -355,165 +356,36 @@ class SqliteStore:
 
         return await self._run("claim", self._tx, op)
 
+    def _answer(self, conn: sqlite3.Connection, step: writes.Step) -> Any:
+        """One statement of a shared write flow (kernel/writes.py). Lock and Notify need nothing
+        here: BEGIN IMMEDIATE holds the file's write lock, and other processes poll."""
+        if isinstance(step, writes.Count):
+            return conn.execute(self._sql[step.name], step.params).rowcount
+        if isinstance(step, writes.One):
+            return conn.execute(self._sql[step.name], step.params).fetchone()
+        return None
+
+    def _flow(self, flow: writes.Flow) -> Callable[[sqlite3.Connection], Any]:
+        return lambda conn: writes.run(flow, lambda step: self._answer(conn, step))
+
     async def start(
         self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
     ) -> list[set[str] | None]:
         """Apply start plans; per plan the set of run row ids now running, or None if fenced out."""
-
-        def op(conn: sqlite3.Connection) -> list[set[str] | None]:
-            results: list[set[str] | None] = []
-            for plan in plans:
-                fence = {"id": plan.schedule_id, "replica": replica, "version": plan.lease_version}
-                cur = conn.execute(
-                    self._sql["start_fence"],
-                    {
-                        **fence,
-                        "timing": plan.timing_version,
-                        "next_run_at": plan.next_run_at,
-                        "last_run_at": now
-                        if plan.start_pending
-                        or plan.lost_runs
-                        or any(r.status == "running" for r in plan.insert_runs)
-                        else None,
-                    },
-                )
-                if cur.rowcount != 1:
-                    # Lease lost, or the timing changed since the claim: start nothing. If the
-                    # lease is still ours and nothing else runs under it, give it back now
-                    # rather than at its expiry (release is fenced: a no-op on a lost lease).
-                    if not plan.keep_lease:
-                        conn.execute(self._sql["release"], fence)
-                    results.append(None)
-                    continue
-                started: set[str] = set()
-                for orphan_id, replacement, error in plan.lost_runs:
-                    lost = conn.execute(
-                        self._sql["lose_orphan"], {"id": orphan_id, "now": now, "error": error}
-                    ).rowcount
-                    if lost and replacement is not None:
-                        conn.execute(self._sql["insert_run"], _run_params(replacement))
-                        started.add(replacement.id)
-                for run in plan.insert_runs:
-                    conn.execute(self._sql["insert_run"], _run_params(run))
-                    if run.status == "running":
-                        started.add(run.id)
-                for run_row_id in plan.start_pending:
-                    if conn.execute(
-                        self._sql["start_pending"],
-                        {
-                            "id": run_row_id,
-                            "replica": replica,
-                            "version": plan.lease_version,
-                            "now": now,
-                        },
-                    ).rowcount:
-                        started.add(run_row_id)
-                if plan.disable:
-                    conn.execute(
-                        self._sql["disable_one_off"], {**fence, "timing": plan.timing_version}
-                    )
-                if not started and not plan.keep_lease:
-                    conn.execute(self._sql["release"], fence)
-                results.append(started)
-            return results
-
-        return await self._run("start", self._tx, op)
+        return await self._run("start", self._tx, self._flow(writes.start(replica, now, plans)))
 
     async def heartbeat(
         self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
     ) -> set[str]:
         """Extend the given leases; returns the ids whose lease was taken over (lost)."""
-
-        def op(conn: sqlite3.Connection) -> set[str]:
-            lost = set()
-            for schedule_id, version in leases:
-                cur = conn.execute(
-                    self._sql["heartbeat"],
-                    {
-                        "id": schedule_id,
-                        "replica": replica,
-                        "version": version,
-                        "lease_until": now + lease_seconds,
-                    },
-                )
-                if (
-                    cur.rowcount == 0
-                    and conn.execute(self._sql["schedule_exists"], {"id": schedule_id}).fetchone()
-                ):
-                    lost.add(schedule_id)
-            return lost
-
-        return await self._run("heartbeat", self._tx, op)
+        flow = writes.heartbeat(replica, now, lease_seconds, leases)
+        return await self._run("heartbeat", self._tx, self._flow(flow))
 
     async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]:
         """Record outcomes. Per plan True if the outcome was recorded (this holder still owned the
         attempt); the schedule-side writes are fenced separately on the lease."""
-
-        def op(conn: sqlite3.Connection) -> list[bool]:
-            results = []
-            for plan in plans:
-                fence = {"id": plan.schedule_id, "replica": replica, "version": plan.lease_version}
-                recorded = (
-                    conn.execute(
-                        self._sql["finish_run"],
-                        {
-                            "id": plan.run_row_id,
-                            "replica": replica,
-                            "version": plan.lease_version,
-                            "status": plan.status,
-                            "status_code": plan.status_code,
-                            "run_id": plan.run_id,
-                            "session_id": plan.session_id,
-                            "error": plan.error,
-                            "completed_at": plan.completed_at,
-                            "duration_ms": plan.duration_ms,
-                            "output": _json_dump(plan.output),
-                        },
-                    ).rowcount
-                    == 1
-                )
-                results.append(recorded)
-                if not recorded:
-                    continue
-                held = conn.execute(
-                    self._sql["finish_schedule"],
-                    {**fence, "status": plan.status, "success": plan.success},
-                ).fetchone()
-                holds = held is not None
-                if holds:
-                    state = held if held["enabled"] else None
-                elif plan.retry is not None:
-                    state = conn.execute(
-                        self._sql["schedule_enabled"], {"id": plan.schedule_id}
-                    ).fetchone()
-                else:
-                    state = None
-                if plan.retry is not None and state is not None:
-                    conn.execute(self._sql["insert_run"], _run_params(plan.retry))
-                if not holds:
-                    # Lease taken meanwhile (or the schedule deleted): our result is recorded, the
-                    # new holder owns the row; refresh due_at only if nobody holds it.
-                    conn.execute(self._sql["refresh_due"], {"id": plan.schedule_id, "now": now})
-                    continue
-                timing_unchanged = (
-                    state is not None and state["timing_version"] == plan.timing_version
-                )
-                if plan.advance_slot and timing_unchanged:
-                    conn.execute(
-                        self._sql["finish_advance"],
-                        {**fence, "timing": plan.timing_version, "next_run_at": plan.next_run_at},
-                    )
-                    for run in plan.insert_runs:
-                        conn.execute(self._sql["insert_run"], _run_params(run))
-                if plan.disable and plan.retry is None:
-                    conn.execute(
-                        self._sql["disable_one_off"], {**fence, "timing": plan.timing_version}
-                    )
-                if plan.release:
-                    conn.execute(self._sql["release"], fence)
-            return results
-
-        results = await self._run("finish", self._tx, op)
+        flow = writes.finish(replica, now, plans)
+        results = await self._run("finish", self._tx, self._flow(flow))
         if any(plan.retry is not None or plan.release for plan in plans):
             self.notify()
         return results

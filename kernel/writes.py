@@ -1,0 +1,210 @@
+"""The store's multi-statement writes (start, heartbeat, finish), written once for every database.
+
+Each write is a generator that yields the statements to run, by name in the store's SQL dict
+(sqlite_sql.py, or an adapter's), and receives each answer. A store drives it inside one
+transaction, synchronously (sqlite3) or with awaits (an async driver): the decisions, the
+fencing and the order of statements are the same everywhere, and only how a statement travels
+differs. Read with the SQL file at hand: each statement's comment says which race it closes.
+
+What a store must answer:
+  Count(name, params)  run it; the number of rows it changed
+  One(name, params)    run it; its first row (a mapping) or None
+  Lock(ids)            lock these schedule rows until the transaction ends, in id order (a store
+                       whose transactions take the whole database's write lock does nothing)
+  Notify()             wake other processes' replicas once this transaction commits (a store
+                       without a cross-process channel does nothing)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import Any, NamedTuple
+
+from .rows import _json_dump, _run_params
+from .store import FinishPlan, StartPlan
+
+
+class Count(NamedTuple):
+    name: str
+    params: Mapping[str, Any]
+
+
+class One(NamedTuple):
+    name: str
+    params: Mapping[str, Any]
+
+
+class Lock(NamedTuple):
+    ids: list[str]
+
+
+class Notify(NamedTuple):
+    pass
+
+
+Step = Count | One | Lock | Notify
+Flow = Generator[Step, Any, Any]
+
+
+def _fence(replica: str, schedule_id: str, version: int) -> dict[str, Any]:
+    return {"id": schedule_id, "replica": replica, "version": version}
+
+
+def _release(fence: Mapping[str, Any]) -> Flow:
+    """Release a lease (fenced: a no-op on a lost one); a row actually released may be due now
+    for anybody, so other replicas are woken."""
+    if (yield Count("release", fence)):
+        yield Notify()
+
+
+def start(replica: str, now: float, plans: list[StartPlan]) -> Flow:
+    """Apply start plans; per plan (in the caller's order) the set of run row ids now running,
+    or None if fenced out. Applied in schedule-id order: the lock order of every write."""
+    results: list[set[str] | None] = [None] * len(plans)
+    for index in sorted(range(len(plans)), key=lambda i: plans[i].schedule_id):
+        results[index] = yield from _start_one(replica, now, plans[index])
+    return results
+
+
+def _start_one(replica: str, now: float, plan: StartPlan) -> Flow:
+    fence = _fence(replica, plan.schedule_id, plan.lease_version)
+    fired = (
+        plan.start_pending or plan.lost_runs or any(r.status == "running" for r in plan.insert_runs)
+    )
+    # The fenced UPDATE is also the row's lock for the statements that follow.
+    held = yield Count(
+        "start_fence",
+        {
+            **fence,
+            "timing": plan.timing_version,
+            "next_run_at": plan.next_run_at,
+            "last_run_at": now if fired else None,
+        },
+    )
+    if held != 1:
+        # Lease lost, or the timing changed since the claim: start nothing. If the lease is still
+        # ours and nothing else runs under it, give it back now rather than at its expiry. Lock
+        # first: release reads pending runs and must see what the last lock holder committed.
+        if not plan.keep_lease:
+            yield Lock([plan.schedule_id])
+            yield from _release(fence)
+        return None
+    started: set[str] = set()
+    for orphan_id, replacement, error in plan.lost_runs:
+        lost = yield Count("lose_orphan", {"id": orphan_id, "now": now, "error": error})
+        if lost and replacement is not None:
+            yield Count("insert_run", _run_params(replacement))
+            started.add(replacement.id)
+    for run in plan.insert_runs:
+        yield Count("insert_run", _run_params(run))
+        if run.status == "running":
+            started.add(run.id)
+    for run_row_id in plan.start_pending:
+        params = {"id": run_row_id, "replica": replica, "version": plan.lease_version, "now": now}
+        if (yield Count("start_pending", params)):
+            started.add(run_row_id)
+    if plan.disable:
+        yield Count("disable_one_off", {**fence, "timing": plan.timing_version})
+    if not started and not plan.keep_lease:
+        yield from _release(fence)
+    return started
+
+
+def heartbeat(
+    replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
+) -> Flow:
+    """Extend the given leases; returns the ids whose lease was taken over (lost). A row that is
+    gone (deleted) is not lost: its attempt finishes and is recorded."""
+    lost = set()
+    for schedule_id, version in sorted(leases):
+        params = {**_fence(replica, schedule_id, version), "lease_until": now + lease_seconds}
+        if not (yield Count("heartbeat", params)) and (
+            yield One("schedule_exists", {"id": schedule_id})
+        ):
+            lost.add(schedule_id)
+    return lost
+
+
+def finish(replica: str, now: float, plans: list[FinishPlan]) -> Flow:
+    """Record outcomes. Per plan True if the outcome was recorded (this holder still owned the
+    attempt); the schedule-side writes are fenced separately on the lease.
+
+    The batch's schedule rows are locked first, in id order: the run row is written before the
+    schedule row, and a reclaiming replica's start locks the schedule row before the same run row
+    (lose_orphan), so without this the two could deadlock."""
+    yield Lock(sorted({plan.schedule_id for plan in plans}))
+    results = []
+    for plan in plans:
+        results.append((yield from _finish_one(replica, now, plan)))
+    if any(plan.retry is not None for plan in plans):
+        yield Notify()
+    return results
+
+
+def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
+    fence = _fence(replica, plan.schedule_id, plan.lease_version)
+    recorded = yield Count(
+        "finish_run",
+        {
+            "id": plan.run_row_id,
+            "replica": replica,
+            "version": plan.lease_version,
+            "status": plan.status,
+            "status_code": plan.status_code,
+            "run_id": plan.run_id,
+            "session_id": plan.session_id,
+            "error": plan.error,
+            "completed_at": plan.completed_at,
+            "duration_ms": plan.duration_ms,
+            "output": _json_dump(plan.output),
+        },
+    )
+    if recorded != 1:
+        return False
+    held = yield One("finish_schedule", {**fence, "status": plan.status, "success": plan.success})
+    if held is not None:
+        state = held if held["enabled"] else None
+    elif plan.retry is not None:
+        state = yield One("schedule_enabled", {"id": plan.schedule_id})
+    else:
+        state = None
+    if plan.retry is not None and state is not None:
+        yield Count("insert_run", _run_params(plan.retry))
+    if held is None:
+        # Lease taken meanwhile (or the schedule deleted): our result is recorded, the new holder
+        # owns the row; refresh due_at only if nobody holds it.
+        yield Count("refresh_due", {"id": plan.schedule_id, "now": now})
+        return True
+    timing_unchanged = state is not None and state["timing_version"] == plan.timing_version
+    if plan.advance_slot and timing_unchanged:
+        yield Count(
+            "finish_advance",
+            {**fence, "timing": plan.timing_version, "next_run_at": plan.next_run_at},
+        )
+        for run in plan.insert_runs:
+            yield Count("insert_run", _run_params(run))
+    if plan.disable and plan.retry is None:
+        yield Count("disable_one_off", {**fence, "timing": plan.timing_version})
+    if plan.release:
+        yield from _release(fence)
+    return True
+
+
+def run(flow: Flow, answer: Callable[[Step], Any]) -> Any:
+    """Drive a flow with a synchronous driver; returns the flow's result."""
+    reply = None
+    try:
+        while True:
+            reply = answer(flow.send(reply))
+    except StopIteration as done:
+        return done.value
+
+
+async def arun(flow: Flow, answer: Callable[[Step], Awaitable[Any]]) -> Any:
+    """Drive a flow with an async driver; returns the flow's result."""
+    reply = None
+    try:
+        while True:
+            reply = await answer(flow.send(reply))
+    except StopIteration as done:
+        return done.value
