@@ -43,6 +43,22 @@ def require_server() -> None:
         pytest.skip(UNAVAILABLE, allow_module_level=True)
 
 
+def database_url(name: str) -> str:
+    """A postgresql:// URL for database `name` on the admin DSN's server: the form the CLI's
+    --db takes (a key=value DSN would be read as a file path)."""
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(ADMIN_DSN)
+    user = quote(str(parts.get("user", "postgres")))
+    if parts.get("password"):
+        user += ":" + quote(str(parts["password"]))
+    host = parts.get("host", "127.0.0.1")
+    port = parts.get("port", 5432)
+    return f"postgresql://{user}@{host}:{port}/{quote(name)}"
+
+
 @contextlib.contextmanager
 def fresh_database(prefix: str = "leasecron_test") -> Iterator[str]:
     """A new database for the caller, dropped (connections and all) afterwards; yields its DSN."""
@@ -52,7 +68,7 @@ def fresh_database(prefix: str = "leasecron_test") -> Iterator[str]:
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield psycopg.conninfo.make_conninfo(ADMIN_DSN, dbname=name)
+        yield database_url(name)
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

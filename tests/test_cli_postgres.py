@@ -3,6 +3,7 @@ then a `leasecron run` process fires a waiting trigger into a real loopback serv
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 from pgserver import fresh_database, require_server
 
 require_server()
+
+import psycopg  # noqa: E402
 
 from leasecron.kernel.cli import main  # noqa: E402
 
@@ -77,6 +80,11 @@ def test_cli_manages_and_runs_schedules_on_postgres(db_url, capsys):
         assert len(hits) == 1 and hits[0].endswith(f"@manual:{run_id}")
         assert main(["runs", "hook", "--db", db_url]) == 0
         assert "success" in capsys.readouterr().out
+        # on the server itself, not in a file named like the URL
+        with psycopg.connect(db_url) as conn:
+            rows = conn.execute("SELECT status FROM agno_schedule_runs").fetchall()
+        assert rows == [("success",)]
+        assert not os.path.exists(db_url)
     finally:
         server.shutdown()
         server.server_close()
