@@ -7,8 +7,12 @@ rows other transactions hold (FOR UPDATE SKIP LOCKED), and every other write tra
 schedule rows' locks before the statements that decide (see postgres_sql.py, "Transactions and
 locks").
 
-First cut (issue 4): time is the caller's `now`; a dropped connection surfaces as StoreError (the
-pool replaces broken connections on the next call, the scheduler retries at its next tick).
+Time: by default the database's clock is the authority. Schedulers and managers on this store get
+an `AlignedClock` (`aligned_clock`), re-read with every idle poll, so every replica's `now` is the
+server's within half a round trip, whatever its host's clock says.
+
+A dropped connection or a server restart surfaces as StoreError ("not claimed", or "retry the
+write"); the pool replaces broken connections on the next call and the scheduler backs off.
 
 Wake-ups cross hosts: a write that can make work due sooner for another replica sends NOTIFY on
 the store's channel in its own transaction, and a store with listeners keeps one LISTEN
@@ -21,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,6 +35,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from leasecron.kernel import writes
+from leasecron.kernel.clock import AlignedClock, Clock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.offload import tracked
@@ -55,6 +61,10 @@ class PostgresStore:
     prefix: table name prefix (default "agno_": agno_schedules, agno_schedule_runs).
     min_size, max_size: the connection pool's bounds.
     connect_timeout: seconds the first open waits for min_size connections.
+    time_authority: "database" (default): schedulers and managers on this store run on the
+        server's clock (see aligned_clock), so skewed app hosts agree; "local": on the clock they
+        were given, e.g. a SimClock in tests and simulations.
+    clock_sql: the SQL expression read as the authority's time, epoch seconds.
     The pool opens and the tables are created or migrated on first use, or by `await open()`.
     """
 
@@ -67,11 +77,16 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 4,
         connect_timeout: float = 10.0,
+        time_authority: str = "database",
+        clock_sql: str = "extract(epoch from clock_timestamp())::float8",
     ):
         if not _NAME.fullmatch(prefix):
             raise ValueError(f"prefix: {prefix!r} must be letters, digits and underscores")
         if not _NAME.fullmatch(schema):
             raise ValueError(f"schema: {schema!r} must be letters, digits and underscores")
+        if time_authority not in ("database", "local"):
+            raise ValueError(f"time_authority: {time_authority!r} must be 'database' or 'local'")
+        self.time_authority = time_authority
         self.dsn = dsn
         self.schema = schema
         self.prefix = prefix
@@ -82,7 +97,7 @@ class PostgresStore:
         self.runs_table = f'"{schema}"."{prefix}schedule_runs"'
         self.meta_table = f'"{schema}"."{prefix}leasecron_meta"'
         self._sql = {
-            name: sql.format(S=self.schedules_table, R=self.runs_table)
+            name: sql.format(S=self.schedules_table, R=self.runs_table, clock=clock_sql)
             for name, sql in LEASE_SQL.items()
         }
         self._meta = {
@@ -93,6 +108,7 @@ class PostgresStore:
         # Postgres caps identifiers at 63 bytes; two long names sharing a truncated channel only
         # cost each other spurious wake-ups.
         self.channel = f"leasecron_{schema}_{prefix}"[:63]
+        self._clocks: weakref.WeakSet[AlignedClock] = weakref.WeakSet()
         self._listeners: list[Callable[[], None]] = []
         self._listen_task: asyncio.Task[None] | None = None
         self._pool: AsyncConnectionPool | None = None
@@ -416,13 +432,40 @@ class PostgresStore:
     # -- the lease algorithm -----------------------------------------------------------------------
 
     async def next_due(self) -> float | None:
-        """The idle poll: one index probe, one round trip."""
+        """The idle poll: one index probe, one round trip; with the database as time authority,
+        the same round trip reads its clock for every aligned clock of this store."""
+        clocks = list(self._clocks)
 
         async def op(conn: Conn) -> float | None:
-            row = await self._one(conn, self._sql["next_due"])
+            if not clocks:
+                return (await self._one(conn, self._sql["next_due"]))["due"]
+            sent = [clock.local.now() for clock in clocks]
+            row = await self._one(conn, self._sql["next_due_and_now"])
+            for clock, at in zip(clocks, sent, strict=True):
+                clock.observe(row["now"], at, clock.local.now())
             return row["due"]
 
         return await self._run("next_due", op)
+
+    # -- time --------------------------------------------------------------------------------------
+
+    def aligned_clock(self, local: Clock) -> Clock:
+        """The clock schedulers and managers on this store use: `local` kept to the database's
+        clock (time_authority="database", the default), or `local` itself ("local": a test or
+        simulation clock drives every statement)."""
+        if self.time_authority == "local" or local in self._clocks:
+            return local
+        clock = AlignedClock(local, self.server_time)
+        self._clocks.add(clock)
+        return clock
+
+    async def server_time(self) -> float:
+        """The time authority's clock, epoch seconds (one round trip)."""
+
+        async def op(conn: Conn) -> float:
+            return (await self._one(conn, self._sql["server_time"]))["now"]
+
+        return await self._run("server_time", op)
 
     async def _claims_of(self, conn: Conn, rows: list[Mapping[str, Any]]) -> list[Claim]:
         claims = {

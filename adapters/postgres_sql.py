@@ -4,10 +4,10 @@ these statements. {S} is the schema-qualified schedules table, {R} the runs tabl
 psycopg's %(name)s.
 
 Time: every statement judges due-ness and lease expiry by the caller's `now` (%(now)s), exactly as
-the SQLite store does, so a SimClock drives it. Judging by the database's clock instead (so app
-replicas with skewed clocks neither fire early nor steal a live lease) is future work: it means
-replacing %(now)s by a `now_epoch()` parameter default that reads `extract(epoch from
-clock_timestamp())` when no test clock is injected.
+the SQLite store does. By default that `now` is the database's clock: the store keeps each
+replica's clock aligned to {clock} (an `AlignedClock`, read with every idle poll), so planning in
+Python and judging in SQL use one time, and app hosts whose clocks disagree neither fire early nor
+steal a live lease. With time_authority="local" the caller's clock is used as is (a SimClock).
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ LEASE_SQL = {
     # The idle poll: MIN over the partial index on due_at is one index probe, flat in table size.
     "next_due": """
         SELECT MIN(due_at) AS due FROM {S} WHERE enabled AND due_at IS NOT NULL""",
+    # The same poll, also reading the time authority's clock: the round trip we pay anyway keeps
+    # every replica's clock aligned to the database's (a stepped app clock is corrected here).
+    "next_due_and_now": """
+        SELECT MIN(due_at) AS due, {clock} AS now FROM {S} WHERE enabled AND due_at IS NOT NULL""",
+    "server_time": """
+        SELECT {clock} AS now""",
     # Claim up to %(limit)s due rows under a new lease, in ONE statement. A held row's due_at is
     # its lease expiry, so a crashed holder's row comes due here and is reclaimed by the same
     # statement. FOR UPDATE SKIP LOCKED: concurrent claimers never wait on each other and never

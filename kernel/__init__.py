@@ -1,6 +1,6 @@
 """leasecron kernel: schedules in a table, row leases, HTTP fires. Import from here."""
 
-from .clock import Clock, SimClock, SystemClock
+from .clock import AlignedClock, Clock, SimClock, SystemClock
 from .cron import CronExpr, load_timezone
 from .dispatch import Dispatcher, HttpDispatcher
 from .errors import (
@@ -17,6 +17,7 @@ from .sqlite import SqliteStore
 from .store import Claim, FinishPlan, StartPlan, Store
 
 __all__ = [
+    "AlignedClock",
     "Claim",
     "Clock",
     "CronExpr",

@@ -1,6 +1,7 @@
 """Time as a parameter: every `now()` and every wait of the kernel goes through a Clock.
 
-`SystemClock` is wall time. `SimClock` is virtual time for tests and the simulator: nothing moves
+`SystemClock` is wall time. `AlignedClock` is a local clock kept to a time authority (a database
+server's clock). `SimClock` is virtual time for tests and the simulator: nothing moves
 until `advance()` is awaited, and then timers fire strictly in time order, each woken task running
 until it waits again before time moves on. The same test therefore gives the same result every run.
 """
@@ -11,6 +12,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from .offload import offloads_in_flight
@@ -158,3 +160,77 @@ class SimClock:
         """A wall-clock step (NTP, an operator): now() jumps by `delta`, while waits already
         under way keep their length, as asyncio's monotonic timers do."""
         self._offset += delta
+
+
+class AlignedClock:
+    """A local clock kept to a time authority (a database server's clock), so replicas whose own
+    clocks disagree still judge due-ness and leases alike: now() is the local time plus the
+    offset last measured against the authority; waits are the local clock's (they are lengths).
+
+    A store that is a time authority makes these (`store.aligned_clock(local)`) and feeds them a
+    reading with every idle poll (`observe`); `sync()` takes one reading on demand. A reading's
+    error is at most half its round trip; the offset moves only when a reading disagrees by more
+    than that plus `tolerance`, so now() does not jitter with network noise, yet a stepped local
+    clock is corrected at the next poll.
+    """
+
+    def __init__(
+        self,
+        local: Clock,
+        read: Callable[[], Awaitable[float]],
+        *,
+        tolerance: float = 0.002,
+        max_age: float = 10.0,
+    ):
+        self.local = local
+        self._read = read
+        self.tolerance = tolerance
+        self.max_age = max_age  # fresh(): a reading older than this (local time) is re-taken
+        self.offset = 0.0
+        self.error = float("inf")  # half the round trip of the reading the offset came from
+        self.synced = False
+        self._read_at = 0.0
+
+    def now(self) -> float:
+        return self.local.now() + self.offset
+
+    def monotonic(self) -> float:
+        mono = getattr(self.local, "monotonic", None)
+        return mono() if mono is not None else time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.local.sleep(seconds)
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        return await self.local.wait(event, timeout)
+
+    def observe(self, authority_now: float, sent: float, received: float) -> None:
+        """A reading of the authority's clock taken between local times `sent` and `received`."""
+        error = max(0.0, received - sent) / 2
+        estimate = authority_now - (sent + received) / 2
+        # Adopt a first reading, a more precise one, or one that shows the clocks really moved.
+        if (
+            not self.synced
+            or error < self.error
+            or abs(estimate - self.offset) > error + self.tolerance
+        ):
+            self.offset, self.error = estimate, error
+        self.synced = True
+        self._read_at = received
+
+    async def sync(self) -> None:
+        """Take a reading now (raises what the authority's read raises); a slow one (the first
+        often pays for connecting) is taken again, up to three times."""
+        self.error = float("inf")  # the first reading replaces the last, however precise
+        for _ in range(3):
+            sent = self.local.now()
+            authority_now = await self._read()
+            self.observe(authority_now, sent, self.local.now())
+            if self.error <= self.tolerance:
+                return
+
+    async def fresh(self) -> AlignedClock:
+        """This clock, after a reading if it never had one or its last is older than max_age."""
+        if not self.synced or abs(self.local.now() - self._read_at) > self.max_age:
+            await self.sync()
+        return self

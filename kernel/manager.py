@@ -45,6 +45,17 @@ class ScheduleManager:
         self.clock: Clock = clock or SystemClock()
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
 
+    async def _now(self) -> float:
+        """The time to write with: the store's authority's time when it has one (Postgres, by
+        default), re-read at most every few seconds, else our own clock's."""
+        aligned_clock = getattr(self.store, "aligned_clock", None)
+        if aligned_clock is not None:
+            self.clock = aligned_clock(self.clock)
+        fresh = getattr(self.clock, "fresh", None)
+        if fresh is not None:
+            await fresh()
+        return self.clock.now()
+
     async def create(
         self, name: str, *, endpoint: str, if_exists: str = "raise", **fields: Any
     ) -> Schedule:
@@ -55,7 +66,7 @@ class ScheduleManager:
             **_DEFAULTS,
             **validate_fields({"name": name, "endpoint": endpoint, **_caller_fields(fields)}),
         }
-        now = self.clock.now()
+        now = await self._now()
         existing = await self.store.get_schedule_by_name(name)
         if existing is not None:
             # Start-up declarations repeat: an unchanged one (even a one-off now past) is fine.
@@ -101,7 +112,7 @@ class ScheduleManager:
         changes = validate_fields(_caller_fields(fields))
         if not changes:
             return current
-        now = self.clock.now()
+        now = await self._now()
         merged = replace(current, **changes)
         retimed = any(k in changes for k in TIMING_FIELDS)
         if retimed:  # a finished one-off may still have its description edited
@@ -133,12 +144,12 @@ class ScheduleManager:
         return await self.update(schedule_id, enabled=False)
 
     async def delete(self, schedule_id: str) -> bool:
-        return await self.store.delete_schedule(schedule_id, self.clock.now())
+        return await self.store.delete_schedule(schedule_id, await self._now())
 
     async def trigger(self, schedule_id: str) -> str:
         """Durable "run now": queues a pending run and returns its id. It is never lost: if a
         run is in flight it fires right after it (as overlap=buffer_one would)."""
-        now = self.clock.now()
+        now = await self._now()
         run_row_id = self.new_id()
         run = ScheduleRun(
             id=run_row_id,
@@ -175,4 +186,4 @@ class ScheduleManager:
             raise ValidationError("older_than_seconds", f"{older_than_seconds!r} must be a number")
         if older_than_seconds < 0:
             raise ValidationError("older_than_seconds", f"{older_than_seconds!r} must be >= 0")
-        return await self.store.prune_runs(self.clock.now() - older_than_seconds)
+        return await self.store.prune_runs(await self._now() - older_than_seconds)

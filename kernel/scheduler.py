@@ -121,6 +121,10 @@ class Scheduler:
         if self._tasks:
             return
         self._stopping = False
+        # A store that is a time authority (Postgres, by default) keeps our clock to its own.
+        aligned_clock = getattr(self.store, "aligned_clock", None)
+        if aligned_clock is not None:
+            self.clock = aligned_clock(self.clock)
         self.store.add_listener(self.wake)
         self._tasks = [
             asyncio.create_task(self._loop(), name=f"leasecron-loop-{self.replica_id}"),
@@ -204,7 +208,22 @@ class Scheduler:
 
     # -- the loop --------------------------------------------------------------------------------
 
+    async def _align(self) -> None:
+        """A clock kept to a time authority is read once before the first claim: until then our
+        own clock could see slots due early or a live lease expired."""
+        sync = getattr(self.clock, "sync", None)
+        backoff = 0.05
+        while sync is not None and not self._stopping:
+            try:
+                await sync()
+                return
+            except StoreError as exc:
+                self._emit("store_error", operation=exc.operation, error=str(exc))
+                await self.clock.wait(self._wake, backoff)
+                backoff = min(backoff * 2, self.poll_interval)
+
     async def _loop(self) -> None:
+        await self._align()
         store_backoff = 0.0
         while not self._stopping:
             self._wake.clear()  # before looking, so a change made while we look is not missed

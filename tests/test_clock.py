@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from leasecron.kernel import Schedule, SimClock, SqliteStore, SystemClock
+from leasecron.kernel import AlignedClock, Schedule, SimClock, SqliteStore, SystemClock
 from leasecron.kernel.offload import offloads_in_flight
 from support import T0
 
@@ -304,3 +304,47 @@ async def test_system_clock_now_and_waits_without_real_waiting():
     await clock.sleep(-1)
     await clock.sleep(0)
     assert time.perf_counter() - began < 0.5
+
+
+async def test_aligned_clock_keeps_to_its_authority_without_jitter():
+    local = SimClock(start=1000.0)
+    trips = [0.5, 0.001]  # the first reading pays for connecting: slow, and lopsided
+
+    async def read() -> float:
+        trip = trips.pop(0)
+        local.set(local.now() + trip)
+        # the server reads its clock (60 s ahead) at the end of a slow trip, mid-way otherwise
+        return local.now() + 60.0 - (0 if trip > 0.1 else trip / 2)
+
+    clock = AlignedClock(local, read, tolerance=0.002)
+    assert not clock.synced
+    await clock.sync()
+    assert trips == []  # the slow reading was taken again
+    assert clock.offset == pytest.approx(60.0) and clock.error == pytest.approx(0.0005)
+    assert clock.now() == pytest.approx(local.now() + 60.0)
+    # a less precise reading, off by less than its error plus the tolerance: noise, ignored
+    clock.observe(local.now() + 60.0015, local.now() - 0.001, local.now() + 0.001)
+    assert clock.offset == pytest.approx(60.0)
+    clock.observe(local.now() + 60.0003, local.now(), local.now())  # a more precise reading
+    assert clock.offset == pytest.approx(60.0003) and clock.error == 0.0
+    clock.observe(local.now() - 5.0, local.now() - 0.01, local.now() + 0.01)  # the host stepped
+    assert clock.now() == pytest.approx(local.now() - 5.0)
+    assert clock.monotonic() == local.monotonic()  # waits are the local clock's
+
+
+async def test_aligned_clock_fresh_rereads_only_when_stale():
+    local = SimClock(start=1000.0)
+    reads = []
+
+    async def read() -> float:
+        reads.append(local.now())
+        return local.now() + 30.0
+
+    clock = AlignedClock(local, read, max_age=10.0)
+    assert await clock.fresh() is clock and len(reads) == 1
+    local.set(1005.0)
+    await clock.fresh()
+    assert len(reads) == 1
+    local.set(1011.0)
+    await clock.fresh()
+    assert reads == [1000.0, 1011.0] and clock.now() == pytest.approx(1041.0)

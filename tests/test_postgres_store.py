@@ -70,6 +70,8 @@ class Stores:
 
     def __call__(self, **kwargs) -> PostgresStore:
         kwargs.setdefault("schema", self.schema)
+        # These tests drive time with a SimClock; the database clock has its own tests.
+        kwargs.setdefault("time_authority", "local")
         store = PostgresStore(self.dsn, **kwargs)
         self.opened.append(store)
         return store
