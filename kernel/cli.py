@@ -8,6 +8,7 @@ report checked against what the target actually received).
     leasecron show | pause | resume | trigger | rm  NAME_OR_ID
     leasecron runs  [NAME_OR_ID] [--limit 20]
     leasecron demo  [--seconds 20] [--replicas 2] [--db PATH]
+    leasecron sim   [--seed S] [--seeds N] [--hours H] [--faults ...] [--store URL] ...
 
 Bad input (a ValidationError, a duplicate name, an unknown schedule) prints the field and the
 rule on stderr and exits 2; a storage failure exits 1.
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import sqlite3
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -276,6 +279,11 @@ async def cmd_prune(args: argparse.Namespace, manager: ScheduleManager) -> int:
     return 0
 
 
+def _sim_store(url: str, path: str, **options: Any) -> Any:
+    # the simulation's file path is for SQLite; a URL store is opened on the URL instead
+    return open_store(url, **options)
+
+
 async def cmd_sim(args: argparse.Namespace) -> int:
     if args.faults == "all":
         faults = ALL_FAULTS
@@ -300,6 +308,13 @@ async def cmd_sim(args: argparse.Namespace) -> int:
             fault_rate=args.fault_rate,
             min_interval=args.min_interval,
         )
+        if args.store:
+            schema = f"sim_{seed}_{uuid.uuid4().hex[:8]}"
+            # The simulated clock drives every statement: the store must not use its own.
+            config.store_factory = functools.partial(
+                _sim_store, args.store, schema=schema, time_authority="local"
+            )
+            print(f"store: {args.store} schema {schema}", flush=True)
         result = await simulate(config)
         print(result.report(), flush=True)
         if result.violations:
@@ -499,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the densest interval schedule, seconds (lower fires more)",
     )
     p.add_argument("--seeds", type=int, default=1, help="run this many seeds from --seed on")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="run on this store instead of a temporary SQLite file, e.g. postgresql://... "
+        "(each run gets a new schema, kept for inspection)",
+    )
 
     p = sub.add_parser("demo", help="local target + replicas + an exactly-once report")
     p.add_argument("--seconds", type=_number, default=20.0)

@@ -198,6 +198,8 @@ class Simulation:
         self.faults: dict[str, int] = {}
         self.crashes: list[tuple[str, float]] = []
         self.replicas: dict[str, Scheduler | None] = {}
+        self.stores: dict[str, Any] = {}  # replica id -> its store, while it lives
+        self.closing: set[asyncio.Future] = set()  # dead replicas' stores being closed
         self.generation: dict[str, int] = {}
         self.clocks: dict[str, ReplicaClock] = {}
         self.faults_on = True
@@ -264,6 +266,9 @@ class Simulation:
                 (sched.replica_id, self.clock.now(), self._leases_of(sched), self.clock.monotonic())
             )
             self.crash_seq[sched.replica_id] = self.tick()
+            raw = self.stores.pop(sched.replica_id)
+            if not isinstance(raw, SqliteStore):  # a pooled store: give its connections back
+                self.closing.add(asyncio.ensure_future(raw.close()))
 
     def _leases_of(self, sched: Scheduler) -> list[tuple[str, float]]:
         """The leases a replica holds as it dies, read from the store (SQLite stores only)."""
@@ -299,7 +304,9 @@ class Simulation:
         self.generation[name] = gen
         clock = self.clocks[name]
         replica_id = f"{name}.{gen}"
-        store = FaultyStore(self.store_factory(self.path), self, name)
+        raw = self.store_factory(self.path)
+        self.stores[replica_id] = raw
+        store = FaultyStore(raw, self, name)
         sched = Scheduler(
             store,
             TargetDispatcher(self, name, replica_id, clock),
@@ -492,6 +499,10 @@ async def simulate(config: SimConfig) -> SimResult:
             if sched is not None:
                 await sched.stop(timeout=0)
         await sim.clock.settle()
+        if not isinstance(sim.manager.store, SqliteStore):
+            for store in sim.stores.values():
+                sim.closing.add(asyncio.ensure_future(store.close()))
+        await asyncio.gather(*sim.closing)
         end_at = sim.clock.now()
         runs = await sim.manager.store.list_runs(None, 10**9)
         schedules = {s.id: s for s in await sim.manager.list()}
@@ -521,6 +532,8 @@ async def simulate(config: SimConfig) -> SimResult:
             sim.step_times,
         )
         result.violations = check_run(result, sim.behaviours)
+        if not isinstance(sim.manager.store, SqliteStore):
+            await sim.manager.store.close()
     finally:
         loop.set_exception_handler(handler)
         shutil.rmtree(sim.tmp, ignore_errors=True)

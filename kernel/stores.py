@@ -11,8 +11,9 @@ from .errors import ValidationError
 from .sqlite import SqliteStore
 
 
-def open_store(db: str, *, inline: bool = False) -> Any:
-    """A Store for `db`: "path/to/file.db" (SQLite) or "<scheme>://..." (a registered store)."""
+def open_store(db: str, *, inline: bool = False, **options: Any) -> Any:
+    """A Store for `db`: "path/to/file.db" (SQLite) or "<scheme>://..." (a registered store,
+    given `options` as keywords, e.g. schema= and time_authority= for Postgres)."""
     if "://" not in db:
         return SqliteStore(db, inline=inline)
     scheme = db.split("://", 1)[0].lower()
@@ -23,4 +24,4 @@ def open_store(db: str, *, inline: bool = False) -> Any:
             f"no store for {scheme}:// URLs is installed (for Postgres: "
             "pip install 'leasecron[postgres]')",
         )
-    return next(iter(found)).load()(db)
+    return next(iter(found)).load()(db, **options)

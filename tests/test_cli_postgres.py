@@ -88,3 +88,14 @@ def test_cli_manages_and_runs_schedules_on_postgres(db_url, capsys):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_sim_runs_on_postgres_and_checks_clean(db_url, capsys):
+    # the simulator on the real server: every fault class on, zero violations, exit status 0
+    assert main(["sim", "--store", db_url, "--seed", "5", "--hours", "0.5"]) == 0
+    out = capsys.readouterr().out
+    schema = out.split("schema ", 1)[1].split()[0]
+    assert "violations                0" in out and "fires (requests sent)" in out
+    with psycopg.connect(db_url) as conn:  # the run's rows are on the server, in its schema
+        (runs,) = conn.execute(f'SELECT count(*) FROM "{schema}".agno_schedule_runs').fetchone()
+    assert runs > 0
