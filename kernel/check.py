@@ -407,11 +407,15 @@ def _leases(result: Any) -> list[Violation]:
         segments = _clock_segments(result.step_times, died, died_mono)
         skew = result.offsets.get(replica, 0.0)
         for sid, expires in leases:
-            if expires is None:
-                continue
-            written = expires - lease - skew  # the shared wall time of the write
+            if expires is None or expires <= died + lease + _skew(result) + _EPS:
+                continue  # ends within a lease of the death, on any clock
+            # The shared wall time of the write: a claim or renewal writes now + lease, a hand-back
+            # (expire_leases) writes now.
+            written = (expires - lease - skew, expires - skew)
             if not any(
-                lo - _LEASE_EPS <= written - off <= hi + _LEASE_EPS for lo, hi, off in segments
+                lo - _LEASE_EPS <= w - off <= hi + _LEASE_EPS
+                for lo, hi, off in segments
+                for w in written
             ):
                 out.append(
                     Violation(
