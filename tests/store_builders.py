@@ -1,5 +1,6 @@
-"""Builders shared by the store contract tests (SQLite and Postgres): rows, plans and the
-lease state of a schedule, so both suites state each case the same way."""
+"""Builders for the store tests (the contract suite tests/test_store_contract.py, and the
+SQLite-only and Postgres-only suites): rows, plans and the lease state of a schedule, so every
+case is stated the same way."""
 
 from __future__ import annotations
 
