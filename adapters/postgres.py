@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -47,6 +48,8 @@ from .postgres_listen import relay_notifications
 from .postgres_sql import LEASE_SQL, META_SQL
 
 log = logging.getLogger("leasecron")
+
+_CHECK_IDLE_AFTER = 5.0  # seconds a pooled connection may idle before it is checked on checkout
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 
@@ -109,6 +112,7 @@ class PostgresStore:
         # cost each other spurious wake-ups.
         self.channel = f"leasecron_{schema}_{prefix}"[:63]
         self._clocks: weakref.WeakSet[AlignedClock] = weakref.WeakSet()
+        self._used_at: dict[int, float] = {}  # id(connection) -> when a call last finished on it
         self._listeners: list[Callable[[], None]] = []
         self._listen_task: asyncio.Task[None] | None = None
         self._pool: AsyncConnectionPool | None = None
@@ -140,7 +144,7 @@ class PostgresStore:
                 min_size=self.min_size,
                 max_size=self.max_size,
                 kwargs={"autocommit": True, "row_factory": dict_row},
-                check=AsyncConnectionPool.check_connection,
+                check=self._check_if_idle,
                 open=False,
                 name=f"leasecron-{self.schema}-{self.prefix}",
             )
@@ -153,6 +157,14 @@ class PostgresStore:
                 raise
             self._pool = pool
         self._start_listening()
+
+    async def _check_if_idle(self, conn: Conn) -> None:
+        """The pool's check on checkout: a round trip, paid only by a connection idle for a while
+        (a server restart or an idle timeout may have cut it). A hot connection skips it, so the
+        idle poll costs one round trip, not two; one cut since its last use fails that call as a
+        StoreError, which every caller retries."""
+        if time.monotonic() - self._used_at.get(id(conn), 0.0) > _CHECK_IDLE_AFTER:
+            await AsyncConnectionPool.check_connection(conn)
 
     async def _migrate(self, conn: Conn) -> None:
         migrations = postgres_sql.MIGRATIONS
@@ -195,8 +207,12 @@ class PostgresStore:
             with tracked():
                 await self._open()
                 assert self._pool is not None
-                async with self._pool.connection() as conn:
-                    return await fn(conn)
+                # a server that is down fails the call after connect_timeout, not the pool's 30 s
+                async with self._pool.connection(timeout=self.connect_timeout) as conn:
+                    try:
+                        return await fn(conn)
+                    finally:
+                        self._used_at[id(conn)] = time.monotonic()
         except (ScheduleExistsError, StoreError):
             raise
         except psycopg.Error as exc:

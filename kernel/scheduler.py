@@ -516,12 +516,19 @@ class Scheduler:
         replica, its clock up to lease/3 apart, can see it expire."""
         tick = self.lease_seconds / 8
         ticks = 0
-        while True:
-            await self.clock.sleep(tick)
-            ticks += 1
-            if ticks % 2 == 0:
-                await self._renew(self.clock.now())
-            self._expire_untrusted(self.clock.now())
+        # A renewal runs beside the ticks, never in their way: a store call that hangs (a server
+        # gone mid-query) must not stop the watchdog from giving up on the leases it guards.
+        renewal: asyncio.Task | None = None
+        try:
+            while True:
+                await self.clock.sleep(tick)
+                ticks += 1
+                if ticks % 2 == 0 and (renewal is None or renewal.done()):
+                    renewal = asyncio.create_task(self._renew(self.clock.now()))
+                self._expire_untrusted(self.clock.now())
+        finally:
+            if renewal is not None:
+                renewal.cancel()
 
     async def _renew(self, now: float) -> None:
         held = dict(self._held)

@@ -84,16 +84,36 @@ async def test_lease_renewed_by_heartbeat_keeps_a_long_run_single(tmp_path):
     assert not [e for e in c.events if e[0] == "lease_lost"]
 
 
-async def test_lease_expiry_without_heartbeat_is_reclaimed_and_redelivered(tmp_path):
+class HangingHeartbeat:
+    """A store whose heartbeat never answers (a server gone mid-query, a pool with no
+    connection to give): the watchdog must not wait for it."""
+
+    def __init__(self, store):
+        self._store = store
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def heartbeat(self, *args):
+        self.calls += 1
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("heartbeat", ["fails", "hangs"])
+async def test_lease_expiry_without_heartbeat_is_reclaimed_and_redelivered(tmp_path, heartbeat):
     c = Cluster(tmp_path / "nohb.db", n=2, lease_seconds=30)
     c.target.durations["slow"] = 100.0
-    hooked = HookedStore(c.stores[0])
-    c.replicas[0].store = hooked
+    if heartbeat == "hangs":
+        c.replicas[0].store = hanging = HangingHeartbeat(c.stores[0])
+    else:
+        hooked = HookedStore(c.stores[0])
+        c.replicas[0].store = hooked
 
-    def fail_heartbeat(*_):
-        raise StoreError("heartbeat", RuntimeError("disk unavailable"))
+        def fail_heartbeat(*_):
+            raise StoreError("heartbeat", RuntimeError("disk unavailable"))
 
-    hooked.before["heartbeat"] = fail_heartbeat
+        hooked.before["heartbeat"] = fail_heartbeat
     s = await c.manager.create("slow", interval_seconds=1000, endpoint="/agents/slow/runs")
     await c.replicas[0].start()
     await c.clock.advance(1000)
@@ -114,6 +134,8 @@ async def test_lease_expiry_without_heartbeat_is_reclaimed_and_redelivered(tmp_p
         ("lease_lost", "r0", 0),
         ("success", "r1", 1),
     ]
+    if heartbeat == "hangs":
+        assert hanging.calls == 1  # one renewal stuck; no pile-up of them behind it
 
 
 @pytest.mark.parametrize("step", ["after_claim", "after_request", "after_reply", "after_finish"])
