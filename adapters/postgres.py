@@ -520,6 +520,10 @@ class PostgresStore:
             return await self._count(conn, self._sql[step.name], step.params)
         if isinstance(step, writes.One):
             return await self._one(conn, self._sql[step.name], step.params)
+        if isinstance(step, writes.Many):
+            async with conn.cursor() as cur:
+                await cur.executemany(self._sql[step.name], step.params)
+            return None
         if isinstance(step, writes.Lock):
             return await self._lock(conn, step.ids)
         return await self._notify_others(conn)

@@ -363,6 +363,8 @@ class SqliteStore:
             return conn.execute(self._sql[step.name], step.params).rowcount
         if isinstance(step, writes.One):
             return conn.execute(self._sql[step.name], step.params).fetchone()
+        if isinstance(step, writes.Many):
+            conn.executemany(self._sql[step.name], step.params)
         return None
 
     def _flow(self, flow: writes.Flow) -> Callable[[sqlite3.Connection], Any]:

@@ -9,6 +9,7 @@ differs. Read with the SQL file at hand: each statement's comment says which rac
 What a store must answer:
   Count(name, params)  run it; the number of rows it changed
   One(name, params)    run it; its first row (a mapping) or None
+  Many(name, params)   run it once per parameter set (a batch: executemany); no answer
   Lock(ids)            lock these schedule rows until the transaction ends, in id order (a store
                        whose transactions take the whole database's write lock does nothing)
   Notify()             wake other processes' replicas once this transaction commits (a store
@@ -34,6 +35,11 @@ class One(NamedTuple):
     params: Mapping[str, Any]
 
 
+class Many(NamedTuple):
+    name: str
+    params: list[Mapping[str, Any]]
+
+
 class Lock(NamedTuple):
     ids: list[str]
 
@@ -42,7 +48,7 @@ class Notify(NamedTuple):
     pass
 
 
-Step = Count | One | Lock | Notify
+Step = Count | One | Many | Lock | Notify
 Flow = Generator[Step, Any, Any]
 
 
@@ -95,10 +101,9 @@ def _start_one(replica: str, now: float, plan: StartPlan) -> Flow:
         if lost and replacement is not None:
             yield Count("insert_run", _run_params(replacement))
             started.add(replacement.id)
-    for run in plan.insert_runs:
-        yield Count("insert_run", _run_params(run))
-        if run.status == "running":
-            started.add(run.id)
+    if plan.insert_runs:  # a catch-up or skip burst may be hundreds of rows: one batch
+        yield Many("insert_run", [_run_params(run) for run in plan.insert_runs])
+        started.update(run.id for run in plan.insert_runs if run.status == "running")
     for run_row_id in plan.start_pending:
         params = {"id": run_row_id, "replica": replica, "version": plan.lease_version, "now": now}
         if (yield Count("start_pending", params)):
@@ -181,8 +186,8 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
             "finish_advance",
             {**fence, "timing": plan.timing_version, "next_run_at": plan.next_run_at},
         )
-        for run in plan.insert_runs:
-            yield Count("insert_run", _run_params(run))
+        if plan.insert_runs:
+            yield Many("insert_run", [_run_params(run) for run in plan.insert_runs])
     if plan.disable and plan.retry is None:
         yield Count("disable_one_off", {**fence, "timing": plan.timing_version})
     if plan.release:
