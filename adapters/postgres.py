@@ -573,6 +573,15 @@ class PostgresStore:
         # later claim_held sees.
         return await self._tx("claim_held", op)
 
+    async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]:
+        """(schedule id, lease version) of every live lease `replica` holds."""
+
+        async def op(conn: Conn) -> list[tuple[str, int]]:
+            cur = await conn.execute(self._sql["leases_of"], {"replica": replica, "now": now})
+            return [(row["id"], row["lease_version"]) for row in await cur.fetchall()]
+
+        return await self._run("leases_of", op)
+
     async def holds(self, replica: str, schedule_id: str, version: int) -> bool:
         """Whether the row exists, is enabled and is leased to (replica, version)."""
 

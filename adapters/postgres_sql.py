@@ -187,6 +187,13 @@ LEASE_SQL = {
     "set_run_ids": """
         UPDATE {R} SET run_id = %(run_id)s, session_id = %(session_id)s
          WHERE id = %(id)s AND status = 'running' AND replica = %(replica)s""",
+    # The live leases a replica holds. After a claim whose reply was lost (the connection cut
+    # after the commit) it holds rows it does not know of; it reads them here and hands back
+    # those it does not track (expire_lease, fenced), instead of leaving them to wait out the
+    # lease. A rare path: it scans the leased rows, no index needed.
+    "leases_of": """
+        SELECT id, lease_version FROM {S}
+         WHERE locked_by = %(replica)s AND lease_expires_at > %(now)s""",
     # A stopping replica hands its leases back at once: expired now, so another replica
     # re-delivers the cancelled attempts without waiting out the lease.
     "expire_lease": """

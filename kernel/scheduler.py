@@ -255,9 +255,22 @@ class Scheduler:
                 wake_at = self.clock.now() + store_backoff
                 if isinstance(exc, StoreError):
                     self._emit("store_error", operation=exc.operation, error=str(exc))
+                    if exc.operation == "claim":
+                        await self._hand_back_strays()
                 else:
                     log.exception("replica %s: loop iteration failed", self.replica_id)
             await self.clock.wait(self._wake, wake_at - self.clock.now())
+
+    async def _hand_back_strays(self) -> None:
+        """A failed claim may have committed (the reply lost with the connection): rows leased
+        to us that we do not track would wait out their lease unfired. Hand them back now; if
+        the store is still down they expire on their own."""
+        with contextlib.suppress(StoreError):
+            now = self.clock.now()
+            leases = await self.store.leases_of(self.replica_id, now)
+            strays = [(sid, version) for sid, version in leases if sid not in self._held]
+            if strays:
+                await self.store.expire_leases(self.replica_id, now, strays)
 
     def _plan(self, claim: Claim, now: float, in_flight: frozenset[str] = frozenset()):
         try:

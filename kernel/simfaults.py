@@ -63,6 +63,7 @@ class FaultyStore:
         "holds",
         "next_due",
         "expire_leases",
+        "leases_of",
         "set_run_ids",
     )
 

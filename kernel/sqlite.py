@@ -409,6 +409,15 @@ class SqliteStore:
 
         return await self._run("claim_held", self._tx, op)
 
+    async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]:
+        """(schedule id, lease version) of every live lease `replica` holds."""
+
+        def op() -> list[tuple[str, int]]:
+            rows = self._connect().execute(self._sql["leases_of"], {"replica": replica, "now": now})
+            return [(row["id"], row["lease_version"]) for row in rows]
+
+        return await self._run("leases_of", op)
+
     async def holds(self, replica: str, schedule_id: str, version: int) -> bool:
         """Whether the row exists, is enabled and is leased to (replica, version)."""
         return await self._run(

@@ -184,6 +184,30 @@ async def test_crash_at_every_step(tmp_path, step):
     assert (await c.manager.get(s.id)).next_run_at == T0 + 1200
 
 
+async def test_a_claim_whose_reply_was_lost_hands_the_unknown_leases_back(tmp_path):
+    # The claim committed but its reply never came (a connection cut after the commit): the
+    # replica holds rows it does not know of. It finds and hands them back at once, so the slot
+    # fires now rather than after the 30 s lease.
+    c = Cluster(tmp_path / "lost-claim.db", n=1, lease_seconds=30)
+    hooked = HookedStore(c.stores[0])
+    c.replicas[0].store = hooked
+    lost = []
+
+    def lose_reply(claims):
+        if claims and not lost:
+            lost.append([cl.schedule.id for cl in claims])
+            raise StoreError("claim", RuntimeError("connection lost after commit"))
+
+    hooked.after["claim"] = lose_reply
+    s = await c.manager.create("job", interval_seconds=600, endpoint="/agents/job/runs")
+    await c.replicas[0].start()
+    await c.clock.advance(700)
+    await c.stop()
+    assert lost == [[s.id]]
+    assert [(r.at - T0, r.key) for r in c.target.requests] == [(600, f"{s.id}@{T0 + 600:.3f}")]
+    assert [(r.status, r.reclaim) for r in await c.runs(s.id)] == [("success", 0)]
+
+
 @pytest.mark.parametrize("committed", [False, True])
 async def test_a_failed_start_hands_its_leases_back_at_once(tmp_path, committed):
     # The start's error may come before the write or after it committed; either way nothing is

@@ -371,6 +371,20 @@ async def test_heartbeat_extends_only_leases_held_and_ignores_deleted_rows(open_
     assert await store.heartbeat("r1", T0 + 10, LEASE, []) == set()
 
 
+@store_test
+async def test_leases_of_lists_a_replicas_live_leases_for_handing_back(open_store):
+    store = open_store()
+    for sid in ("a", "b", "c"):
+        await store.create_schedule(sched(sid, T0))
+    assert {c.schedule.id for c in await store.claim("r1", T0, LEASE, 2)} == {"a", "b"}
+    assert [c.schedule.id for c in await store.claim("r2", T0, LEASE, 5)] == ["c"]
+    assert sorted(await store.leases_of("r1", T0 + 1)) == [("a", 1), ("b", 1)]
+    await store.expire_leases("r1", T0 + 2, [("a", 1), ("b", 9)])  # b: wrong version, kept
+    assert await store.leases_of("r1", T0 + 2) == [("b", 1)]
+    assert await store.leases_of("r1", T0 + LEASE) == []  # expired: nothing left to hand back
+    assert {c.schedule.id for c in await store.claim("r3", T0 + 3, LEASE, 5)} == {"a"}
+
+
 # -- start -----------------------------------------------------------------------------------
 
 
