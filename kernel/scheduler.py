@@ -108,10 +108,12 @@ class Scheduler:
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._finish_queue: list[tuple[FinishPlan, asyncio.Future]] = []
+        self._finishing: set[str] = set()  # schedule ids of the outcome batch being written
         self._finish_ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._attempts: set[asyncio.Task] = set()
         self._own_write = False
+        self._strays_possible = False  # a claim or start failed: we may hold leases unknowingly
         self._stopping = False
         self.fired = 0  # attempts sent by this replica
 
@@ -230,6 +232,8 @@ class Scheduler:
             now = self.clock.now()
             wake_at = now + self.poll_interval
             try:
+                if self._strays_possible:
+                    await self._hand_back_strays()
                 wake_at = min(wake_at, await self._fire_held(now))
                 capacity = self.max_concurrent - self._in_flight
                 if capacity > 0:
@@ -256,21 +260,25 @@ class Scheduler:
                 if isinstance(exc, StoreError):
                     self._emit("store_error", operation=exc.operation, error=str(exc))
                     if exc.operation == "claim":
-                        await self._hand_back_strays()
+                        self._strays_possible = True
                 else:
                     log.exception("replica %s: loop iteration failed", self.replica_id)
             await self.clock.wait(self._wake, wake_at - self.clock.now())
 
     async def _hand_back_strays(self) -> None:
-        """A failed claim may have committed (the reply lost with the connection): rows leased
-        to us that we do not track would wait out their lease unfired. Hand them back now; if
-        the store is still down they expire on their own."""
-        with contextlib.suppress(StoreError):
-            now = self.clock.now()
-            leases = await self.store.leases_of(self.replica_id, now)
-            strays = [(sid, version) for sid, version in leases if sid not in self._held]
-            if strays:
-                await self.store.expire_leases(self.replica_id, now, strays)
+        """A failed claim may have committed (the reply lost with the connection), and a failed
+        start leaves its claim's leases: rows leased to us that we do not track would wait out
+        their lease unfired. Hand them back; a store error here is the loop's, which backs off
+        and tries again next time round (the leases also expire on their own)."""
+        now = self.clock.now()
+        leases = await self.store.leases_of(self.replica_id, now)
+        # An attempt leaves _held before its outcome is written: a lease whose outcome is still
+        # queued guards a run row that is `running`; handed back, it would be re-delivered.
+        busy = self._held.keys() | self._finishing | {p.schedule_id for p, _ in self._finish_queue}
+        strays = [(sid, version) for sid, version in leases if sid not in busy]
+        if strays:
+            await self.store.expire_leases(self.replica_id, now, strays)
+        self._strays_possible = False
 
     def _plan(self, claim: Claim, now: float, in_flight: frozenset[str] = frozenset()):
         try:
@@ -294,7 +302,7 @@ class Scheduler:
             # Nothing may be sent: we cannot know what was written. Hand back the leases that
             # guard none of our in-flight attempts, so another replica (or we) takes the rows up
             # at once instead of after the lease (a backward clock step can make that an hour).
-            # If that fails too, they expire on their own (due_at is the expiry).
+            # If that fails too, the loop tries again (and they expire on their own).
             self._emit("store_error", operation=exc.operation, error=str(exc))
             idle = [
                 (schedule.id, schedule.lease_version)
@@ -302,8 +310,10 @@ class Scheduler:
                 if not (held := self._held.get(schedule.id)) or not held.tasks
             ]
             if idle:
-                with contextlib.suppress(StoreError):
+                try:
                     await self.store.expire_leases(self.replica_id, now, idle)
+                except StoreError:
+                    self._strays_possible = True  # the loop tries again
             return
         for (schedule, timing_version, decision), started in zip(items, results, strict=True):
             held = self._held.get(schedule.id)
@@ -491,6 +501,7 @@ class Scheduler:
         backoff = 0.05
         while self._finish_queue:
             batch, self._finish_queue = self._finish_queue, []
+            self._finishing = {plan.schedule_id for plan, _ in batch}
             while True:
                 try:
                     self._own_write = True
@@ -513,6 +524,7 @@ class Scheduler:
                             fut.set_exception(exc)
                     results = None
                     break
+            self._finishing = set()
             if results is None:
                 continue
             for (_, fut), recorded in zip(batch, results, strict=True):

@@ -196,7 +196,16 @@ class HookedStore:
 
     def __getattr__(self, name):
         attr = getattr(self._store, name)
-        if name not in ("claim", "start", "heartbeat", "finish", "next_due", "set_run_ids"):
+        if name not in (
+            "claim",
+            "start",
+            "heartbeat",
+            "finish",
+            "next_due",
+            "set_run_ids",
+            "leases_of",
+            "expire_leases",
+        ):
             return attr
 
         async def wrapped(*args, **kwargs):

@@ -184,28 +184,74 @@ async def test_crash_at_every_step(tmp_path, step):
     assert (await c.manager.get(s.id)).next_run_at == T0 + 1200
 
 
-async def test_a_claim_whose_reply_was_lost_hands_the_unknown_leases_back(tmp_path):
+@pytest.mark.parametrize("hand_back_fails_first", [False, True])
+async def test_a_claim_whose_reply_was_lost_hands_the_unknown_leases_back(
+    tmp_path, hand_back_fails_first
+):
     # The claim committed but its reply never came (a connection cut after the commit): the
-    # replica holds rows it does not know of. It finds and hands them back at once, so the slot
-    # fires now rather than after the 30 s lease.
+    # replica holds rows it does not know of. It finds and hands them back (again after a
+    # back-off if the store is still failing), so the slot fires now rather than after the
+    # 30 s lease.
     c = Cluster(tmp_path / "lost-claim.db", n=1, lease_seconds=30)
     hooked = HookedStore(c.stores[0])
     c.replicas[0].store = hooked
-    lost = []
+    lost, listed = [], []
 
     def lose_reply(claims):
         if claims and not lost:
             lost.append([cl.schedule.id for cl in claims])
             raise StoreError("claim", RuntimeError("connection lost after commit"))
 
+    def list_leases(*_):
+        listed.append(c.clock.now())
+        if hand_back_fails_first and len(listed) == 1:
+            raise StoreError("leases_of", RuntimeError("still down"))
+
     hooked.after["claim"] = lose_reply
+    hooked.before["leases_of"] = list_leases
     s = await c.manager.create("job", interval_seconds=600, endpoint="/agents/job/runs")
     await c.replicas[0].start()
     await c.clock.advance(700)
     await c.stop()
     assert lost == [[s.id]]
-    assert [(r.at - T0, r.key) for r in c.target.requests] == [(600, f"{s.id}@{T0 + 600:.3f}")]
+    assert len(listed) == (2 if hand_back_fails_first else 1)  # and not once per poll after
+    (request,) = c.target.requests
+    assert request.key == f"{s.id}@{T0 + 600:.3f}" and request.at - T0 < 601
     assert [(r.status, r.reclaim) for r in await c.runs(s.id)] == [("success", 0)]
+
+
+async def test_hand_back_spares_a_lease_whose_outcome_is_still_being_written(tmp_path):
+    # An attempt leaves the replica's held set before its outcome is written. While that write
+    # keeps failing, a lost claim reply makes the replica hand back leases it does not track:
+    # the finishing one must not be among them, or its run row (still `running`) would be taken
+    # for an orphan and re-delivered.
+    c = Cluster(tmp_path / "handback.db", n=2, lease_seconds=30)
+    hooked = HookedStore(c.stores[0])
+    c.replicas[0].store = hooked
+    failed_finishes, lost_claims = [], []
+
+    def fail_finish(*_):
+        if len(failed_finishes) < 4:
+            failed_finishes.append(c.clock.now())
+            raise StoreError("finish", RuntimeError("disk unavailable"))
+
+    def lose_claim_reply(claims):
+        if claims and failed_finishes and not lost_claims:
+            lost_claims.append(c.clock.now())
+            raise StoreError("claim", RuntimeError("connection lost after commit"))
+
+    hooked.before["finish"] = fail_finish
+    hooked.after["claim"] = lose_claim_reply
+    a = await c.manager.create("a", interval_seconds=600, endpoint="/hooks/a")
+    await c.manager.create("b", run_at=T0 + 600.02, endpoint="/hooks/b")
+    await c.replicas[0].start()
+    await c.clock.advance(600.01)
+    await c.replicas[1].start()
+    await c.clock.advance(60)
+    await c.stop()
+    assert len(failed_finishes) == 4 and lost_claims  # the race was staged
+    assert Counter(r.path for r in c.target.requests) == {"/hooks/a": 1, "/hooks/b": 1}
+    assert [r.status for r in await c.runs(a.id)] == ["success"]
 
 
 @pytest.mark.parametrize("committed", [False, True])
