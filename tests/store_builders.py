@@ -4,6 +4,8 @@ case is stated the same way."""
 
 from __future__ import annotations
 
+import functools
+
 from leasecron.kernel import Claim, FinishPlan, Schedule, ScheduleRun, StartPlan, Store
 from support import T0
 
@@ -92,3 +94,24 @@ async def lease_state(store: Store, sid: str) -> tuple:
     s = await store.get_schedule(sid)
     assert s is not None
     return (s.locked_by, s.locked_at, s.lease_expires_at, s.due_at, s.lease_version)
+
+
+async def start_each_running(store: Store, claims: dict[str, Claim], next_run_at: float | None):
+    """Start one running attempt "<id>-1" under each claim (replica r1, at T0)."""
+    for sid, claim in claims.items():
+        run = running(f"{sid}-1", claim, "r1", T0)
+        await store.start("r1", T0, LEASE, [start_plan(claim, next_run_at, insert_runs=[run])])
+
+
+def closes_stores(fn):
+    """For tests taking an `open_store` factory with close_all(): close every store the test
+    opened on the test's own loop (a psycopg pool belongs to its loop), whatever the outcome."""
+
+    @functools.wraps(fn)
+    async def wrapper(open_store, *args, **kwargs):
+        try:
+            await fn(open_store, *args, **kwargs)
+        finally:
+            await open_store.close_all()
+
+    return wrapper

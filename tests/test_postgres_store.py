@@ -12,7 +12,6 @@ database at the end.
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import secrets
 import time
@@ -39,6 +38,7 @@ from leasecron.kernel import (  # noqa: E402
 from store_builders import (  # noqa: E402
     LEASE,
     claim_one,
+    closes_stores,
     finish_plan,
     lease_state,
     pending,
@@ -85,17 +85,7 @@ def open_store(pg_dsn):
     return Stores(pg_dsn)
 
 
-def pg_test(fn):
-    """Close every store the test opened, on the test's loop, whatever the outcome."""
-
-    @functools.wraps(fn)
-    async def wrapper(open_store, *args, **kwargs):
-        try:
-            await fn(open_store, *args, **kwargs)
-        finally:
-            await open_store.close_all()
-
-    return wrapper
+pg_test = closes_stores
 
 
 def raw(store: PostgresStore, sql: str, *params) -> list:

@@ -12,7 +12,6 @@ and tests/test_postgres_store.py.
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
 import secrets
 import sqlite3
@@ -33,11 +32,13 @@ from leasecron.kernel import (
 from store_builders import (
     LEASE,
     claim_one,
+    closes_stores,
     finish_plan,
     lease_state,
     pending,
     running,
     sched,
+    start_each_running,
     start_plan,
 )
 from support import T0
@@ -110,17 +111,7 @@ def open_store(request, tmp_path):
         pytest.fail(f"{left} store(s) left open: decorate the test with @store_test", pytrace=False)
 
 
-def store_test(fn):
-    """Close every store the test opened, on the test's loop, whatever the outcome."""
-
-    @functools.wraps(fn)
-    async def wrapper(open_store, *args, **kwargs):
-        try:
-            await fn(open_store, *args, **kwargs)
-        finally:
-            await open_store.close_all()
-
-    return wrapper
+store_test = closes_stores
 
 
 def raw(store: Store, sql: str, *params) -> list[tuple]:
@@ -615,13 +606,7 @@ async def test_finish_queues_a_retry_only_while_the_schedule_is_enabled(open_sto
     await store.create_schedule(sched("on", T0))
     await store.create_schedule(sched("off", T0))
     c = {x.schedule.id: x for x in await store.claim("r1", T0, LEASE, 10)}
-    for sid in ("on", "off"):
-        await store.start(
-            "r1",
-            T0,
-            LEASE,
-            [start_plan(c[sid], T0 + 3600, insert_runs=[running(f"{sid}-1", c[sid], "r1", T0)])],
-        )
+    await start_each_running(store, c, T0 + 3600)
     await store.update_schedule("off", {"enabled": False}, T0 + 5)  # disabled mid-run
 
     def retry(sid: str) -> ScheduleRun:
@@ -674,13 +659,7 @@ async def test_finish_advance_applies_only_while_the_spec_is_unchanged(open_stor
     await store.create_schedule(sched("same", T0))
     await store.create_schedule(sched("edited", T0))
     c = {x.schedule.id: x for x in await store.claim("r1", T0, LEASE, 10)}
-    for sid in ("same", "edited"):
-        await store.start(
-            "r1",
-            T0,
-            LEASE,
-            [start_plan(c[sid], T0 + 60, insert_runs=[running(f"{sid}-1", c[sid], "r1", T0)])],
-        )
+    await start_each_running(store, c, T0 + 60)
     # mid-run, the manager moves "edited" to a 10-minute interval (its own new cursor)
     await store.update_schedule(
         "edited", {"interval_seconds": 600.0, "next_run_at": T0 + 610}, T0 + 10
@@ -718,13 +697,7 @@ async def test_finish_disables_a_one_off_unless_a_retry_is_queued(open_store):
     for sid in ("once", "again"):
         await store.create_schedule(sched(sid, T0, interval_seconds=None, run_at=T0))
     c = {x.schedule.id: x for x in await store.claim("r1", T0, LEASE, 10)}
-    for sid in ("once", "again"):
-        await store.start(
-            "r1",
-            T0,
-            LEASE,
-            [start_plan(c[sid], None, insert_runs=[running(f"{sid}-1", c[sid], "r1", T0)])],
-        )
+    await start_each_running(store, c, None)
     retry = running("again-2", c["again"], "r1", T0 + 3, status="pending", attempt=2)
     retry.due_at = T0 + 63
     plans = [
