@@ -49,6 +49,12 @@ from .postgres_sql import LEASE_SQL, META_SQL
 
 log = logging.getLogger("leasecron")
 
+_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 _CHECK_IDLE_AFTER = 5.0  # seconds a pooled connection may idle before it is checked on checkout
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
@@ -112,7 +118,8 @@ class PostgresStore:
         # cost each other spurious wake-ups.
         self.channel = f"leasecron_{schema}_{prefix}"[:63]
         self._clocks: weakref.WeakSet[AlignedClock] = weakref.WeakSet()
-        self._used_at: dict[int, float] = {}  # id(connection) -> when a call last finished on it
+        # connection -> when a call last finished on it (weak: closed connections drop out)
+        self._used_at: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
         self._listeners: list[Callable[[], None]] = []
         self._listen_task: asyncio.Task[None] | None = None
         self._pool: AsyncConnectionPool | None = None
@@ -143,7 +150,9 @@ class PostgresStore:
                 self.dsn,
                 min_size=self.min_size,
                 max_size=self.max_size,
-                kwargs={"autocommit": True, "row_factory": dict_row},
+                # TCP keepalives: a server that vanished (host down, network cut) fails the call
+                # in seconds instead of leaving it waiting on a dead socket.
+                kwargs={"autocommit": True, "row_factory": dict_row, **_KEEPALIVE},
                 check=self._check_if_idle,
                 open=False,
                 name=f"leasecron-{self.schema}-{self.prefix}",
@@ -163,7 +172,7 @@ class PostgresStore:
         (a server restart or an idle timeout may have cut it). A hot connection skips it, so the
         idle poll costs one round trip, not two; one cut since its last use fails that call as a
         StoreError, which every caller retries."""
-        if time.monotonic() - self._used_at.get(id(conn), 0.0) > _CHECK_IDLE_AFTER:
+        if time.monotonic() - self._used_at.get(conn, 0.0) > _CHECK_IDLE_AFTER:
             await AsyncConnectionPool.check_connection(conn)
 
     async def _migrate(self, conn: Conn) -> None:
@@ -212,7 +221,7 @@ class PostgresStore:
                     try:
                         return await fn(conn)
                     finally:
-                        self._used_at[id(conn)] = time.monotonic()
+                        self._used_at[conn] = time.monotonic()
         except (ScheduleExistsError, StoreError):
             raise
         except psycopg.Error as exc:
@@ -455,10 +464,10 @@ class PostgresStore:
         async def op(conn: Conn) -> float | None:
             if not clocks:
                 return (await self._one(conn, self._sql["next_due"]))["due"]
-            sent = [clock.local.now() for clock in clocks]
+            sent = [clock.monotonic() for clock in clocks]
             row = await self._one(conn, self._sql["next_due_and_now"])
             for clock, at in zip(clocks, sent, strict=True):
-                clock.observe(row["now"], at, clock.local.now())
+                clock.observe(row["now"], at, clock.monotonic())
             return row["due"]
 
         return await self._run("next_due", op)

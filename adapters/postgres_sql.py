@@ -33,9 +33,10 @@ DUE_EXPR = """LEAST(next_run_at,
 
 LEASE_SQL = {
     # Serialise the manager's and the holders' writes on the rows they touch, before any read that
-    # decides: see "Transactions and locks" above. Ids sorted by the caller: no lock-order cycles.
+    # decides: see "Transactions and locks" above. Byte order (COLLATE "C"), as Python sorts the
+    # ids of the row-at-a-time writes: one lock order everywhere, whatever the database's collation.
     "lock_schedules": """
-        SELECT id, enabled FROM {S} WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE""",
+        SELECT id, enabled FROM {S} WHERE id = ANY(%(ids)s) ORDER BY id COLLATE "C" FOR UPDATE""",
     # The idle poll: MIN over the partial index on due_at is one index probe, flat in table size.
     "next_due": """
         SELECT MIN(due_at) AS due FROM {S} WHERE enabled AND due_at IS NOT NULL""",

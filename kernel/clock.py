@@ -163,15 +163,17 @@ class SimClock:
 
 
 class AlignedClock:
-    """A local clock kept to a time authority (a database server's clock), so replicas whose own
-    clocks disagree still judge due-ness and leases alike: now() is the local time plus the
-    offset last measured against the authority; waits are the local clock's (they are lengths).
+    """A clock kept to a time authority (a database server's clock), so replicas whose own clocks
+    disagree still judge due-ness and leases alike. now() is the authority's time at the last
+    reading plus the local *monotonic* time elapsed since: a step of the host's wall clock (NTP,
+    an operator) changes nothing, and readings only correct drift. Waits are the local clock's
+    (they are lengths).
 
     A store that is a time authority makes these (`store.aligned_clock(local)`) and feeds them a
-    reading with every idle poll (`observe`); `sync()` takes one reading on demand. A reading's
-    error is at most half its round trip; the offset moves only when a reading disagrees by more
-    than that plus `tolerance`, so now() does not jitter with network noise, yet a stepped local
-    clock is corrected at the next poll.
+    reading with every idle poll (`observe`); `sync()` takes one on demand. A reading's error is
+    at most half its round trip; the offset moves only for a more precise reading or one that
+    disagrees by more than its error plus `tolerance`, so now() does not jitter with network
+    noise. Before the first reading now() is the local clock's.
     """
 
     def __init__(
@@ -185,14 +187,16 @@ class AlignedClock:
         self.local = local
         self._read = read
         self.tolerance = tolerance
-        self.max_age = max_age  # fresh(): a reading older than this (local time) is re-taken
-        self.offset = 0.0
+        self.max_age = max_age  # fresh(): a reading older than this (seconds) is re-taken
+        self.offset = 0.0  # authority time minus local monotonic time
         self.error = float("inf")  # half the round trip of the reading the offset came from
         self.synced = False
-        self._read_at = 0.0
+        self._read_at = 0.0  # monotonic
 
     def now(self) -> float:
-        return self.local.now() + self.offset
+        if not self.synced:
+            return self.local.now()
+        return self.monotonic() + self.offset
 
     def monotonic(self) -> float:
         mono = getattr(self.local, "monotonic", None)
@@ -205,7 +209,8 @@ class AlignedClock:
         return await self.local.wait(event, timeout)
 
     def observe(self, authority_now: float, sent: float, received: float) -> None:
-        """A reading of the authority's clock taken between local times `sent` and `received`."""
+        """A reading of the authority's clock taken between monotonic times `sent` and
+        `received` (this clock's monotonic())."""
         error = max(0.0, received - sent) / 2
         estimate = authority_now - (sent + received) / 2
         # Adopt a first reading, a more precise one, or one that shows the clocks really moved.
@@ -223,14 +228,14 @@ class AlignedClock:
         often pays for connecting) is taken again, up to three times."""
         self.error = float("inf")  # the first reading replaces the last, however precise
         for _ in range(3):
-            sent = self.local.now()
+            sent = self.monotonic()
             authority_now = await self._read()
-            self.observe(authority_now, sent, self.local.now())
+            self.observe(authority_now, sent, self.monotonic())
             if self.error <= self.tolerance:
                 return
 
     async def fresh(self) -> AlignedClock:
         """This clock, after a reading if it never had one or its last is older than max_age."""
-        if not self.synced or abs(self.local.now() - self._read_at) > self.max_age:
+        if not self.synced or self.monotonic() - self._read_at > self.max_age:
             await self.sync()
         return self

@@ -108,12 +108,13 @@ class Scheduler:
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._finish_queue: list[tuple[FinishPlan, asyncio.Future]] = []
-        self._finishing: set[str] = set()  # schedule ids of the outcome batch being written
+        self._finishing: list[FinishPlan] = []  # the outcome batch being written
         self._finish_ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._attempts: set[asyncio.Task] = set()
         self._own_write = False
         self._strays_possible = False  # a claim or start failed: we may hold leases unknowingly
+        self._flush_last = False  # stop(): the flusher writes what is queued, then ends
         self._stopping = False
         self.fired = 0  # attempts sent by this replica
 
@@ -123,6 +124,7 @@ class Scheduler:
         if self._tasks:
             return
         self._stopping = False
+        self._flush_last = False
         # A store that is a time authority (Postgres, by default) keeps our clock to its own.
         aligned_clock = getattr(self.store, "aligned_clock", None)
         if aligned_clock is not None:
@@ -157,16 +159,24 @@ class Scheduler:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*cancelled, return_exceptions=True)
+        # The heartbeat stops (its renewal included) before any lease is handed back: a renewal
+        # landing after the hand-back would undo it.
+        heart_task.cancel()
+        await asyncio.gather(heart_task, return_exceptions=True)
         if leftover:
             leases = [(sid, h.schedule.lease_version) for sid, h in leftover.items()]
             with contextlib.suppress(StoreError):  # else they expire on their own
                 await self.store.expire_leases(self.replica_id, self.clock.now(), leases)
         self._held.clear()
-        heart_task.cancel()
+        # Outcomes already decided are written by the flusher, the batch it may be writing
+        # included (cancelling it mid-write would lose a delivered outcome); a store that stays
+        # down past the wait leaves them to the lease, and the attempts are re-delivered.
+        self._flush_last = True
         self._finish_ready.set()
-        await self._drain_finishes()
-        flush_task.cancel()
-        await asyncio.gather(loop_task, heart_task, flush_task, return_exceptions=True)
+        done, _ = await asyncio.wait({flush_task}, timeout=max(timeout, 1.0))
+        if not done:
+            flush_task.cancel()
+        await asyncio.gather(loop_task, flush_task, return_exceptions=True)
         self._tasks = []
         if hasattr(self.store, "remove_listener"):
             self.store.remove_listener(self.wake)
@@ -238,6 +248,7 @@ class Scheduler:
                 capacity = self.max_concurrent - self._in_flight
                 if capacity > 0:
                     due = await self.store.next_due()
+                    now = self.clock.now()  # the poll may have corrected an aligned clock
                     if due is not None and due <= now:
                         claims = await self.store.claim(
                             self.replica_id, now, self.lease_seconds, capacity
@@ -265,6 +276,16 @@ class Scheduler:
                     log.exception("replica %s: loop iteration failed", self.replica_id)
             await self.clock.wait(self._wake, wake_at - self.clock.now())
 
+    def _unwritten(self) -> list[FinishPlan]:
+        """Outcomes decided but not yet committed: their attempts have left the held set, but
+        their run rows are still `running` under our lease."""
+        return self._finishing + [plan for plan, _ in self._finish_queue]
+
+    def _busy(self) -> set[str]:
+        """Schedules whose lease guards an attempt in flight or an outcome not yet written:
+        never to be handed back, or the attempt would be taken for an orphan and re-sent."""
+        return self._held.keys() | {plan.schedule_id for plan in self._unwritten()}
+
     async def _hand_back_strays(self) -> None:
         """A failed claim may have committed (the reply lost with the connection), and a failed
         start leaves its claim's leases: rows leased to us that we do not track would wait out
@@ -272,9 +293,7 @@ class Scheduler:
         and tries again next time round (the leases also expire on their own)."""
         now = self.clock.now()
         leases = await self.store.leases_of(self.replica_id, now)
-        # An attempt leaves _held before its outcome is written: a lease whose outcome is still
-        # queued guards a run row that is `running`; handed back, it would be re-delivered.
-        busy = self._held.keys() | self._finishing | {p.schedule_id for p, _ in self._finish_queue}
+        busy = self._busy()
         strays = [(sid, version) for sid, version in leases if sid not in busy]
         if strays:
             await self.store.expire_leases(self.replica_id, now, strays)
@@ -304,10 +323,11 @@ class Scheduler:
             # at once instead of after the lease (a backward clock step can make that an hour).
             # If that fails too, the loop tries again (and they expire on their own).
             self._emit("store_error", operation=exc.operation, error=str(exc))
+            busy = self._busy()
             idle = [
                 (schedule.id, schedule.lease_version)
                 for schedule, _, _ in items
-                if not (held := self._held.get(schedule.id)) or not held.tasks
+                if schedule.id not in busy
             ]
             if idle:
                 try:
@@ -357,13 +377,23 @@ class Scheduler:
             return next_at  # at capacity an attempt's end wakes the loop: never a past time
         leases = [(h.schedule.id, h.schedule.lease_version) for h in due]
         claims = {c.schedule.id: c for c in await self.store.claim_held(self.replica_id, leases)}
+        unwritten = self._unwritten()
         items = []
         for held in due:
+            if self._held.get(held.schedule.id) is not held:
+                # Its last attempt ended while we read: the queued outcome releases the lease,
+                # so nothing more may start under it (anyone takes the row up after).
+                continue
             claim = claims.get(held.schedule.id)
             if claim is None:  # disabled, deleted or taken: fire nothing more under it
                 held.frozen = True
                 continue
-            items.append(self._plan(claim, now, frozenset(held.tasks.values())))
+            # In flight: attempts running, and those whose outcome is not yet written (their
+            # rows still say `running`; they are not orphans).
+            in_flight = frozenset(held.tasks.values()) | {
+                plan.run_row_id for plan in unwritten if plan.schedule_id == held.schedule.id
+            }
+            items.append(self._plan(claim, now, in_flight))
         await self._apply_start(items, now)
         return min([next_at, *(h.check_at for h in due if not h.frozen)])
 
@@ -494,6 +524,8 @@ class Scheduler:
             await self._finish_ready.wait()
             self._finish_ready.clear()
             await self._drain_finishes()
+            if self._flush_last and not self._finish_queue:
+                return
 
     async def _drain_finishes(self) -> None:
         """Write every queued outcome in one transaction; on a store error retry the write: an
@@ -501,7 +533,7 @@ class Scheduler:
         backoff = 0.05
         while self._finish_queue:
             batch, self._finish_queue = self._finish_queue, []
-            self._finishing = {plan.schedule_id for plan, _ in batch}
+            self._finishing = [plan for plan, _ in batch]
             while True:
                 try:
                     self._own_write = True
@@ -524,7 +556,7 @@ class Scheduler:
                             fut.set_exception(exc)
                     results = None
                     break
-            self._finishing = set()
+            self._finishing = []
             if results is None:
                 continue
             for (_, fut), recorded in zip(batch, results, strict=True):
@@ -543,17 +575,24 @@ class Scheduler:
         ticks = 0
         # A renewal runs beside the ticks, never in their way: a store call that hangs (a server
         # gone mid-query) must not stop the watchdog from giving up on the leases it guards.
+        # One stuck for two ticks (lease/4) is abandoned for a fresh one on a new connection.
         renewal: asyncio.Task | None = None
+        renewal_tick = 0
         try:
             while True:
                 await self.clock.sleep(tick)
                 ticks += 1
+                if renewal is not None and not renewal.done() and ticks - renewal_tick >= 2:
+                    renewal.cancel()
+                    renewal = None
                 if ticks % 2 == 0 and (renewal is None or renewal.done()):
                     renewal = asyncio.create_task(self._renew(self.clock.now()))
+                    renewal_tick = ticks
                 self._expire_untrusted(self.clock.now())
         finally:
             if renewal is not None:
                 renewal.cancel()
+                await asyncio.gather(renewal, return_exceptions=True)
 
     async def _renew(self, now: float) -> None:
         held = dict(self._held)

@@ -327,9 +327,16 @@ async def test_aligned_clock_keeps_to_its_authority_without_jitter():
     assert clock.offset == pytest.approx(60.0)
     clock.observe(local.now() + 60.0003, local.now(), local.now())  # a more precise reading
     assert clock.offset == pytest.approx(60.0003) and clock.error == 0.0
-    clock.observe(local.now() - 5.0, local.now() - 0.01, local.now() + 0.01)  # the host stepped
+    # the authority's clock moved (an operator set it): followed at once
+    clock.observe(local.now() - 5.0, local.now() - 0.01, local.now() + 0.01)
     assert clock.now() == pytest.approx(local.now() - 5.0)
     assert clock.monotonic() == local.monotonic()  # waits are the local clock's
+    # the host's wall clock steps: nothing changes (the aligned clock runs on monotonic time)
+    before = clock.now()
+    local.step(-60.0)
+    assert clock.now() == pytest.approx(before)
+    await local.advance(2.0)
+    assert clock.now() == pytest.approx(before + 2.0)
 
 
 async def test_aligned_clock_fresh_rereads_only_when_stale():

@@ -51,9 +51,9 @@ async def test_aligned_clock_reads_the_server_and_follows_a_stepped_host(pg_dsn)
         assert isinstance(clock, AlignedClock) and store.aligned_clock(clock) is clock
         await clock.sync()
         assert abs(clock.now() - time.time()) < 0.05  # server and test share this host
-        host.offset = -45.0  # the host's clock steps; the next idle poll corrects it
-        assert abs(clock.now() - (time.time() - 105.0)) < 0.05
-        await store.next_due()
+        host.offset = -45.0  # the host's clock steps: the aligned clock runs on monotonic time
+        assert abs(clock.now() - time.time()) < 0.05
+        await store.next_due()  # and the poll's reading agrees
         assert abs(clock.now() - time.time()) < 0.05
         local = PostgresStore(pg_dsn, schema="t_align", time_authority="local")
         assert local.aligned_clock(host) is host
@@ -141,3 +141,59 @@ async def test_without_the_database_clock_the_same_cluster_misfires(pg_dsn):
     requests, _ = await _skewed_cluster(pg_dsn, "t_skew_local", "local")
     duplicates = [k for k, n in Counter(r.key for r in requests).items() if n > 1]
     assert _early(requests) and duplicates
+
+
+async def test_host_clock_steps_mid_run_change_nothing(pg_dsn):
+    # A holder at capacity (it does not poll) renews its lease while its host clock steps back a
+    # minute, and an idle replica's host steps forward a minute: the aligned clocks run on
+    # monotonic time, so neither a stale renewal nor an early claim happens.
+    real = SystemClock()
+    target = Target(real)
+    target.durations["slow"] = 3.0
+    stores = [PostgresStore(pg_dsn, schema="t_step") for _ in range(3)]
+    dispatcher = HttpDispatcher(
+        "http://target", transport=target.transport(), clock=real, poll_initial=0.2, poll_max=0.2
+    )
+    hosts = [SkewedClock(0.0), SkewedClock(0.0)]
+    lost: list[str] = []
+    replicas = [
+        Scheduler(
+            stores[i],
+            dispatcher,
+            clock=hosts[i],
+            replica_id=name,
+            poll_interval=0.1,
+            lease_seconds=1.5,
+            max_concurrent=1 if name == "holder" else 10,
+            on_event=lambda event, data: (
+                lost.append(data["replica"]) if event == "lease_lost" else None
+            ),
+        )
+        for i, name in enumerate(("holder", "other"))
+    ]
+    manager = ScheduleManager(stores[2])
+    slow = await manager.create("slow", endpoint="/agents/slow/runs")
+    soon = await manager.create("soon", run_at=time.time() + 30, endpoint="/hooks/soon")
+    await manager.trigger(slow.id)
+    try:
+        await replicas[0].start()
+        deadline = time.monotonic() + 10
+        while not target.requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await replicas[1].start()
+        hosts[0].offset, hosts[1].offset = -60.0, +60.0
+        while time.monotonic() < deadline:
+            runs = await stores[2].list_runs(slow.id)
+            if any(r.status == "success" for r in runs):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        for replica in replicas:
+            await replica.stop(timeout=5)
+        await dispatcher.aclose()
+        runs = await stores[2].list_runs(None, 100)
+        for store in stores:
+            await store.close()
+    assert [r.path for r in target.requests] == ["/agents/slow/runs"]  # "soon" not fired early
+    assert lost == [] and [(r.schedule_id, r.status) for r in runs] == [(slow.id, "success")]
+    assert soon.id not in {r.schedule_id for r in runs}

@@ -90,14 +90,19 @@ class HangingHeartbeat:
 
     def __init__(self, store):
         self._store = store
-        self.calls = 0
+        self.calls = self.active = self.most_active = 0
 
     def __getattr__(self, name):
         return getattr(self._store, name)
 
     async def heartbeat(self, *args):
         self.calls += 1
-        await asyncio.Event().wait()
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.active -= 1
 
 
 @pytest.mark.parametrize("heartbeat", ["fails", "hangs"])
@@ -135,7 +140,8 @@ async def test_lease_expiry_without_heartbeat_is_reclaimed_and_redelivered(tmp_p
         ("success", "r1", 1),
     ]
     if heartbeat == "hangs":
-        assert hanging.calls == 1  # one renewal stuck; no pile-up of them behind it
+        # a stuck renewal is abandoned for a fresh one, never piled up; none outlives stop()
+        assert hanging.calls >= 1 and hanging.most_active == 1 and hanging.active == 0
 
 
 @pytest.mark.parametrize("step", ["after_claim", "after_request", "after_reply", "after_finish"])
@@ -891,3 +897,124 @@ async def test_heartbeat_keeps_leases_through_a_backward_clock_step(tmp_path):
     assert len(c.target.requests) == 1
     assert not [e for e in c.events if e[0] == "lease_lost"]
     assert [r.status for r in await c.runs(s.id)] == ["success"]
+
+
+class Gated:
+    """A store whose chosen operation waits at a gate: after committing (a slow reply), or before
+    (a slow round trip: cancelled there, nothing is written); `log` records the calls."""
+
+    def __init__(self, store, operation, *, commit_first=True):
+        self._store = store
+        self.operation = operation
+        self.commit_first = commit_first
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.log = []
+
+    def __getattr__(self, name):
+        attr = getattr(self._store, name)
+        if name not in (self.operation, "heartbeat"):
+            return attr
+
+        async def call(*args):
+            self.log.append(name)
+            if name == self.operation and not self.commit_first:
+                self.entered.set()
+                await self.gate.wait()
+            result = await attr(*args)
+            if name == self.operation and self.commit_first:
+                self.entered.set()
+                await self.gate.wait()
+            return result
+
+        return call
+
+
+async def test_stop_waits_for_the_outcome_being_written(tmp_path):
+    # stop(timeout=0) comes while the flusher is writing an outcome: it lets the write land
+    # (cancelling it mid-write would leave the delivered attempt `running` until its lease ends,
+    # then re-deliver it).
+    c = Cluster(tmp_path / "stop-flush.db", n=1, lease_seconds=30)
+    r0 = c.replicas[0]
+    r0.store = gated = Gated(c.stores[0], "finish", commit_first=False)
+    s = await c.manager.create("job", interval_seconds=10, endpoint="/hooks/job")
+    await r0.start()
+    await c.clock.advance(10)
+    await gated.entered.wait()  # the outcome is on its way to the store
+    stopping = asyncio.create_task(r0.stop(timeout=0))
+    await c.clock.settle()
+    gated.gate.set()
+    await stopping
+    assert [(r.status, r.replica) for r in await c.runs(s.id)] == [("success", "r0")]
+    assert (await c.manager.get(s.id)).locked_by is None
+
+
+async def test_stop_hands_leases_back_after_the_heartbeat_is_gone(tmp_path):
+    # A renewal landing after stop's hand-back would undo it (the row then waits out a lease).
+    c = Cluster(tmp_path / "stop-hb.db", n=1, lease_seconds=30)
+    c.target.durations["slow"] = 1000.0
+    r0 = c.replicas[0]
+    r0.store = gated = Gated(c.stores[0], "expire_leases")
+    s = await c.manager.create("slow", endpoint="/agents/slow/runs")
+    await c.manager.trigger(s.id)
+    await r0.start()
+    await c.clock.advance(20)  # in flight, renewed every 7.5 s
+    assert len(c.target.requests) == 1 and "heartbeat" in gated.log
+    stopping = asyncio.create_task(r0.stop(timeout=0))
+    await gated.entered.wait()
+    stopped_at = c.clock.now()
+    await c.clock.advance(20)  # heartbeat ticks would come due while the reply is slow
+    gated.gate.set()
+    await stopping
+    assert gated.log[-1] == "expire_leases"  # no renewal after the hand-back
+    row = await c.manager.get(s.id)
+    assert row.lease_expires_at is not None and row.lease_expires_at <= stopped_at
+
+
+async def test_allow_holder_never_hands_back_a_lease_whose_outcome_is_queued(tmp_path):
+    # overlap=allow: the holder re-reads its row (slowly) to fire the next slot while the last
+    # attempt ends and its outcome write keeps failing; then the start fails. The lease guards a
+    # `running` row whose outcome is unwritten: handed back (or planned as an orphan), that
+    # attempt would be re-sent.
+    c = Cluster(tmp_path / "allow-hb.db", n=2, lease_seconds=30)
+    c.target.durations["slow"] = 10.3
+    r0 = c.replicas[0]
+    hooked = HookedStore(c.stores[0])
+    r0.store = hooked
+    state = {"armed": False, "finish_failures": 0}
+    real_claim_held = c.stores[0].claim_held
+
+    async def slow_claim_held(*args):
+        claims = await real_claim_held(*args)
+        if state["armed"]:
+            state["finish_failures"] = 5
+            await c.clock.sleep(1.5)  # the reply is slow; the running attempt ends meanwhile
+        return claims
+
+    def fail_start(*args):
+        if state["armed"] and args[3] and c.clock.now() > T0 + 21:
+            state["armed"] = False
+            raise StoreError("start", RuntimeError("connection cut"))
+
+    def fail_finish(*_):
+        if state["finish_failures"]:
+            state["finish_failures"] -= 1
+            raise StoreError("finish", RuntimeError("connection cut"))
+
+    hooked.claim_held = slow_claim_held
+    hooked.before["start"] = fail_start
+    hooked.before["finish"] = fail_finish
+    s = await c.manager.create(
+        "slow", interval_seconds=10, endpoint="/agents/slow/runs", overlap="allow"
+    )
+    await r0.start()
+    await c.clock.advance(12)  # r0 fires the T0+10 slot; it runs until T0+20.3
+    await c.replicas[1].start()
+    await c.clock.advance(7.9)
+    state["armed"] = True
+    await c.clock.advance(20)
+    await c.stop()
+    sent = Counter((r.key, r.attempt) for r in c.target.requests)
+    assert [k for k, n in sent.items() if n > 1] == []
+    assert state["finish_failures"] == 0 and not state["armed"]  # the race was staged
+    assert "success" in {r.status for r in await c.runs(s.id)}
