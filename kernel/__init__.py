@@ -1,5 +1,7 @@
-"""leasecron kernel: schedules in a table, row leases, HTTP fires. Import from here."""
+"""leasecron kernel: schedules in a table, row leases, HTTP fires; in-memory workflows.
+Import from here."""
 
+from .cel import CelEvaluationError, CelNotInstalledError, cel_available
 from .clock import AlignedClock, Clock, SimClock, SystemClock
 from .cron import CronExpr, load_timezone
 from .dispatch import Dispatcher, HttpDispatcher
@@ -15,18 +17,31 @@ from .model import Fire, Outcome, Schedule, ScheduleRun
 from .scheduler import Scheduler
 from .sqlite import SqliteStore
 from .store import Claim, FinishPlan, StartPlan, Store
+from .trace import Span, SpanRecorder, Tracer
+from .workflow import Workflow
+from .workflow_flow import Condition, Loop, Router
+from .workflow_steps import Parallel, Step, Steps, StepTimeoutError
+from .workflow_types import Media, RunStatus, StepInput, StepOutput, WorkflowRunOutput
 
 __all__ = [
     "AlignedClock",
+    "CelEvaluationError",
+    "CelNotInstalledError",
     "Claim",
     "Clock",
+    "Condition",
     "CronExpr",
     "Dispatcher",
     "FinishPlan",
     "Fire",
     "HttpDispatcher",
     "LeasecronError",
+    "Loop",
+    "Media",
     "Outcome",
+    "Parallel",
+    "Router",
+    "RunStatus",
     "Schedule",
     "ScheduleExistsError",
     "ScheduleManager",
@@ -34,11 +49,22 @@ __all__ = [
     "ScheduleRun",
     "Scheduler",
     "SimClock",
+    "Span",
+    "SpanRecorder",
     "SqliteStore",
     "StartPlan",
+    "Step",
+    "StepInput",
+    "StepOutput",
+    "StepTimeoutError",
+    "Steps",
     "Store",
     "StoreError",
     "SystemClock",
+    "Tracer",
     "ValidationError",
+    "Workflow",
+    "WorkflowRunOutput",
+    "cel_available",
     "load_timezone",
 ]
