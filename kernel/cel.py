@@ -3,12 +3,12 @@ time, evaluate against plain Python values.
 
 cel-python (`pip install 'leasecron[cel]'`) is imported lazily, inside this module only, so the
 kernel imports and runs without it; only a CEL string then fails, with `CelNotInstalledError`
-saying how to install it. Parsing is the expensive part (milliseconds, against a fraction of one
-for an evaluation), so a parsed program is cached by its source text and shared by every workflow
-that uses the same expression. The free variables of an expression are read off its syntax tree
-when it is compiled: a name the decision does not provide is a `ValidationError` when the workflow
-is built, not a surprise in the middle of a run. This module knows nothing of workflows beyond the
-variable names each decision offers.
+saying how to install it. Compiling (parse and program) costs about as much again as an
+evaluation (tests/bench/bench_workflow.py), so a compiled program is cached by its source text
+and shared by every workflow that uses the same expression. The free variables of an expression
+are read off its syntax tree when it is compiled: a name the decision does not provide is a
+`ValidationError` when the workflow is built, not a surprise in the middle of a run. This module
+knows nothing of workflows beyond the variable names each decision offers.
 """
 
 from __future__ import annotations
