@@ -1,11 +1,12 @@
 """PostgresStore: the kernel's Store on PostgreSQL, over psycopg 3 (async) and psycopg_pool.
 
-Same tables, same lease algorithm and the same semantics as SqliteStore; every statement it runs
-is in postgres_sql.py, each with the race it closes. Where SQLite serialises every transaction on
-the file's write lock (BEGIN IMMEDIATE), Postgres runs READ COMMITTED with row locks: claim skips
-rows other transactions hold (FOR UPDATE SKIP LOCKED), and every other write transaction takes its
-schedule rows' locks before the statements that decide (see postgres_sql.py, "Transactions and
-locks").
+Same tables, same lease algorithm and the same semantics as SqliteStore; every lease statement it
+runs is in postgres_sql.py, each with the race it closes, and the workflow persistence statements
+(sessions, workflow runs, traces) are in postgres_sessions_sql.py. Where SQLite serialises every
+transaction on the file's write lock (BEGIN IMMEDIATE), Postgres runs READ COMMITTED with row
+locks: claim skips rows other transactions hold (FOR UPDATE SKIP LOCKED), and every other write
+transaction takes its schedule rows' locks before the statements that decide (see
+postgres_sql.py, "Transactions and locks").
 
 Time: by default the database's clock is the authority. Schedulers and managers on this store get
 an `AlignedClock` (`aligned_clock`), re-read with every idle poll, so every replica's `now` is the
@@ -45,6 +46,8 @@ from leasecron.kernel.store import SPEC_FIELDS, Claim, FinishPlan, StartPlan
 
 from . import postgres_sql
 from .postgres_listen import relay_notifications
+from .postgres_sessions import PostgresSessions
+from .postgres_sessions_sql import SESSIONS_SQL
 from .postgres_sql import LEASE_SQL, META_SQL
 
 log = logging.getLogger("leasecron")
@@ -62,12 +65,13 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 Conn = psycopg.AsyncConnection
 
 
-class PostgresStore:
+class PostgresStore(PostgresSessions):
     """The kernel's Store on a PostgreSQL database.
 
     dsn: a libpq connection string or URI ("postgresql://user@host:5432/db").
     schema: the schema holding the tables (created if missing; default "public").
-    prefix: table name prefix (default "agno_": agno_schedules, agno_schedule_runs).
+    prefix: table name prefix (default "agno_": agno_schedules, agno_schedule_runs, and for
+        workflows agno_sessions, agno_workflow_runs, agno_traces).
     min_size, max_size: the connection pool's bounds.
     connect_timeout: seconds the first open waits for min_size connections.
     time_authority: "database" (default): schedulers and managers on this store run on the
@@ -105,9 +109,15 @@ class PostgresStore:
         self.schedules_table = f'"{schema}"."{prefix}schedules"'
         self.runs_table = f'"{schema}"."{prefix}schedule_runs"'
         self.meta_table = f'"{schema}"."{prefix}leasecron_meta"'
+        self.sessions_table = f'"{schema}"."{prefix}sessions"'
+        self.workflow_runs_table = f'"{schema}"."{prefix}workflow_runs"'
+        self.traces_table = f'"{schema}"."{prefix}traces"'
         self._sql = {
             name: sql.format(S=self.schedules_table, R=self.runs_table, clock=clock_sql)
             for name, sql in LEASE_SQL.items()
+        }
+        self._sessions_sql = {
+            name: sql.format(**self._tables()) for name, sql in SESSIONS_SQL.items()
         }
         self._meta = {
             name: sql.format(M=self.meta_table, schema=f'"{schema}"')
@@ -193,12 +203,22 @@ class PostgresStore:
                     f"{self.schema}.{self.prefix}*: schema version {current} is newer than this "
                     f"leasecron ({len(migrations)}); upgrade leasecron"
                 )
-            tables = {"S": self.schedules_table, "R": self.runs_table, "prefix": self.prefix}
+            tables = {"prefix": self.prefix, **self._tables()}
             for version in range(current + 1, len(migrations) + 1):
                 for statement in migrations[version - 1].format(**tables).split(";"):
                     if statement.strip():
                         await conn.execute(statement)
                 await conn.execute(self._meta["set_version"], {"version": str(version)})
+
+    def _tables(self) -> dict[str, str]:
+        """The placeholders of the schema and SQL texts, as in kernel/sqlite_schema.py."""
+        return {
+            "S": self.schedules_table,
+            "R": self.runs_table,
+            "SE": self.sessions_table,
+            "WR": self.workflow_runs_table,
+            "TR": self.traces_table,
+        }
 
     async def _version(self, conn: Conn) -> int:
         cur = await conn.execute(self._meta["get_version"])

@@ -298,7 +298,59 @@ CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_run_id" ON {R} (run_id);
 CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_created" ON {R} (created_at, seq)
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1]
+# Workflow persistence (leasecron.kernel.sessions, statements in postgres_sessions_sql.py):
+# sessions, their runs and the runs' spans, as SQLite's migration 2 with Postgres types (JSON as
+# JSONB). New tables only, so a schema of version 1 keeps every schedule and run row as it was.
+# Runs have a table of their own, so a run by id is one primary-key lookup; `seq` orders a
+# session's runs that started in the same instant (SQLite uses rowid). A run's spans are one
+# range of the traces table's (trace_id, span_id) primary key.
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS {SE} (
+    session_id TEXT PRIMARY KEY,
+    session_type TEXT NOT NULL,
+    workflow_id TEXT,
+    agent_id TEXT,
+    user_id TEXT,
+    session_state JSONB,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {WR} (
+    run_id TEXT PRIMARY KEY,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    session_id TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    workflow_name TEXT,
+    user_id TEXT,
+    status TEXT NOT NULL,
+    input JSONB,
+    content JSONB,
+    media JSONB,
+    step_outputs JSONB,
+    session_state JSONB,
+    additional_data JSONB,
+    error TEXT,
+    started_at DOUBLE PRECISION,
+    ended_at DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS "{prefix}workflow_runs_by_session"
+    ON {WR} (session_id, started_at NULLS FIRST, seq);
+CREATE TABLE IF NOT EXISTS {TR} (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION,
+    attributes JSONB,
+    error TEXT,
+    PRIMARY KEY (trace_id, span_id)
+)
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 META_SQL = {

@@ -1,5 +1,5 @@
-"""leasecron kernel: schedules in a table, row leases, HTTP fires; in-memory workflows.
-Import from here."""
+"""leasecron kernel: schedules in a table, row leases, HTTP fires; workflows, kept in the same
+store when given one. Import from here."""
 
 from .cel import CelEvaluationError, CelNotInstalledError, cel_available
 from .clock import AlignedClock, Clock, SimClock, SystemClock
@@ -15,8 +15,9 @@ from .errors import (
 from .manager import ScheduleManager
 from .model import Fire, Outcome, Schedule, ScheduleRun
 from .scheduler import Scheduler
+from .sessions import TraceNode, WorkflowSession
 from .sqlite import SqliteStore
-from .store import Claim, FinishPlan, StartPlan, Store
+from .store import Claim, FinishPlan, StartPlan, Store, WorkflowStore
 from .trace import Span, SpanRecorder, Tracer
 from .workflow import Workflow
 from .workflow_flow import Condition, Loop, Router
@@ -61,10 +62,13 @@ __all__ = [
     "Store",
     "StoreError",
     "SystemClock",
+    "TraceNode",
     "Tracer",
     "ValidationError",
     "Workflow",
     "WorkflowRunOutput",
+    "WorkflowSession",
+    "WorkflowStore",
     "cel_available",
     "load_timezone",
 ]

@@ -1,6 +1,7 @@
-"""SqliteStore: the embedded store. One file, WAL mode; every statement it runs is in
-sqlite_sql.py, each with the race it closes. Blocking sqlite3 calls run on the store's own worker
-thread (or inline, for deterministic simulation), never on the event loop.
+"""SqliteStore: the embedded store. One file, WAL mode; every lease statement it runs is in
+sqlite_sql.py, each with the race it closes; the workflow persistence statements (sessions,
+workflow runs, traces) are in sqlite_sessions_sql.py. Blocking sqlite3 calls run on the store's
+own worker thread (or inline, for deterministic simulation), never on the event loop.
 
 Transactions take the write lock up front (BEGIN IMMEDIATE): within one, nothing another replica
 or process commits can interleave, so "read the row, decide, write it" is safe. The re-checks in
@@ -23,20 +24,30 @@ from .rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and b
     _RUN_COLUMNS,
     _SCHEDULE_COLUMNS,
     _json_dump,
+    _json_load,
     _run_params,
     _to_run,
     _to_schedule,
 )
-from .sqlite_schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version  # noqa: F401
+from .sqlite_schema import (  # noqa: F401
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    migrate,
+    schema_version,
+    table_names,
+)
+from .sqlite_sessions import SqliteSessions
+from .sqlite_sessions_sql import SESSIONS_SQL
 from .sqlite_sql import _FAR, LEASE_SQL
 from .store import SPEC_FIELDS, Claim, FinishPlan, StartPlan
 
 
-class SqliteStore:
+class SqliteStore(SqliteSessions):
     """The kernel's Store on one SQLite file.
 
     path: a file path (":memory:" works for a single store object).
-    prefix: table name prefix (default "agno_": agno_schedules, agno_schedule_runs).
+    prefix: table name prefix (default "agno_": agno_schedules, agno_schedule_runs, and for
+        workflows agno_sessions, agno_workflow_runs, agno_traces).
     inline: run statements on the calling thread instead of the worker thread. Deterministic, for
         the simulator and tests; a busy file would then block the event loop.
     """
@@ -53,12 +64,17 @@ class SqliteStore:
             raise ValueError(f"prefix: {prefix!r} must be letters, digits and underscores")
         self.path = str(path)
         self.prefix = prefix
-        self.schedules_table = f"{prefix}schedules"
-        self.runs_table = f"{prefix}schedule_runs"
+        tables = table_names(prefix)
+        self.schedules_table = tables["S"]
+        self.runs_table = tables["R"]
+        self.sessions_table = tables["SE"]
+        self.workflow_runs_table = tables["WR"]
+        self.traces_table = tables["TR"]
         self._sql = {
             name: sql.format(S=self.schedules_table, R=self.runs_table, far=_FAR)
             for name, sql in LEASE_SQL.items()
         }
+        self._sessions_sql = {name: sql.format(**tables) for name, sql in SESSIONS_SQL.items()}
         self._listeners: list[Callable[[], None]] = []
         self._worker = None if inline else Worker(f"leasecron-sqlite-{prefix}")
         self._local = threading.local()

@@ -76,10 +76,72 @@ CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_pending ON {R} (schedule_id, du
 CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_run_id ON {R} (run_id);
 """
 
+# Workflow persistence (kernel/sessions.py, statements in sqlite_sessions_sql.py): sessions, their
+# runs and the runs' spans. New tables only, so a file of version 1 keeps every schedule and run
+# row as it was. Runs have a table of their own rather than a JSON list inside the session row (as
+# the reference keeps them): a run by id is then one primary-key lookup, and saving a run rewrites
+# one row, not the whole session. The traces table is keyed (trace_id, span_id) WITHOUT ROWID, so
+# a run's spans are stored together and read as one key range.
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS {SE} (
+    session_id TEXT PRIMARY KEY,
+    session_type TEXT NOT NULL,
+    workflow_id TEXT,
+    agent_id TEXT,
+    user_id TEXT,
+    session_state TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {WR} (
+    run_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    workflow_name TEXT,
+    user_id TEXT,
+    status TEXT NOT NULL,
+    input TEXT,
+    content TEXT,
+    media TEXT,
+    step_outputs TEXT,
+    session_state TEXT,
+    additional_data TEXT,
+    error TEXT,
+    started_at REAL,
+    ended_at REAL
+);
+CREATE INDEX IF NOT EXISTS {prefix}workflow_runs_by_session ON {WR} (session_id, started_at);
+CREATE TABLE IF NOT EXISTS {TR} (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    attributes TEXT,
+    error TEXT,
+    PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID
+"""
+
 # Schema versions, applied in order and recorded in the meta table. A migration may add tables,
 # columns and indexes; it never drops or rewrites data.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def table_names(prefix: str) -> dict[str, str]:
+    """The placeholders of the schema and SQL texts: {S} schedules, {R} schedule runs, {SE}
+    sessions, {WR} workflow runs, {TR} traces."""
+    return {
+        "S": f"{prefix}schedules",
+        "R": f"{prefix}schedule_runs",
+        "SE": f"{prefix}sessions",
+        "WR": f"{prefix}workflow_runs",
+        "TR": f"{prefix}traces",
+    }
 
 
 def schema_version(conn: sqlite3.Connection, prefix: str) -> int:
@@ -99,7 +161,7 @@ def migrate(conn: sqlite3.Connection, prefix: str, path: str, migrations: list[s
             f"{path}: schema version {current} is newer than this leasecron "
             f"({len(migrations)}); upgrade leasecron"
         )
-    tables = {"S": f"{prefix}schedules", "R": f"{prefix}schedule_runs", "prefix": prefix}
+    tables = {"prefix": prefix, **table_names(prefix)}
     for version in range(current + 1, len(migrations) + 1):
         for statement in migrations[version - 1].format(**tables).split(";"):
             if statement.strip():

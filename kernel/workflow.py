@@ -10,12 +10,17 @@ This module owns the run: its ids, its status, its cancellation, and the hand-of
 Persistence seam. `db` is optional (None: nothing is persisted, the run output still carries its
 whole trace). When `db` has them, the engine calls
 
+    await db.get_session(session_id, with_runs=False)  # a run continuing a session without
+                                # passing session_state: the stored session's state, if any
     await db.save_run(run)      # a WorkflowRunOutput: once RUNNING at the start, once at the end
     await db.save_spans(spans)  # list[Span] of the run (trace id = run id), once at the end
 
-Both must copy what they keep (the output object goes on changing while the run lasts). A store
-that fails is logged and noted in `run.persist_error`; the run's own result stands. `recorder`,
-any object with `record(span)`, gets every span as it ends (an exporter, a live view).
+SqliteStore and PostgresStore implement them (the `WorkflowStore` part of kernel/store.py). Saves
+must copy what they keep (the output object goes on changing while the run lasts). A store that
+fails is logged and noted in `run.persist_error`; the run's own result stands. If the stored state
+cannot be read, the run starts from an empty state and is not saved, so that it cannot overwrite
+the state it did not see. `recorder`, any object with `record(span)`, gets every span as it ends
+(an exporter, a live view).
 """
 
 from __future__ import annotations
@@ -106,27 +111,37 @@ class Workflow:
         session_state: dict[str, Any] | None = None,
         media: list[Media] | None = None,
         run_id: str | None = None,
+        user_id: str | None = None,
     ) -> WorkflowRunOutput:
-        """Run the workflow once. `session_state` is used and changed in place (a new dict when
-        None); `media` goes to the first step. Returns the run's output, COMPLETED or ERROR;
-        CANCELLED when `cancel(run_id)` stopped it. If the task awaiting `arun` is itself
-        cancelled, the run ends CANCELLED (and is saved) and the cancellation propagates."""
+        """Run the workflow once. `session_state` is used and changed in place; when None, the
+        state `db` keeps for `session_id` (a new dict if none). `media` goes to the first step;
+        `user_id` is recorded with the run and its session. Returns the run's output, COMPLETED
+        or ERROR; CANCELLED when `cancel(run_id)` stopped it. If the task awaiting `arun` is
+        itself cancelled, the run ends CANCELLED (and is saved) and the cancellation
+        propagates."""
         run_id = run_id or self.new_id()
         if run_id in self._running:
             raise ValidationError("run_id", f"{run_id!r} is already running")
         clock = self.clock
+        db, unread = self.db, None
+        if session_state is None and session_id is not None:
+            session_state, unread = await self._stored_state(session_id)
+            if unread is not None:
+                db = None
         tracer = Tracer(run_id, clock, self.recorder)
         out = WorkflowRunOutput(
             run_id=run_id,
             workflow_id=self.id,
             workflow_name=self.name,
             session_id=session_id or self.new_id(),
+            user_id=user_id,
             status=RunStatus.RUNNING,
             input=input,
             session_state=session_state if session_state is not None else {},
             additional_data=additional_data if additional_data is not None else {},
             started_at=clock.now(),
             spans=tracer.spans,
+            persist_error=unread,
         )
         ctx = RunContext(
             workflow_id=self.id,
@@ -138,7 +153,7 @@ class Workflow:
             tracer=tracer,
             cel_errors=self.cel_errors,
         )
-        await self._save(out, spans=False)
+        await self._save(db, out, spans=False)
         # The steps run in a task of their own, so cancel(run_id) can stop them without
         # cancelling the caller, and the caller's own cancellation still reaches them.
         task = asyncio.create_task(self._execute(ctx, out, media or []))
@@ -147,14 +162,14 @@ class Workflow:
             await task
         except asyncio.CancelledError:
             out.status, out.error, out.ended_at = RunStatus.CANCELLED, "cancelled", clock.now()
-            await self._save(out, spans=True)
+            await self._save(db, out, spans=True)
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
             return out
         finally:
             self._running.pop(run_id, None)
-        await self._save(out, spans=True)
+        await self._save(db, out, spans=True)
         return out
 
     def cancel(self, run_id: str) -> bool:
@@ -195,8 +210,19 @@ class Workflow:
                 tracer.end(span, "error", out.error)
             out.ended_at = ctx.clock.now()
 
-    async def _save(self, out: WorkflowRunOutput, *, spans: bool) -> None:
-        db = self.db
+    async def _stored_state(self, session_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(the state `db` keeps for the session, or None; why it could not be read, or None)."""
+        get_session = getattr(self.db, "get_session", None)
+        if get_session is None:
+            return None, None
+        try:
+            session = await get_session(session_id, with_runs=False)
+        except Exception as exc:  # the run goes ahead; only its saves are given up
+            log.warning("workflow %s session %s not read: %s", self.id, session_id, exc)
+            return None, f"session state not read, run not saved: {type(exc).__name__}: {exc}"
+        return (None if session is None else session.session_state), None
+
+    async def _save(self, db: Any, out: WorkflowRunOutput, *, spans: bool) -> None:
         if db is None:
             return
         try:

@@ -157,6 +157,7 @@ class WorkflowRunOutput:
     workflow_name: str
     session_id: str
     status: RunStatus = RunStatus.PENDING
+    user_id: str | None = None
     input: Any = None
     content: Any = None
     media: list[Media] = field(default_factory=list)

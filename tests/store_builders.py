@@ -1,12 +1,28 @@
-"""Builders for the store tests (the contract suite tests/test_store_contract.py, and the
-SQLite-only and Postgres-only suites): rows, plans and the lease state of a schedule, so every
-case is stated the same way."""
+"""Builders for the store tests (the contract suites tests/test_store_contract.py and
+tests/test_workflow_store.py, and the SQLite-only and Postgres-only suites): rows, plans and the
+lease state of a schedule, so every case is stated the same way; and the `Stores` factory behind
+the contract suites' `open_store` fixture, parametrised over both stores."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
 
-from leasecron.kernel import Claim, FinishPlan, Schedule, ScheduleRun, StartPlan, Store
+import pytest
+
+from leasecron.kernel import (
+    Claim,
+    FinishPlan,
+    Schedule,
+    ScheduleRun,
+    SqliteStore,
+    StartPlan,
+    Store,
+)
 from support import T0
 
 LEASE = 30.0
@@ -115,3 +131,70 @@ def closes_stores(fn):
             await open_store.close_all()
 
     return wrapper
+
+
+# -- the stores a contract suite runs against ---------------------------------------------------
+
+STORES = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+class Stores:
+    """Opens stores of one kind on one database. Every store it opened must be closed inside the
+    test's own event loop (a psycopg pool belongs to the loop it was opened on): decorate the
+    test with `closes_stores`."""
+
+    def __init__(self, kind: str, *, path: Path | None = None, dsn: str | None = None):
+        self.kind = kind
+        self.path = path
+        self.dsn = dsn
+        self.schema = f"t_{secrets.token_hex(4)}"
+        self.opened: list[Store] = []
+
+    def __call__(self, **kwargs) -> Store:
+        if self.kind == "sqlite":
+            kwargs.setdefault("inline", True)
+            store = SqliteStore(str(self.path), **kwargs)
+        else:
+            from leasecron.adapters.postgres import PostgresStore
+
+            # Postgres statements always run on the pool: there is no inline mode to choose.
+            kwargs.pop("inline", None)
+            kwargs.setdefault("schema", self.schema)
+            # The tests pass explicit `now` values; the database clock has its own tests.
+            kwargs.setdefault("time_authority", "local")
+            store = PostgresStore(self.dsn, **kwargs)
+        self.opened.append(store)
+        return store
+
+    async def close_all(self) -> None:
+        while self.opened:
+            await self.opened.pop().close()
+
+
+@contextlib.contextmanager
+def stores_for(request, path: Path) -> Iterator[Stores]:
+    """The body of an `open_store` fixture parametrised over STORES: a Stores factory for the
+    param's kind (SQLite: the file `path`; Postgres: the module's `pg_dsn` fixture, a fresh
+    schema per test), and a failure if the test left a store open."""
+    if request.param == "postgres":
+        import pgserver  # only here: the SQLite suites run without a server to probe
+
+        # Per param rather than pgserver.require_server() at module level, so that the SQLite
+        # half runs whether or not there is a server.
+        if pgserver.UNAVAILABLE:
+            if pgserver.REQUIRED:
+                pytest.fail(f"LEASECRON_PG_REQUIRED=1 but {pgserver.UNAVAILABLE}", pytrace=False)
+            pytest.skip(pgserver.UNAVAILABLE)
+        stores = Stores("postgres", dsn=request.getfixturevalue("pg_dsn"))
+    else:
+        stores = Stores("sqlite", path=path)
+    yield stores
+    # Only the test's own loop can close a Postgres pool cleanly; by now that loop is gone.
+    if stores.opened:
+        left = len(stores.opened)
+        if stores.kind == "sqlite":
+            asyncio.run(stores.close_all())
+        pytest.fail(f"{left} store(s) left open: decorate the test with @store_test", pytrace=False)

@@ -200,10 +200,10 @@ async def test_a_trigger_waiting_on_a_release_sees_the_retry_that_release_queued
 
 
 @pg_test
-async def test_fresh_schema_gets_version_1_and_its_tables(open_store):
+async def test_fresh_schema_gets_version_2_and_its_tables(open_store):
     store = open_store()
-    assert await store.schema_version() == 1
-    assert postgres_sql.SCHEMA_VERSION == 1
+    assert await store.schema_version() == 2
+    assert postgres_sql.SCHEMA_VERSION == 2
     rows = raw(
         store,
         "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -216,6 +216,10 @@ async def test_fresh_schema_gets_version_1_and_its_tables(open_store):
         "agno_leasecron_meta",
         "agno_schedules_due",
         "agno_schedules_name_key",
+        "agno_sessions",
+        "agno_workflow_runs",
+        "agno_workflow_runs_by_session",
+        "agno_traces",
     }
 
 
@@ -225,17 +229,19 @@ async def test_reopen_keeps_rows_and_only_applies_new_migrations(open_store, mon
     await first.create_schedule(sched("a", T0))
     await first.add_pending_run(pending("p", "a", T0), T0)
     await first.close()
-    # Were migration 1 re-run on reopen, this script would fail.
-    monkeypatch.setattr(postgres_sql, "MIGRATIONS", ["THIS IS NOT SQL"])
+    # Were migrations 1 and 2 re-run on reopen, these scripts would fail.
+    monkeypatch.setattr(postgres_sql, "MIGRATIONS", ["THIS IS NOT SQL"] * 2)
     again = open_store()
-    assert await again.schema_version() == 1
+    assert await again.schema_version() == 2
     assert [s.id for s in await again.list_schedules()] == ["a"]
     await again.close()
     monkeypatch.setattr(
-        postgres_sql, "MIGRATIONS", ["THIS IS NOT SQL", "ALTER TABLE {S} ADD COLUMN note TEXT"]
+        postgres_sql,
+        "MIGRATIONS",
+        [*["THIS IS NOT SQL"] * 2, "ALTER TABLE {S} ADD COLUMN note TEXT"],
     )
     upgraded = open_store()
-    assert await upgraded.schema_version() == 2
+    assert await upgraded.schema_version() == 3
     cols = raw(
         upgraded,
         "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
@@ -252,7 +258,7 @@ async def test_schema_from_a_newer_version_is_refused(open_store):
     store = open_store()
     await store.create_schedule(sched("a", T0))
     raw(store, "UPDATE {M} SET value = '7' WHERE key = 'schema_version'")
-    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(1\)"):
+    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(2\)"):
         await open_store().get_schedule("a")
     assert raw(store, "SELECT value FROM {M}") == [("7",)]
     assert [s.id for s in await store.list_schedules()] == ["a"]
@@ -272,7 +278,7 @@ async def test_custom_prefix_and_schema_keep_their_own_tables(open_store):
     # the same name in another prefix or schema is not a duplicate
     await theirs.create_schedule(sched("a", T0))
     await other_schema.create_schedule(sched("a", T0))
-    assert await mine.schema_version() == await theirs.schema_version() == 1
+    assert await mine.schema_version() == await theirs.schema_version() == 2
     raw(other_schema, f'DROP SCHEMA "{other_schema.schema}" CASCADE')
 
 

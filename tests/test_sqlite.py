@@ -1,7 +1,8 @@
 """What only SqliteStore has, at the store level: its worker thread, a file another process holds
-locked, the partial due index in EXPLAIN QUERY PLAN, file migrations and table prefixes. The store
-contract it shares with PostgresStore (claim, fencing, start, finish, manager writes, the idle
-poll, runs) is tests/test_store_contract.py, run against both stores."""
+locked, the partial due index and the workflow reads' indexes in EXPLAIN QUERY PLAN, file
+migrations and table prefixes. The store contract it shares with PostgresStore (claim, fencing,
+start, finish, manager writes, the idle poll, runs; workflow persistence) is
+tests/test_store_contract.py and tests/test_workflow_store.py, run against both stores."""
 
 from __future__ import annotations
 
@@ -94,6 +95,25 @@ async def test_idle_poll_and_claim_use_the_partial_due_index(open_store, prefix)
         assert not any(d.startswith(f"SCAN {prefix}schedules") for d in plan), (name, plan)
 
 
+async def test_workflow_reads_are_index_lookups_with_no_sort(open_store):
+    store = open_store()
+    conn = store._connect()
+    plans = {}
+    for name, args in [
+        ("get_run", {"run_id": "r"}),
+        ("get_session", {"session_id": "s"}),
+        ("session_runs", {"session_id": "s"}),
+        ("trace", {"trace_id": "r"}),
+    ]:
+        sql = "EXPLAIN QUERY PLAN " + store._sessions_sql[name]
+        plans[name] = [row["detail"] for row in conn.execute(sql, args)]
+    for name, plan in plans.items():
+        assert len(plan) == 1 and plan[0].startswith("SEARCH "), (name, plan)
+    # a session's runs come in index order: no temporary sort of a long session's runs
+    assert "USING INDEX agno_workflow_runs_by_session" in plans["session_runs"][0]
+    assert "USING PRIMARY KEY (trace_id=?)" in plans["trace"][0]
+
+
 # -- schema ----------------------------------------------------------------------------------
 
 
@@ -108,15 +128,19 @@ def _objects(path: str) -> set[tuple[str, str]]:
     return set(rows)
 
 
-async def test_fresh_file_gets_schema_version_1(open_store):
+async def test_fresh_file_gets_schema_version_2(open_store):
     store = open_store()
-    assert store.schema_version() == 1
-    assert sqlite_mod.SCHEMA_VERSION == 1
+    assert store.schema_version() == 2
+    assert sqlite_mod.SCHEMA_VERSION == 2
     assert _objects(store.path) >= {
         ("table", "agno_schedules"),
         ("table", "agno_schedule_runs"),
         ("table", "agno_leasecron_meta"),
         ("index", "agno_schedules_due"),
+        ("table", "agno_sessions"),
+        ("table", "agno_workflow_runs"),
+        ("index", "agno_workflow_runs_by_session"),
+        ("table", "agno_traces"),
     }
     mode = store._connect().execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
@@ -127,18 +151,18 @@ async def test_reopen_keeps_rows_and_only_applies_new_migrations(open_store, mon
     await first.create_schedule(sched("a", T0))
     await first.add_pending_run(pending("p", "a", T0), T0)
     await first.close()
-    # Were migration 1 re-run on reopen, this script would fail.
-    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", ["THIS IS NOT SQL"])
+    # Were migrations 1 and 2 re-run on reopen, these scripts would fail.
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", ["THIS IS NOT SQL"] * 2)
     again = open_store("m.db")
-    assert again.schema_version() == 1
+    assert again.schema_version() == 2
     assert [s.id for s in await again.list_schedules()] == ["a"]
     await again.close()
-    # A newer leasecron with a second migration applies just that one.
+    # A newer leasecron with a third migration applies just that one.
     monkeypatch.setattr(
-        sqlite_mod, "MIGRATIONS", ["THIS IS NOT SQL", "ALTER TABLE {S} ADD COLUMN note TEXT"]
+        sqlite_mod, "MIGRATIONS", [*["THIS IS NOT SQL"] * 2, "ALTER TABLE {S} ADD COLUMN note TEXT"]
     )
     upgraded = open_store("m.db")
-    assert upgraded.schema_version() == 2
+    assert upgraded.schema_version() == 3
     cols = [r["name"] for r in upgraded._connect().execute("PRAGMA table_info(agno_schedules)")]
     assert cols[-1] == "note"
     assert [r.id for r in await upgraded.list_runs("a")] == ["p"]
@@ -154,20 +178,23 @@ async def test_custom_prefix_creates_its_own_tables(open_store):
         ("table", "myapp_schedule_runs"),
         ("table", "myapp_leasecron_meta"),
         ("index", "myapp_schedules_due"),
+        ("table", "myapp_sessions"),
+        ("table", "myapp_workflow_runs"),
+        ("table", "myapp_traces"),
         ("table", "agno_schedules"),
     }
     await mine.create_schedule(sched("a", T0))
     assert [s.id for s in await mine.list_schedules()] == ["a"]
     assert await theirs.list_schedules() == []
     assert await theirs.next_due() is None
-    assert mine.schema_version() == theirs.schema_version() == 1
+    assert mine.schema_version() == theirs.schema_version() == 2
 
 
 async def test_file_from_a_newer_version_is_refused(open_store, tmp_path):
     store = open_store("new.db")
     await store.create_schedule(sched("a", T0))
     raw(store).execute("UPDATE agno_leasecron_meta SET value = '7' WHERE key = 'schema_version'")
-    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(1\)"):
+    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(2\)"):
         SqliteStore(str(tmp_path / "new.db"), inline=True)
     # the refused open changed nothing
     assert raw(store).execute("SELECT value FROM agno_leasecron_meta").fetchone()[0] == "7"

@@ -11,11 +11,8 @@ and tests/test_postgres_store.py.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import secrets
 import sqlite3
-from pathlib import Path
 
 import pgserver
 import pytest
@@ -31,6 +28,7 @@ from leasecron.kernel import (
 )
 from store_builders import (
     LEASE,
+    STORES,
     claim_one,
     closes_stores,
     finish_plan,
@@ -40,46 +38,9 @@ from store_builders import (
     sched,
     start_each_running,
     start_plan,
+    stores_for,
 )
 from support import T0
-
-STORES = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
-
-
-class Stores:
-    """Opens stores of one kind on one database. Every store it opened must be closed inside the
-    test's own event loop (a psycopg pool belongs to the loop it was opened on): @store_test does
-    that."""
-
-    def __init__(self, kind: str, *, path: Path | None = None, dsn: str | None = None):
-        self.kind = kind
-        self.path = path
-        self.dsn = dsn
-        self.schema = f"t_{secrets.token_hex(4)}"
-        self.opened: list[Store] = []
-
-    def __call__(self, **kwargs) -> Store:
-        if self.kind == "sqlite":
-            kwargs.setdefault("inline", True)
-            store = SqliteStore(str(self.path), **kwargs)
-        else:
-            from leasecron.adapters.postgres import PostgresStore
-
-            # Postgres statements always run on the pool: there is no inline mode to choose.
-            kwargs.pop("inline", None)
-            kwargs.setdefault("schema", self.schema)
-            # The tests pass explicit `now` values; the database clock has its own tests.
-            kwargs.setdefault("time_authority", "local")
-            store = PostgresStore(self.dsn, **kwargs)
-        self.opened.append(store)
-        return store
-
-    async def close_all(self) -> None:
-        while self.opened:
-            await self.opened.pop().close()
 
 
 @pytest.fixture(scope="module")
@@ -92,23 +53,8 @@ def pg_dsn():
 @pytest.fixture(params=STORES)
 def open_store(request, tmp_path):
     """A Stores factory for the param's kind: each call opens another store on the same database."""
-    if request.param == "postgres":
-        # Per param rather than pgserver.require_server() at module level, so that the SQLite
-        # half runs whether or not there is a server.
-        if pgserver.UNAVAILABLE:
-            if pgserver.REQUIRED:
-                pytest.fail(f"LEASECRON_PG_REQUIRED=1 but {pgserver.UNAVAILABLE}", pytrace=False)
-            pytest.skip(pgserver.UNAVAILABLE)
-        stores = Stores("postgres", dsn=request.getfixturevalue("pg_dsn"))
-    else:
-        stores = Stores("sqlite", path=tmp_path / "contract.db")
-    yield stores
-    # Only the test's own loop can close a Postgres pool cleanly; by now that loop is gone.
-    if stores.opened:
-        left = len(stores.opened)
-        if stores.kind == "sqlite":
-            asyncio.run(stores.close_all())
-        pytest.fail(f"{left} store(s) left open: decorate the test with @store_test", pytrace=False)
+    with stores_for(request, tmp_path / "contract.db") as stores:
+        yield stores
 
 
 store_test = closes_stores

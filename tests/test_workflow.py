@@ -1040,10 +1040,13 @@ async def test_a_failing_or_partial_db_does_not_undo_the_run():
     assert out.status is RunStatus.COMPLETED and out.persist_error is None
 
 
-async def test_a_sqlite_store_as_db_works_before_it_persists_workflows(tmp_path):
+async def test_a_sqlite_store_as_db_persists_the_run(tmp_path):
+    # The stores' side of the seam is tests/test_workflow_store.py, on SQLite and Postgres.
     store = SqliteStore(str(tmp_path / "wf.db"), inline=True)
     out = await Workflow(id="w", steps=[const("x")], db=store).arun()
     assert out.status is RunStatus.COMPLETED and out.persist_error is None
+    assert (await store.get_workflow_run(out.run_id)).content == "x"
+    await store.close()
 
 
 async def test_an_engine_fault_ends_the_run_in_error_and_spares_parallel_siblings(monkeypatch):

@@ -1,0 +1,86 @@
+"""SqliteStore's workflow persistence (sessions, workflow runs, traces), apart from the lease
+algorithm: `Workflow(db=store)` saves through it, and it reads runs, sessions and span trees back.
+Its statements are in sqlite_sessions_sql.py. A mixin of SqliteStore: it uses the store's
+plumbing (`_run`, `_tx`, `_connect`) and its formatted `_sessions_sql`."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .rows import _json_load
+from .sessions import (
+    TraceNode,
+    WorkflowSession,
+    run_from_row,
+    run_params,
+    session_from_row,
+    session_params,
+    span_from_row,
+    span_params,
+    span_tree,
+)
+from .trace import Span
+from .workflow_types import WorkflowRunOutput
+
+
+class SqliteSessions:
+    """Workflow persistence for SqliteStore (see the module docstring)."""
+
+    async def save_run(self, run: WorkflowRunOutput) -> None:
+        """Create or update the run's row and its session's, in one transaction. Called by the
+        engine as the run starts (RUNNING) and as it ends; the session takes the run's
+        session_state only from the save at its end."""
+        # Encoded here, on the caller's thread: the run's objects change while it lasts.
+        session, row = session_params(run), run_params(run)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(self._sessions_sql["upsert_session"], session)
+            conn.execute(self._sessions_sql["upsert_run"], row)
+
+        await self._run("save_run", self._tx, op)
+
+    async def save_spans(self, spans: list[Span]) -> None:
+        """Store spans (each keyed by trace id and span id; saving one again replaces it)."""
+        rows = [span_params(span) for span in spans]
+        if rows:
+            await self._run(
+                "save_spans",
+                self._tx,
+                lambda conn: conn.executemany(self._sessions_sql["upsert_span"], rows),
+            )
+
+    async def get_workflow_run(self, run_id: str) -> WorkflowRunOutput | None:
+        """The run as last saved (spans left out: `get_trace`), or None."""
+
+        def op() -> WorkflowRunOutput | None:
+            sql = self._sessions_sql["get_run"]
+            row = self._connect().execute(sql, {"run_id": run_id}).fetchone()
+            return run_from_row(row, _json_load) if row else None
+
+        return await self._run("get_workflow_run", op)
+
+    async def get_session(
+        self, session_id: str, *, with_runs: bool = True
+    ) -> WorkflowSession | None:
+        """The session with its runs in the order they started (none with with_runs=False),
+        or None."""
+
+        def op() -> WorkflowSession | None:
+            conn = self._connect()
+            args = {"session_id": session_id}
+            row = conn.execute(self._sessions_sql["get_session"], args).fetchone()
+            if row is None:
+                return None
+            found = conn.execute(self._sessions_sql["session_runs"], args) if with_runs else ()
+            return session_from_row(row, _json_load, [run_from_row(r, _json_load) for r in found])
+
+        return await self._run("get_session", op)
+
+    async def get_trace(self, run_id: str) -> list[TraceNode]:
+        """The run's spans as a tree: roots first, each node's children in start order."""
+
+        def op() -> list[TraceNode]:
+            rows = self._connect().execute(self._sessions_sql["trace"], {"trace_id": run_id})
+            return span_tree(span_from_row(r, _json_load) for r in rows)
+
+        return await self._run("get_trace", op)
