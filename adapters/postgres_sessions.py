@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from leasecron.kernel.errors import ValidationError
 from leasecron.kernel.sessions import (
     TraceNode,
     WorkflowSession,
+    check_limit,
+    clean_text,
     run_from_row,
     run_params,
+    run_taken,
     session_from_row,
     session_params,
     span_from_row,
@@ -30,16 +34,25 @@ if TYPE_CHECKING:
 class PostgresSessions:
     """Workflow persistence for PostgresStore (see the module docstring)."""
 
-    async def save_run(self, run: WorkflowRunOutput) -> None:
+    async def save_run(
+        self, run: WorkflowRunOutput, *, create: bool = False, summary: bool = False
+    ) -> None:
         """Create or update the run's row and its session's, in one transaction. Called by the
-        engine as the run starts (RUNNING) and as it ends; the session takes the run's
-        session_state only from the save at its end."""
+        engine as the run starts (RUNNING, `create=True`: a run id already stored is refused
+        with a ValidationError naming run_id, and nothing is written) and as it ends; the session
+        takes the run's session_state only from the save at its end. `summary=True`: the
+        engine's second try after the save at the end failed (see sessions.session_params)."""
         # Encoded now: the run's objects change while it lasts.
-        session, row = session_params(run), run_params(run)
+        session, row = session_params(run, summary=summary), run_params(run)
 
         async def op(conn: Conn) -> None:
+            if create:
+                cur = await conn.execute(self._sessions_sql["insert_run"], row)
+                if cur.rowcount == 0:
+                    raise ValidationError("run_id", run_taken(row["run_id"]))
+            else:
+                await conn.execute(self._sessions_sql["upsert_run"], row)
             await conn.execute(self._sessions_sql["upsert_session"], session)
-            await conn.execute(self._sessions_sql["upsert_run"], row)
 
         await self._tx("save_run", op)
 
@@ -58,17 +71,20 @@ class PostgresSessions:
         """The run as last saved (spans left out: `get_trace`), or None."""
 
         async def op(conn: Conn) -> WorkflowRunOutput | None:
-            row = await self._one(conn, self._sessions_sql["get_run"], {"run_id": run_id})
+            row = await self._one(
+                conn, self._sessions_sql["get_run"], {"run_id": clean_text(run_id)}
+            )
             return run_from_row(row, _decoded) if row else None
 
         return await self._run("get_workflow_run", op)
 
     async def get_session(
-        self, session_id: str, *, with_runs: bool = True
+        self, session_id: str, *, with_runs: bool = True, limit: int | None = None
     ) -> WorkflowSession | None:
-        """The session with its runs in the order they started (none with with_runs=False),
-        or None."""
-        args = {"session_id": session_id}
+        """The session with its runs in the order they started (none with with_runs=False; only
+        the newest `limit` of them, still in start order, with a limit), or None."""
+        limit = check_limit(limit)
+        args = {"session_id": clean_text(session_id), "limit": limit}
 
         async def op(conn: Conn) -> WorkflowSession | None:
             row = await self._one(conn, self._sessions_sql["get_session"], args)
@@ -76,7 +92,8 @@ class PostgresSessions:
                 return None
             runs = []
             if with_runs:
-                cur = await conn.execute(self._sessions_sql["session_runs"], args)
+                sql = "session_runs" if limit is None else "session_runs_newest"
+                cur = await conn.execute(self._sessions_sql[sql], args)
                 runs = [run_from_row(r, _decoded) for r in await cur.fetchall()]
             return session_from_row(row, _decoded, runs)
 
@@ -86,7 +103,7 @@ class PostgresSessions:
         """The run's spans as a tree: roots first, each node's children in start order."""
 
         async def op(conn: Conn) -> list[TraceNode]:
-            cur = await conn.execute(self._sessions_sql["trace"], {"trace_id": run_id})
+            cur = await conn.execute(self._sessions_sql["trace"], {"trace_id": clean_text(run_id)})
             return span_tree(span_from_row(r, _decoded) for r in await cur.fetchall())
 
         return await self._run("get_trace", op)

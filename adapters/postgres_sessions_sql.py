@@ -45,6 +45,17 @@ SESSIONS_SQL = {
                session_state = EXCLUDED.session_state, additional_data = EXCLUDED.additional_data,
                error = EXCLUDED.error, started_at = EXCLUDED.started_at,
                ended_at = EXCLUDED.ended_at""",
+    # The run row as the run starts: an insert that does nothing if the run id is taken (the
+    # store then refuses the run, in the same transaction, so another run is never overwritten).
+    "insert_run": """
+        INSERT INTO {WR} (run_id, session_id, workflow_id, workflow_name, user_id, status, input,
+               content, media, step_outputs, session_state, additional_data, error, started_at,
+               ended_at)
+        VALUES (%(run_id)s, %(session_id)s, %(workflow_id)s, %(workflow_name)s, %(user_id)s,
+               %(status)s, %(input)s::jsonb, %(content)s::jsonb, %(media)s::jsonb,
+               %(step_outputs)s::jsonb, %(session_state)s::jsonb, %(additional_data)s::jsonb,
+               %(error)s, %(started_at)s, %(ended_at)s)
+        ON CONFLICT (run_id) DO NOTHING""",
     # One span. A span saved again (a retried save) replaces its earlier copy.
     "upsert_span": """
         INSERT INTO {TR} (trace_id, span_id, parent_span_id, name, kind, status, started_at,
@@ -66,6 +77,12 @@ SESSIONS_SQL = {
     # index; NULLS FIRST as SQLite sorts a run saved before it started (PENDING).
     "session_runs": """
         SELECT * FROM {WR} WHERE session_id = %(session_id)s
+         ORDER BY started_at NULLS FIRST, seq""",
+    # The newest %(limit)s of them (the last to start), still in the order they started.
+    "session_runs_newest": """
+        SELECT * FROM (
+            SELECT * FROM {WR} WHERE session_id = %(session_id)s
+             ORDER BY started_at DESC NULLS LAST, seq DESC LIMIT %(limit)s) AS newest
          ORDER BY started_at NULLS FIRST, seq""",
     # A run's spans: one range of the (trace_id, span_id) primary key. The tree, and its order,
     # are built in Python (kernel/sessions.py).

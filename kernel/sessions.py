@@ -10,20 +10,25 @@ Tables (names follow the store's prefix, default `agno_`):
   traces    one row per span; trace id = run id, so a run's spans are one key range
 
 Everything a run carried is stored as JSON and comes back as JSON gives it back: a tuple as a list,
-an object the encoder does not know as its `str()`, dict keys as strings. Media keep their bytes
-(base64 in the row). Each store passes `load`, its way of decoding a JSON column: SQLite keeps
-text, while psycopg hands Postgres JSONB back already decoded.
+an object the encoder does not know as its `str()`, dict keys as strings, a non-finite float as
+the string "NaN", "Infinity" or "-Infinity". Text and JSON are cleaned the same way for both stores
+before they are written (NUL and lone surrogates become U+FFFD: Postgres refuses them), so the two
+stores give back the same values; ids are cleaned the same way when they are looked up. Media
+keep their bytes (base64 in the row). Each store passes `load`, its way of decoding a JSON column:
+SQLite keeps text, while psycopg hands Postgres JSONB back already decoded.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ValidationError
 from .trace import Span
 from .workflow_types import Media, RunStatus, StepOutput, WorkflowRunOutput
 
@@ -76,30 +81,113 @@ def span_tree(spans: Iterable[Span]) -> list[TraceNode]:
 
 
 # -- values -> row parameters ------------------------------------------------------------------
+#
+# Both stores get the same text. Postgres refuses what SQLite takes: a NUL character in text or
+# JSONB, a lone surrogate in JSONB, and NaN or ±Infinity in JSONB. So every value is cleaned here,
+# before either store sees it: NUL and lone surrogates become U+FFFD (a surrogate pair becomes the
+# one character it encodes), and a non-finite float becomes the string "NaN", "Infinity" or
+# "-Infinity". What is read back is then the same on SQLite and on Postgres.
+
+REPLACEMENT = "\ufffd"
+
+# A JSON string (kept, its escapes checked) or a non-finite number token outside any string.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|-?Infinity|NaN')
+# Inside a JSON string: a surrogate pair (kept), a NUL or lone surrogate escape (replaced), or any
+# other escape (kept whole, so that the text after an escaped backslash is never misread).
+_JSON_ESCAPE = re.compile(
+    r"(?P<pair>\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2})"
+    r"|(?P<bad>\\u(?:0000|d[89a-f][0-9a-f]{2}))"
+    r"|\\."
+)
+
+
+def clean_text(text: str) -> str:
+    """`text` as both stores can hold it: NUL and lone surrogates replaced by U+FFFD."""
+    if text.isascii():
+        return text.replace("\x00", REPLACEMENT) if "\x00" in text else text
+    if "\x00" in text:
+        text = text.replace("\x00", REPLACEMENT)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates: pairs become their character, lone ones U+FFFD
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _escape(match: re.Match[str]) -> str:
+    return "\\ufffd" if match.group("bad") is not None else match.group()
+
+
+def _token(match: re.Match[str]) -> str:
+    token = match.group()
+    if token[0] != '"':  # NaN, Infinity, -Infinity: JSONB has no such number
+        return f'"{token}"'
+    if "\\u0000" not in token and "\\ud" not in token:
+        return token
+    return _JSON_ESCAPE.sub(_escape, token)
+
+
+def _clean_json(text: str) -> str:
+    """JSON text from json.dumps (ASCII only: every other character is an escape) cleaned as
+    `clean_text` cleans text, with non-finite numbers turned into strings."""
+    if "NaN" in text or "Infinity" in text or "\\u0000" in text or "\\ud" in text:
+        return _JSON_TOKEN.sub(_token, text)
+    return text
+
+
+def _dumps(value: Any) -> str:
+    return _clean_json(json.dumps(value, separators=(",", ":"), default=str))
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)[:65_536]
+    except Exception:  # a __repr__ that raises
+        return f"<{type(value).__name__}>"
 
 
 def _json(value: Any) -> str | None:
-    """JSON text for a column; an object the encoder cannot take (a cycle, a key that is not a
-    string, NaN, which Postgres JSONB refuses) is kept as its repr, so one odd value never costs
-    the run its record."""
+    """JSON text for a column; a value the encoder cannot take (a cycle, a key that is not a
+    string, a str() that raises) is kept as its repr, so one odd value never costs the run its
+    record."""
     if value is None:
         return None
     try:
-        return json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
-    except (TypeError, ValueError):
-        return json.dumps(repr(value)[:65_536])
+        return _dumps(value)
+    except Exception:
+        return _dumps(_repr(value))
 
 
 def _state_json(state: dict[str, Any]) -> str:
     """The session's state is read back into the next run, so it must be JSON as it is: a repr
-    in its place would lose it. A state JSON cannot hold fails the save instead."""
+    in its place would lose it. A state JSON cannot hold (a key that is not a string, a cycle)
+    fails the save instead; a non-finite float is stored as a string (see above)."""
     try:
-        return json.dumps(state, separators=(",", ":"), default=str, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return _dumps(state)
+    except Exception as exc:
         raise ValueError(f"session_state cannot be stored as JSON: {exc}") from exc
 
 
-def _media(media: Media) -> dict[str, Any]:
+def _cleaned(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: clean_text(v) if isinstance(v, str) else v for k, v in params.items()}
+
+
+def check_limit(limit: Any) -> int | None:
+    """get_session's `limit`: None (every run) or an integer ≥ 0."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValidationError("limit", f"{limit!r} must be None or an integer ≥ 0")
+    return limit
+
+
+def _media(media: Any) -> dict[str, Any]:
+    if not isinstance(media, Media):
+        raise ValidationError(
+            "media",
+            f"a {type(media).__name__} ({_repr(media)[:80]}) is not a Media: "
+            "build it with Media(kind, mime_type, content=... or url=...)",
+        )
     content = None if media.content is None else base64.b64encode(media.content).decode()
     return {
         "kind": media.kind,
@@ -134,58 +222,85 @@ def run_ended(run: WorkflowRunOutput) -> bool:
     return RunStatus(run.status) not in (RunStatus.PENDING, RunStatus.RUNNING)
 
 
-def session_params(run: WorkflowRunOutput) -> dict[str, Any]:
-    """The session row a run writes: created with the run's start, touched at its end."""
+def session_params(run: WorkflowRunOutput, *, summary: bool = False) -> dict[str, Any]:
+    """The session row a run writes: created with the run's start, touched at its end. A state
+    JSON cannot hold fails the save; in a `summary` save (the engine's second try, see
+    `run_params`) it is left out instead: the session keeps the state it had (a new session
+    starts from {})."""
     at = run.ended_at if run.ended_at is not None else run.started_at
     if at is None:  # a run saved before it started (PENDING) carries no time of its own
         at = time.time()
-    return {
-        "session_id": run.session_id,
-        "session_type": SESSION_TYPE,
-        "workflow_id": run.workflow_id,
-        "user_id": run.user_id,
-        "session_state": _state_json(run.session_state),
-        "created_at": run.started_at if run.started_at is not None else at,
-        "updated_at": at,
-        "ended": run_ended(run),
-    }
+    ended = run_ended(run)
+    try:
+        state = _state_json(run.session_state)
+    except ValueError:
+        if not summary:
+            raise
+        state, ended = "{}", False
+    return _cleaned(
+        {
+            "session_id": run.session_id,
+            "session_type": SESSION_TYPE,
+            "workflow_id": run.workflow_id,
+            "user_id": run.user_id,
+            "session_state": state,
+            "created_at": run.started_at if run.started_at is not None else at,
+            "updated_at": at,
+            "ended": ended,
+        }
+    )
+
+
+def run_taken(run_id: str) -> str:
+    """Why a run's first save is refused (ValidationError on `run_id`)."""
+    return (
+        f"{run_id!r} is already stored, as another run: a run id names one run "
+        "(give a new one, or none for a generated id)"
+    )
 
 
 def run_params(run: WorkflowRunOutput) -> dict[str, Any]:
     """The run row. Built on the caller's thread at the moment of the call: the output object
-    goes on changing while the run lasts, so this is the copy the store keeps."""
-    return {
-        "run_id": run.run_id,
-        "session_id": run.session_id,
-        "workflow_id": run.workflow_id,
-        "workflow_name": run.workflow_name,
-        "user_id": run.user_id,
-        "status": RunStatus(run.status).value,
-        "input": _json(run.input),
-        "content": _json(run.content),
-        "media": _json([_media(m) for m in run.media]),
-        "step_outputs": _json([_step(out) for out in run.step_outputs]),
-        "session_state": _json(run.session_state),
-        "additional_data": _json(run.additional_data),
-        "error": run.error,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-    }
+    goes on changing while the run lasts, so this is the copy the store keeps. A media item that
+    is not a `Media` is a ValidationError naming `media`; every other value is stored one way or
+    another (see `_json`). The engine's `summary` row is a run like any other, with its step
+    outputs and media left out and the reason in its error."""
+    return _cleaned(
+        {
+            "run_id": run.run_id,
+            "session_id": run.session_id,
+            "workflow_id": run.workflow_id,
+            "workflow_name": run.workflow_name,
+            "user_id": run.user_id,
+            "status": RunStatus(run.status).value,
+            "input": _json(run.input),
+            "content": _json(run.content),
+            "media": _json([_media(m) for m in run.media]),
+            "step_outputs": _json([_step(out) for out in run.step_outputs]),
+            "session_state": _json(run.session_state),
+            "additional_data": _json(run.additional_data),
+            "error": run.error,
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+        }
+    )
 
 
 def span_params(span: Span) -> dict[str, Any]:
-    return {
-        "trace_id": span.trace_id,
-        "span_id": span.span_id,
-        "parent_span_id": span.parent_span_id,
-        "name": span.name,
-        "kind": span.kind,
-        "status": span.status,
-        "started_at": span.start,
-        "ended_at": span.end,
-        "attributes": _json(span.attributes),
-        "error": span.error,
-    }
+    return _cleaned(
+        {
+            "trace_id": span.trace_id,
+            "span_id": span.span_id,
+            "parent_span_id": span.parent_span_id,
+            "name": span.name,
+            "kind": span.kind,
+            "status": span.status,
+            "started_at": span.start,
+            "ended_at": span.end,
+            "attributes": _json(span.attributes),
+            "error": span.error,
+        }
+    )
 
 
 # -- rows -> values ------------------------------------------------------------------------------

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import sqlite3
 
+from .errors import ValidationError
 from .rows import _json_load
 from .sessions import (
     TraceNode,
     WorkflowSession,
+    check_limit,
+    clean_text,
     run_from_row,
     run_params,
+    run_taken,
     session_from_row,
     session_params,
     span_from_row,
@@ -26,16 +30,24 @@ from .workflow_types import WorkflowRunOutput
 class SqliteSessions:
     """Workflow persistence for SqliteStore (see the module docstring)."""
 
-    async def save_run(self, run: WorkflowRunOutput) -> None:
+    async def save_run(
+        self, run: WorkflowRunOutput, *, create: bool = False, summary: bool = False
+    ) -> None:
         """Create or update the run's row and its session's, in one transaction. Called by the
-        engine as the run starts (RUNNING) and as it ends; the session takes the run's
-        session_state only from the save at its end."""
+        engine as the run starts (RUNNING, `create=True`: a run id already stored is refused
+        with a ValidationError naming run_id, and nothing is written) and as it ends; the session
+        takes the run's session_state only from the save at its end. `summary=True`: the
+        engine's second try after the save at the end failed (see sessions.session_params)."""
         # Encoded here, on the caller's thread: the run's objects change while it lasts.
-        session, row = session_params(run), run_params(run)
+        session, row = session_params(run, summary=summary), run_params(run)
 
         def op(conn: sqlite3.Connection) -> None:
+            if create:
+                if conn.execute(self._sessions_sql["insert_run"], row).rowcount == 0:
+                    raise ValidationError("run_id", run_taken(row["run_id"]))
+            else:
+                conn.execute(self._sessions_sql["upsert_run"], row)
             conn.execute(self._sessions_sql["upsert_session"], session)
-            conn.execute(self._sessions_sql["upsert_run"], row)
 
         await self._run("save_run", self._tx, op)
 
@@ -54,24 +66,28 @@ class SqliteSessions:
 
         def op() -> WorkflowRunOutput | None:
             sql = self._sessions_sql["get_run"]
-            row = self._connect().execute(sql, {"run_id": run_id}).fetchone()
+            row = self._connect().execute(sql, {"run_id": clean_text(run_id)}).fetchone()
             return run_from_row(row, _json_load) if row else None
 
         return await self._run("get_workflow_run", op)
 
     async def get_session(
-        self, session_id: str, *, with_runs: bool = True
+        self, session_id: str, *, with_runs: bool = True, limit: int | None = None
     ) -> WorkflowSession | None:
-        """The session with its runs in the order they started (none with with_runs=False),
-        or None."""
+        """The session with its runs in the order they started (none with with_runs=False; only
+        the newest `limit` of them, still in start order, with a limit), or None."""
+        limit = check_limit(limit)
 
         def op() -> WorkflowSession | None:
             conn = self._connect()
-            args = {"session_id": session_id}
+            args = {"session_id": clean_text(session_id), "limit": limit}
             row = conn.execute(self._sessions_sql["get_session"], args).fetchone()
             if row is None:
                 return None
-            found = conn.execute(self._sessions_sql["session_runs"], args) if with_runs else ()
+            found = ()
+            if with_runs:
+                sql = "session_runs" if limit is None else "session_runs_newest"
+                found = conn.execute(self._sessions_sql[sql], args)
             return session_from_row(row, _json_load, [run_from_row(r, _json_load) for r in found])
 
         return await self._run("get_session", op)
@@ -80,7 +96,9 @@ class SqliteSessions:
         """The run's spans as a tree: roots first, each node's children in start order."""
 
         def op() -> list[TraceNode]:
-            rows = self._connect().execute(self._sessions_sql["trace"], {"trace_id": run_id})
+            rows = self._connect().execute(
+                self._sessions_sql["trace"], {"trace_id": clean_text(run_id)}
+            )
             return span_tree(span_from_row(r, _json_load) for r in rows)
 
         return await self._run("get_trace", op)

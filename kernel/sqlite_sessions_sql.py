@@ -41,6 +41,16 @@ SESSIONS_SQL = {
                session_state = excluded.session_state, additional_data = excluded.additional_data,
                error = excluded.error, started_at = excluded.started_at,
                ended_at = excluded.ended_at""",
+    # The run row as the run starts: an insert that does nothing if the run id is taken (the
+    # store then refuses the run, in the same transaction, so another run is never overwritten).
+    "insert_run": """
+        INSERT INTO {WR} (run_id, session_id, workflow_id, workflow_name, user_id, status, input,
+               content, media, step_outputs, session_state, additional_data, error, started_at,
+               ended_at)
+        VALUES (:run_id, :session_id, :workflow_id, :workflow_name, :user_id, :status, :input,
+               :content, :media, :step_outputs, :session_state, :additional_data, :error,
+               :started_at, :ended_at)
+        ON CONFLICT (run_id) DO NOTHING""",
     # One span. A span saved again (a retried save) replaces its earlier copy.
     "upsert_span": """
         INSERT INTO {TR} (trace_id, span_id, parent_span_id, name, kind, status, started_at,
@@ -62,6 +72,12 @@ SESSIONS_SQL = {
     # rowid orders runs that started in the same instant as they were saved.
     "session_runs": """
         SELECT * FROM {WR} WHERE session_id = :session_id ORDER BY started_at, rowid""",
+    # The newest :limit of them (the last to start), still in the order they started.
+    "session_runs_newest": """
+        SELECT * FROM (
+            SELECT *, rowid AS saved FROM {WR} WHERE session_id = :session_id
+             ORDER BY started_at DESC, rowid DESC LIMIT :limit)
+         ORDER BY started_at, saved""",
     # A run's spans: one range of the (trace_id, span_id) primary key. The tree, and its order,
     # are built in Python (kernel/sessions.py).
     "trace": """

@@ -12,15 +12,24 @@ whole trace). When `db` has them, the engine calls
 
     await db.get_session(session_id, with_runs=False)  # a run continuing a session without
                                 # passing session_state: the stored session's state, if any
-    await db.save_run(run)      # a WorkflowRunOutput: once RUNNING at the start, once at the end
-    await db.save_spans(spans)  # list[Span] of the run (trace id = run id), once at the end
+    await db.save_run(run, create=True)  # a WorkflowRunOutput, RUNNING, as the run starts: a
+                                # run id the store already keeps is refused (ValidationError on
+                                # run_id), and arun raises it before any step runs
+    await db.save_run(run)      # as the run ends; if that fails, once more with a summary of the
+                                # run (summary=True: no step outputs or media, the reason in
+                                # its error), so the stored run never stays RUNNING
+    await db.save_spans(spans)  # list[Span] of the run (trace id = run id), once at the end,
+                                # whether or not the run row was saved
 
-SqliteStore and PostgresStore implement them (the `WorkflowStore` part of kernel/store.py). Saves
-must copy what they keep (the output object goes on changing while the run lasts). A store that
-fails is logged and noted in `run.persist_error`; the run's own result stands. If the stored state
-cannot be read, the run starts from an empty state and is not saved, so that it cannot overwrite
-the state it did not see. `recorder`, any object with `record(span)`, gets every span as it ends
-(an exporter, a live view).
+(`create=` and `summary=` are passed only to a save_run that takes them.) SqliteStore and
+PostgresStore implement them (the `WorkflowStore` part of kernel/store.py). Saves must copy what
+they keep (the output object goes on changing while the run lasts). Every save runs to its end
+even when the caller is cancelled meanwhile (the cancellation is raised after it), so a
+cancelled caller never leaves a RUNNING row, or no row, behind. A store that fails is logged and
+noted in `run.persist_error`; the run's own result stands. If the stored state cannot be read,
+the run starts from an empty state and is not saved, so that it cannot overwrite the state it
+did not see. `recorder`, any object with `record(span)`, gets every span as it ends (an
+exporter, a live view).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .clock import Clock, SystemClock
@@ -42,11 +52,19 @@ from .workflow_steps import (
     Scope,
     Step,
     Steps,
+    accepted_kwargs,
     as_nodes,
     check_cel_errors,
     run_sequence,
 )
-from .workflow_types import Media, RunStatus, StepInput, StepOutput, WorkflowRunOutput
+from .workflow_types import (
+    Media,
+    RunStatus,
+    StepInput,
+    StepOutput,
+    WorkflowRunOutput,
+    check_media,
+)
 
 __all__ = [
     "Condition",
@@ -100,7 +118,7 @@ class Workflow:
         self.clock = clock or SystemClock()
         self.cel_errors = check_cel_errors(cel_errors, where) or "fail"
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
-        self._running: dict[str, asyncio.Task] = {}
+        self._running: dict[str, _Handle] = {}
 
     async def arun(
         self,
@@ -118,10 +136,33 @@ class Workflow:
         `user_id` is recorded with the run and its session. Returns the run's output, COMPLETED
         or ERROR; CANCELLED when `cancel(run_id)` stopped it. If the task awaiting `arun` is
         itself cancelled, the run ends CANCELLED (and is saved) and the cancellation
-        propagates."""
+        propagates. A `run_id` already running here, or already stored in `db`, is a
+        ValidationError naming run_id (nothing runs, nothing is written)."""
         run_id = run_id or self.new_id()
         if run_id in self._running:
             raise ValidationError("run_id", f"{run_id!r} is already running")
+        media = check_media(media, "arun media")
+        # Registered before anything is awaited, so cancel(run_id) reaches a run still starting.
+        handle = _Handle()
+        self._running[run_id] = handle
+        try:
+            return await self._run(
+                handle, run_id, input, session_id, additional_data, session_state, media, user_id
+            )
+        finally:
+            self._running.pop(run_id, None)
+
+    async def _run(
+        self,
+        handle: _Handle,
+        run_id: str,
+        input: Any,
+        session_id: str | None,
+        additional_data: dict[str, Any] | None,
+        session_state: dict[str, Any] | None,
+        media: list[Media],
+        user_id: str | None,
+    ) -> WorkflowRunOutput:
         clock = self.clock
         db, unread = self.db, None
         if session_state is None and session_id is not None:
@@ -153,32 +194,64 @@ class Workflow:
             tracer=tracer,
             cel_errors=self.cel_errors,
         )
-        await self._save(db, out, spans=False)
+        # The start save runs to its end even if the caller is cancelled meanwhile: cut short,
+        # it could leave a RUNNING row behind, or no row for a run that did start.
+        start, interrupted = await to_the_end(self._save_start(db, out))
+        refused = start.result()
+        if refused is not None:  # the run id is another run's: nothing of this one is written
+            if interrupted is not None:
+                raise interrupted
+            raise refused
+        if interrupted is not None or handle.cancelled:
+            return await self._cancelled_at_start(db, out, tracer, interrupted)
         # The steps run in a task of their own, so cancel(run_id) can stop them without
         # cancelling the caller, and the caller's own cancellation still reaches them.
-        task = asyncio.create_task(self._execute(ctx, out, media or []))
-        self._running[run_id] = task
+        task = asyncio.create_task(self._execute(ctx, out, media))
+        handle.task = task
         try:
             await task
         except asyncio.CancelledError:
             out.status, out.error, out.ended_at = RunStatus.CANCELLED, "cancelled", clock.now()
-            await self._save(db, out, spans=True)
+            await self._save_end(db, out)
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
             return out
-        finally:
-            self._running.pop(run_id, None)
-        await self._save(db, out, spans=True)
+        await self._save_end(db, out)
+        return out
+
+    async def _cancelled_at_start(
+        self,
+        db: Any,
+        out: WorkflowRunOutput,
+        tracer: Tracer,
+        interrupted: asyncio.CancelledError | None,
+    ) -> WorkflowRunOutput:
+        """The run was cancelled (by cancel(run_id) or its caller) before its steps started: it
+        ends CANCELLED, with its workflow span, and is saved as such."""
+        with tracer.span(self.name, "workflow", None, workflow_id=self.id) as span:
+            span.attributes["session_id"] = out.session_id
+            tracer.end(span, "cancelled", "cancelled")
+        out.status, out.error, out.ended_at = RunStatus.CANCELLED, "cancelled", self.clock.now()
+        await self._save_end(db, out)
+        if interrupted is not None:
+            raise interrupted
         return out
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run in progress: its running steps are cancelled, their spans close as
-        `cancelled`, and its `arun` returns a CANCELLED output. False if no such run is running."""
-        task = self._running.get(run_id)
-        if task is None or task.done():
+        `cancelled`, and its `arun` returns a CANCELLED output. A run still starting (reading
+        its session, saving its start) ends CANCELLED before its first step. False if no such
+        run is running."""
+        handle = self._running.get(run_id)
+        if handle is None:
             return False
-        task.cancel()
+        if handle.task is None:
+            handle.cancelled = True
+            return True
+        if handle.task.done():
+            return False
+        handle.task.cancel()
         return True
 
     @property
@@ -222,19 +295,110 @@ class Workflow:
             return None, f"session state not read, run not saved: {type(exc).__name__}: {exc}"
         return (None if session is None else session.session_state), None
 
-    async def _save(self, db: Any, out: WorkflowRunOutput, *, spans: bool) -> None:
+    async def _save_start(self, db: Any, out: WorkflowRunOutput) -> ValidationError | None:
+        """Save the run as it starts (RUNNING), as a new run: a store that keeps this run id
+        for another run refuses it, and the refusal is returned. Any other failure is noted in
+        `persist_error` and the run goes ahead."""
+        save_run = getattr(db, "save_run", None)
+        if save_run is None:
+            return None
+        try:
+            await save_run(out, **_supported(save_run, create=True))
+        except ValidationError as exc:
+            if exc.field == "run_id":
+                return exc
+            self._not_saved(out, exc)
+        except Exception as exc:  # the run goes ahead; a store that refuses it must not stop it
+            self._not_saved(out, exc)
+        return None
+
+    async def _save_end(self, db: Any, out: WorkflowRunOutput) -> None:
+        """Save the run as it ends, and its spans, to the end even if the caller is cancelled
+        meanwhile (the cancellation is raised once the save is done)."""
+        _, interrupted = await to_the_end(self._save_ended(db, out))
+        if interrupted is not None:
+            raise interrupted
+
+    async def _save_ended(self, db: Any, out: WorkflowRunOutput) -> None:
+        """The run row and the spans are saved apart: one failing does not cost the other. A run
+        row that cannot be saved whole is saved again as a summary (status, times, input,
+        content, state, and an error saying why; no step outputs or media), so the store never
+        keeps a finished run as RUNNING for want of one odd value."""
         if db is None:
             return
-        try:
-            save_run = getattr(db, "save_run", None)
-            if save_run is not None:
+        problems = []
+        save_run = getattr(db, "save_run", None)
+        if save_run is not None:
+            try:
                 await save_run(out)
-            save_spans = getattr(db, "save_spans", None)
-            if spans and save_spans is not None:
+            except Exception as exc:
+                failed = f"{type(exc).__name__}: {exc}"
+                log.warning("workflow %s run %s not saved whole: %s", self.id, out.run_id, failed)
+                try:
+                    await save_run(run_summary(out, failed), **_supported(save_run, summary=True))
+                except Exception as again:
+                    log.warning("workflow %s run %s not saved: %s", self.id, out.run_id, again)
+                    problems.append(
+                        f"{failed}; the summary row failed too: {type(again).__name__}: {again}"
+                    )
+                else:
+                    problems.append(f"{failed} (a summary row was saved instead)")
+        save_spans = getattr(db, "save_spans", None)
+        if save_spans is not None:
+            try:
                 await save_spans(list(out.spans))
-        except Exception as exc:  # the run happened; a store that refuses it must not undo it
-            log.warning("workflow %s run %s not saved: %s", self.id, out.run_id, exc)
-            out.persist_error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                log.warning("workflow %s run %s spans not saved: %s", self.id, out.run_id, exc)
+                problems.append(f"spans not saved: {type(exc).__name__}: {exc}")
+        if problems:
+            out.persist_error = "; ".join(problems)
+
+    def _not_saved(self, out: WorkflowRunOutput, exc: Exception) -> None:
+        log.warning("workflow %s run %s not saved: %s", self.id, out.run_id, exc)
+        out.persist_error = f"{type(exc).__name__}: {exc}"
 
     def __repr__(self) -> str:
         return f"Workflow({self.id!r}, steps={self.steps!r})"
+
+
+@dataclass(slots=True, eq=False)
+class _Handle:
+    """A run in `Workflow._running`: the task of its steps once they start; `cancelled` when
+    cancel(run_id) came before they did."""
+
+    task: asyncio.Task | None = None
+    cancelled: bool = False
+
+
+async def to_the_end(work: Any) -> tuple[asyncio.Future, asyncio.CancelledError | None]:
+    """Await `work` to its end even if the caller is cancelled meanwhile: a save cut short
+    would leave a RUNNING row, or none. Returns the finished task and the caller's cancellation
+    if one came, for the caller to raise once the run's record is straight."""
+    task = asyncio.ensure_future(work)
+    interrupted = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError as exc:
+            interrupted = exc
+    return task, interrupted
+
+
+def run_summary(out: WorkflowRunOutput, failed: str) -> WorkflowRunOutput:
+    """What is saved of a run whose full save failed (`failed` says why): its status, times,
+    input, content and state (each kept as text by the store if JSON cannot hold it; the
+    session keeps its own state if the run's cannot be stored), and an error saying why the
+    step outputs and media are missing."""
+    why = f"run saved without its step outputs and media: the full save failed: {failed}"
+    return replace(
+        out,
+        media=[],
+        step_outputs=[],
+        spans=[],
+        error=f"{out.error} ({why})" if out.error else why,
+    )
+
+
+def _supported(fn: Any, **options: Any) -> dict[str, Any]:
+    """The keyword options `fn` accepts: a store of its own may take a plain save_run(run)."""
+    return {name: options[name] for name in accepted_kwargs(fn, tuple(options))}

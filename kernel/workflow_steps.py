@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import json
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 
 from .clock import Clock
 from .errors import LeasecronError, ValidationError
+from .offload import tracked
 from .trace import Span, Tracer
 from .workflow_types import Media, StepInput, StepOutput, to_step_output
 
@@ -50,13 +52,10 @@ class RunContext:
 @dataclass(slots=True, eq=False)
 class Scope:
     """What a step may change: the session state and the outputs recorded by name. A Parallel
-    branch runs in a copy (`branch`), so branches never see each other's writes."""
+    branch runs in a copy of its own, so branches never see each other's writes."""
 
     session_state: dict[str, Any]
     outputs: dict[str, StepOutput] = field(default_factory=dict)
-
-    def branch(self) -> Scope:
-        return Scope(copy_state(self.session_state), dict(self.outputs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +232,10 @@ class Step(Node):
     A failure (an exception, a timeout, or a StepOutput with success=False) is tried again up to
     `max_retries` times, waiting `retry_delay_seconds · retry_backoff^(n−1)` on the run's clock
     before the n-th retry. `timeout_seconds` bounds each attempt (on the run's clock: the work is
-    cancelled; a sync callable cannot be interrupted, so it bounds only what it awaits).
+    cancelled). A sync executor or agent runs in a worker thread (`asyncio.to_thread`), so the
+    event loop, the timeout and sibling Parallel branches go on meanwhile; a thread cannot be
+    stopped, so on a timeout or cancellation it is abandoned: it runs on to its end and its
+    result is dropped (its writes to session_state may still land).
     `skip_on_failure`: a step that still fails is recorded failed and `skipped`, and the run goes
     on as if it had not been there."""
 
@@ -277,7 +279,8 @@ class Step(Node):
         self._call_kind = "agent" if agent is not None else "executor"
         self._target = _display_name(agent if agent is not None else executor)
         self._agent_call = getattr(agent, "arun", None) or agent
-        self._media_kwargs = _accepted_kwargs(self._agent_call, _MEDIA_KWARGS) if agent else ()
+        self._media_kwargs = accepted_kwargs(self._agent_call, _MEDIA_KWARGS) if agent else ()
+        self._in_thread = not is_async(self._agent_call if agent is not None else executor)
 
     @property
     def origin(self) -> Any:
@@ -327,15 +330,38 @@ class Step(Node):
                 items = getattr(step_input, name)
                 if items:
                     kwargs[name] = items
-            result = self._agent_call(message, **kwargs)
+            fn, args = self._agent_call, (message,)
         else:
-            result = self.executor(step_input)
+            fn, args, kwargs = self.executor, (step_input,), {}
+        if self._in_thread:
+            result = await in_thread(fn, *args, **kwargs)
+        else:
+            result = fn(*args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
 
 
-def _accepted_kwargs(fn: Any, names: tuple[str, ...]) -> tuple[str, ...]:
+def is_async(fn: Any) -> bool:
+    """Whether calling `fn` gives a coroutine: an async function, a partial of one, or an object
+    with an async __call__. Anything else is called in a worker thread."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = inspect.getattr_static(type(fn), "__call__", None)
+    return inspect.iscoroutinefunction(call)
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)` in a worker thread. Counted as work in flight while awaited, so a
+    SimClock settles after it (a sync call takes no simulated time); once the await is
+    cancelled (a timeout, a cancelled run) the thread is abandoned and no longer counted."""
+    with tracked():
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def accepted_kwargs(fn: Any, names: tuple[str, ...]) -> tuple[str, ...]:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -428,24 +454,40 @@ class Parallel(Node):
     async def _run(self, ctx: RunContext, scope: Scope, carry: Carry, span: Span) -> StepOutput:
         base = copy_state(scope.session_state)
         recorded = dict(scope.outputs)
-        branches = [scope.branch() for _ in self.steps]
         gate = asyncio.Semaphore(self.max_concurrency) if self.max_concurrency else None
+        finished: dict[int, Scope] = {}
+        merged = 0  # branches merged so far, in declared order
 
-        async def branch(node: Node, branch_scope: Scope) -> StepOutput:
+        def merge_finished() -> None:
+            # Each branch's changes go in as soon as every branch declared before it is in, and
+            # its copy is then dropped: the declared order holds, and at most max_concurrency
+            # copies (plus those finished ahead of a slower earlier branch) are alive at once.
+            nonlocal merged
+            while merged in finished:
+                branch_scope = finished.pop(merged)
+                merge_state(scope.session_state, base, branch_scope.session_state)
+                for key, out in branch_scope.outputs.items():
+                    if recorded.get(key) is not out:
+                        scope.outputs[key] = out
+                merged += 1
+
+        async def run_branch(index: int, node: Node) -> StepOutput:
+            # The copy is made once the branch may run, not when the Parallel starts.
+            branch_scope = Scope(copy_state(base), dict(recorded))
+            out = await _branch(node, ctx, branch_scope, carry, span)
+            finished[index] = branch_scope
+            merge_finished()
+            return out
+
+        async def branch(index: int, node: Node) -> StepOutput:
             if gate is None:
-                return await _branch(node, ctx, branch_scope, carry, span)
+                return await run_branch(index, node)
             async with gate:
-                return await _branch(node, ctx, branch_scope, carry, span)
+                return await run_branch(index, node)
 
         async with asyncio.TaskGroup() as group:
-            pairs = zip(self.steps, branches, strict=True)
-            tasks = [group.create_task(branch(node, where)) for node, where in pairs]
+            tasks = [group.create_task(branch(i, node)) for i, node in enumerate(self.steps)]
         outputs = [t.result() for t in tasks]
-        for branch_scope in branches:
-            merge_state(scope.session_state, base, branch_scope.session_state)
-            for key, out in branch_scope.outputs.items():
-                if recorded.get(key) is not out:
-                    scope.outputs[key] = out
         failed = [o for o in outputs if o.failed]
         return StepOutput(
             content="\n\n".join(_section(o) for o in outputs if not o.skipped),
@@ -499,7 +541,7 @@ def copy_state(state: dict[str, Any]) -> dict[str, Any]:
 def merge_state(target: dict[str, Any], base: dict[str, Any], branch: dict[str, Any]) -> None:
     """Apply to `target` what `branch` changed relative to `base`: keys set or changed, keys
     removed, and nested dicts merged key by key (so two branches filling different keys of one
-    dict both land)."""
+    dict both land, whether that dict was there before the Parallel or a branch created it)."""
     for key, value in branch.items():
         if key in base:
             old = base[key]
@@ -510,6 +552,11 @@ def merge_state(target: dict[str, Any], base: dict[str, Any], branch: dict[str, 
                     continue
             elif _same(old, value):
                 continue
+        elif isinstance(value, dict):
+            inner = target.get(key)
+            if isinstance(inner, dict):  # created by an earlier branch too: merge, not replace
+                merge_state(inner, {}, value)
+                continue
         target[key] = value
     for key in base:
         if key not in branch:
@@ -517,7 +564,21 @@ def merge_state(target: dict[str, Any], base: dict[str, Any], branch: dict[str, 
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Unchanged: equal and of the same type, all the way down (1 == True == 1.0 in Python, but
+    a branch that turned a 1 into True changed it)."""
+    if a is b:
+        return True
     try:
-        return a is b or bool(a == b)
-    except Exception:  # an __eq__ that refuses (arrays): treat as changed
+        return _alike(a, b)
+    except Exception:  # an __eq__ that refuses (arrays), a structure too deep: treat as changed
         return False
+
+
+def _alike(a: Any, b: Any) -> bool:
+    if type(a) is not type(b) or not bool(a == b):
+        return False
+    if isinstance(a, list | tuple):
+        return all(x is y or _alike(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return all(a[k] is b[k] or _alike(a[k], b[k]) for k in a)
+    return True

@@ -188,6 +188,28 @@ class WorkflowRunOutput:
         return found
 
 
+def check_media(items: Any, where: str) -> list[Media]:
+    """`items` as a list of `Media` (None: none; one Media: a list of it). Anything else is a
+    ValidationError naming `media`, raised where it was produced rather than when a store
+    tries to save it."""
+    if items is None:
+        return []
+    if isinstance(items, Media):
+        return [items]
+    if not isinstance(items, list | tuple):
+        raise ValidationError(
+            "media", f"{where}: must be a list of Media, got {type(items).__name__}"
+        )
+    for i, item in enumerate(items):
+        if not isinstance(item, Media):
+            raise ValidationError(
+                "media",
+                f"{where}[{i}] is a {type(item).__name__}, not a Media: build it with "
+                "Media(kind, mime_type, content=... or url=...) or Media.image(url=...)",
+            )
+    return list(items)
+
+
 _MEDIA_ATTRS = {"images": "image", "audio": "audio", "videos": "video", "files": "file"}
 
 
@@ -195,14 +217,15 @@ def to_step_output(result: Any, name: str) -> StepOutput:
     """What an executor or agent returned, as a StepOutput: a StepOutput as is (a copy, named); a
     str, a dict or any plain value as the content; an agent's run result (an object with
     `.content`) as its content plus the media it carries (`images`, `audio`, `videos`, `files`),
-    failed when its `status` is ERROR or CANCELLED."""
+    failed when its `status` is ERROR or CANCELLED. A StepOutput whose `media` holds anything
+    but `Media` is a ValidationError naming `media` (the step fails, saying so)."""
     if isinstance(result, StepOutput):
         # A copy: an executor may hand back one object many times (a constant, a Loop), and
         # the engine stamps each output with its own name, times and attempts.
         return replace(
             result,
             step_name=name,
-            media=list(result.media),
+            media=check_media(result.media, f"step {name!r}: StepOutput.media"),
             steps=list(result.steps),
             metadata=dict(result.metadata),
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 import pytest
@@ -459,6 +460,71 @@ async def test_parallel_state_that_cannot_be_copied_is_shared_not_an_error():
     assert out.status is RunStatus.COMPLETED and state["n"] == 1
 
 
+async def test_parallel_branches_filling_a_dict_none_of_them_found_all_land():
+    def fill(name):
+        def run(si):
+            by = si.session_state.setdefault("results", {}).setdefault("by", {})
+            by[name] = name.upper()
+            return name
+
+        run.__name__ = name
+        return run
+
+    state = {}
+    out = await Workflow(id="w", steps=[Parallel(fill("a"), fill("b"), fill("c"))]).arun(
+        session_state=state
+    )
+    assert out.status is RunStatus.COMPLETED
+    assert state == {"results": {"by": {"a": "A", "b": "B", "c": "C"}}}
+
+
+async def test_a_parallel_branch_changing_a_value_to_an_equal_one_of_another_type_changes_it():
+    def flip(si):
+        si.session_state.update(flag=True, n=1.0, items=[True, 2], nested={"k": [1.0]})
+        return "flip"
+
+    state = {"flag": 1, "n": 1, "items": [1, 2], "nested": {"k": [1]}}
+    out = await Workflow(id="w", steps=[Parallel(flip, const("idle"))]).arun(session_state=state)
+    assert out.status is RunStatus.COMPLETED
+    assert state == {"flag": True, "n": 1.0, "items": [True, 2], "nested": {"k": [1.0]}}
+    assert state["flag"] is True and type(state["n"]) is float  # 1 == True == 1.0 in Python
+    assert state["items"][0] is True and type(state["nested"]["k"][0]) is float
+
+
+async def test_parallel_copies_the_state_for_each_branch_as_it_starts_not_all_up_front():
+    live = []  # copies of the state's one value alive when each branch runs
+
+    class Copied:
+        copies = 0
+
+        def __eq__(self, other):
+            return type(other) is Copied
+
+        __hash__ = object.__hash__
+
+        def __deepcopy__(self, memo):
+            Copied.copies += 1
+            copy = Copied()
+            weakref.finalize(copy, lambda: setattr(Copied, "copies", Copied.copies - 1))
+            return copy
+
+    def branch(i):
+        async def run(si):
+            live.append(Copied.copies)
+            await asyncio.sleep(0)
+            return i
+
+        return Step(f"b{i}", executor=run)
+
+    state = {"big": Copied()}
+    par = Parallel(*(branch(i) for i in range(20)), max_concurrency=1)
+    out = await Workflow(id="w", steps=[par]).arun(session_state=state)
+    assert out.status is RunStatus.COMPLETED and len(live) == 20
+    # the Parallel's snapshot plus the running branch's copy; not one copy per branch
+    assert max(live) == 2, live
+    assert type(state["big"]) is Copied
+
+
 # --- Loop -----------------------------------------------------------------------------------
 
 
@@ -829,6 +895,53 @@ async def test_a_step_within_its_timeout_completes():
     assert out.duration == 3
 
 
+async def test_a_sync_executor_or_agent_runs_in_a_thread_so_its_timeout_applies():
+    started, release = threading.Event(), threading.Event()
+
+    def blocking(si):
+        started.set()
+        release.wait(5)  # held until the test ends: only a thread lets the timeout fire first
+        return "late"
+
+    class SyncAgent:
+        name = "sync agent"
+
+        def arun(self, input):
+            release.wait(5)
+            return "late"
+
+    try:
+        step = Step("blocking", executor=blocking, timeout_seconds=0.05)
+        out = await Workflow(id="w", steps=[step]).arun()
+        step = Step("agent", agent=SyncAgent(), timeout_seconds=0.05)
+        agent_out = await Workflow(id="w", steps=[step]).arun()
+    finally:
+        release.set()  # the abandoned threads end
+    assert started.is_set()
+    assert out.status is RunStatus.ERROR
+    assert out.error == "blocking: StepTimeoutError: timed out after 0.05 s"
+    assert agent_out.error == "agent: StepTimeoutError: timed out after 0.05 s"
+
+
+async def test_sync_parallel_branches_run_at_the_same_time():
+    a_in, b_in = threading.Event(), threading.Event()
+
+    def a(si):
+        a_in.set()
+        return b_in.wait(5)  # True only if b runs meanwhile
+
+    def b(si):
+        b_in.set()
+        return a_in.wait(5)
+
+    out = await Workflow(id="w", steps=[Parallel(a, b)]).arun()
+    assert out.status is RunStatus.COMPLETED
+    assert [(o.step_name, o.content) for o in out.step_outputs[0].steps] == [
+        ("a", True),
+        ("b", True),
+    ]
+
+
 # --- cancellation ---------------------------------------------------------------------------
 
 
@@ -907,6 +1020,73 @@ async def test_a_run_id_cannot_run_twice_at_once():
     assert (await task).status is RunStatus.COMPLETED
 
 
+class GatedDb:
+    """Holds each save_run of a run in one of the `hold` statuses until `gate` opens; `entered`
+    is set when one is held. `statuses` lists the saves that completed."""
+
+    def __init__(self, *hold: RunStatus):
+        self.hold = set(hold)
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+        self.statuses, self.spans = [], []
+
+    async def save_run(self, run):
+        if run.status in self.hold:
+            self.entered.set()
+            await self.gate.wait()
+        self.statuses.append(run.status)
+
+    async def save_spans(self, spans):
+        self.spans.extend(spans)
+
+
+async def test_a_caller_cancelled_during_the_start_save_leaves_the_run_saved_cancelled():
+    ran = []
+    db = GatedDb(RunStatus.RUNNING)
+    wf = Workflow(id="w", steps=[lambda si: ran.append(1)], db=db)
+    task = asyncio.create_task(wf.arun(run_id="r"))
+    await db.entered.wait()
+    assert wf.running == ["r"]
+    task.cancel()
+    await asyncio.sleep(0)  # the cancellation lands while the save is held
+    db.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert db.statuses == [RunStatus.RUNNING, RunStatus.CANCELLED] and ran == []
+    assert [(s.kind, s.status) for s in db.spans] == [("workflow", "cancelled")]
+    assert wf.running == []
+
+
+async def test_cancel_during_the_start_save_ends_the_run_before_its_first_step():
+    ran = []
+    db = GatedDb(RunStatus.RUNNING)
+    wf = Workflow(id="w", steps=[lambda si: ran.append(1)], db=db)
+    task = asyncio.create_task(wf.arun(run_id="r"))
+    await db.entered.wait()
+    assert wf.cancel("r")
+    db.gate.set()
+    out = await task
+    assert out.status is RunStatus.CANCELLED and out.error == "cancelled" and ran == []
+    assert db.statuses == [RunStatus.RUNNING, RunStatus.CANCELLED]
+    no_running_spans(out)
+    assert not wf.cancel("r")
+
+
+async def test_a_caller_cancelled_during_the_end_save_lets_it_finish_then_propagates():
+    db = GatedDb(RunStatus.COMPLETED)
+    wf = Workflow(id="w", steps=[const("done")], db=db)
+    task = asyncio.create_task(wf.arun(run_id="r"))
+    await db.entered.wait()
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()  # twice: the save still runs to its end
+    await asyncio.sleep(0)
+    db.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert db.statuses == [RunStatus.RUNNING, RunStatus.COMPLETED]
+    assert [s.kind for s in db.spans] == ["workflow", "step", "executor"]
+
+
 # --- media ----------------------------------------------------------------------------------
 
 
@@ -958,6 +1138,21 @@ def test_media_is_validated():
         Media.video(mime_type="mp4", url="https://example.org/v")
     assert err.value.field == "mime_type"
     assert Media.file(url="https://example.org/f.pdf").mime_type == "application/octet-stream"
+
+
+async def test_media_that_are_not_media_fail_the_step_naming_the_field():
+    returned = StepOutput(content="x", media=[{"kind": "image", "url": "https://example.org"}])
+    wf = Workflow(id="w", steps=[Step("pic", executor=const(returned))])
+    out = await wf.arun()
+    assert out.status is RunStatus.ERROR
+    assert out.error == (
+        "pic: ValidationError: media: step 'pic': StepOutput.media[0] is a dict, not a Media: "
+        "build it with Media(kind, mime_type, content=... or url=...) or Media.image(url=...)"
+    )
+    with pytest.raises(ValidationError) as err:
+        await wf.arun(media=["https://example.org/a.png"])
+    assert err.value.field == "media"
+    assert wf.running == []
 
 
 # --- spans, recorder, persistence seam ------------------------------------------------------
@@ -1033,11 +1228,40 @@ async def test_db_seam_saves_the_run_at_start_and_end_and_the_spans():
 
 
 async def test_a_failing_or_partial_db_does_not_undo_the_run():
-    out = await Workflow(id="w", steps=[const("x")], db=FakeDb(fail=True)).arun()
+    db = FakeDb(fail=True)
+    out = await Workflow(id="w", steps=[const("x")], db=db).arun()
     assert out.status is RunStatus.COMPLETED and out.content == "x"
-    assert out.persist_error == "OSError: disk full"
+    assert db.spans == out.spans, "the spans are saved even though the run row was not"
+    # the end save failed, and so did the summary row tried after it
+    assert out.persist_error == "OSError: disk full; the summary row failed too: OSError: disk full"
     out = await Workflow(id="w", steps=[const("x")], db=object()).arun()  # no seam methods
     assert out.status is RunStatus.COMPLETED and out.persist_error is None
+
+
+async def test_an_end_save_that_fails_is_followed_by_a_summary_of_the_run():
+    class PickyDb(FakeDb):
+        """Refuses a run with step outputs; takes summary= like the SQL stores."""
+
+        def __init__(self):
+            super().__init__()
+            self.saved = []
+
+        async def save_run(self, run, *, create=False, summary=False):
+            if run.step_outputs:
+                raise ValueError("cannot store this")
+            self.saved.append((run.status, create, summary, run.content, run.error))
+
+    db = PickyDb()
+    out = await Workflow(id="w", steps=[const("x")], db=db).arun()
+    assert out.status is RunStatus.COMPLETED and out.content == "x"
+    assert out.persist_error == "ValueError: cannot store this (a summary row was saved instead)"
+    why = "run saved without its step outputs and media: the full save failed: ValueError: "
+    assert db.saved == [
+        (RunStatus.RUNNING, True, False, None, None),
+        (RunStatus.COMPLETED, False, True, "x", why + "cannot store this"),
+    ]
+    assert db.spans == out.spans
+    assert out.error is None  # the run's own record is untouched
 
 
 async def test_a_sqlite_store_as_db_persists_the_run(tmp_path):

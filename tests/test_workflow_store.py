@@ -34,6 +34,7 @@ from leasecron.kernel import (
     Step,
     StepOutput,
     StoreError,
+    ValidationError,
     Workflow,
     WorkflowRunOutput,
 )
@@ -423,20 +424,211 @@ async def test_a_session_state_that_cannot_be_read_leaves_the_run_unsaved(open_s
 
 
 @store_test
-async def test_session_state_json_cannot_hold_fails_the_save_not_the_run(open_store):
+async def test_a_run_whose_full_save_fails_is_kept_as_a_summary_with_its_trace(open_store):
     store = open_store()
-    out = await Workflow(id="w", steps=[lambda si: "ok"], db=store).arun(
-        session_state={("a", 1): "tuple key"}
-    )
+    wf = Workflow(id="w", steps=[Step("ok", executor=lambda si: "ok")], db=store)
+    first = await wf.arun("first", session_id="s", session_state={"keep": 1})
+    # A state JSON cannot hold (a tuple key) fails the start save and the full end save...
+    out = await wf.arun("second", session_id="s", session_state={("a", 1): "tuple key"})
     assert out.status is RunStatus.COMPLETED and out.content == "ok"
-    assert "session_state cannot be stored as JSON" in out.persist_error
-    assert await store.get_workflow_run(out.run_id) is None
+    failed = "ValueError: session_state cannot be stored as JSON: keys must be str"
+    assert out.persist_error.startswith(failed)
+    assert out.persist_error.endswith("(a summary row was saved instead)")
+    # ...so the run is kept as a summary: finished, not RUNNING, saying why it is one
+    got = await store.get_workflow_run(out.run_id)
+    assert (got.status, got.input, got.content) == (RunStatus.COMPLETED, "second", "ok")
+    assert (got.started_at, got.ended_at) == (out.started_at, out.ended_at)
+    assert got.error.startswith(
+        "run saved without its step outputs and media: the full save failed: " + failed
+    )
+    assert got.step_outputs == [] and got.media == []
+    # the session keeps the state it had rather than a copy that is not the run's state
+    session = await store.get_session("s")
+    assert session.session_state == {"keep": 1}
+    assert [r.run_id for r in session.runs] == [first.run_id, out.run_id]
+    assert tree_of(await store.get_trace(out.run_id)) == [
+        (0, "workflow", "w", "ok"),
+        (1, "step", "ok", "ok"),
+        (2, "executor", "<lambda>", "ok"),
+    ]
+
+    # Non-finite floats do not fail a save: they are kept as strings, on every store.
+    state = {"nan": float("nan"), "top": float("inf"), "low": float("-inf"), "x": 0.5}
+    out = await wf.arun("third", session_id="s", session_state=state)
+    assert out.persist_error is None
+    stored = {"nan": "NaN", "top": "Infinity", "low": "-Infinity", "x": 0.5}
+    assert (await store.get_session("s")).session_state == stored
+    assert (await store.get_workflow_run(out.run_id)).session_state == stored
+
     # Values JSON does not know are kept as text, so the run itself is still recorded.
     marker = object()
     out = await Workflow(id="w", steps=[lambda si: marker], db=store).arun(input={1, 2})
     assert out.persist_error is None
     got = await store.get_workflow_run(out.run_id)
     assert (got.content, got.input) == (str(marker), str({1, 2}))
+
+    # A media item that is not a Media is refused by name, not an AttributeError deep down.
+    bad = WorkflowRunOutput(run_id="bad", workflow_id="w", workflow_name="w", session_id="s")
+    bad.media = [{"kind": "image", "url": "https://example.org"}]
+    with pytest.raises(ValidationError) as err:
+        await store.save_run(bad)
+    assert err.value.field == "media" and "a dict ({'kind': 'image'" in str(err.value)
+    assert "is not a Media" in str(err.value)
+    assert await store.get_workflow_run("bad") is None
+
+
+@store_test
+async def test_nul_and_lone_surrogates_are_stored_alike_on_every_store(open_store):
+    """Postgres refuses NUL in text and JSONB and lone surrogates in JSONB, which SQLite keeps:
+    both stores write the same cleaned values (U+FFFD in their place), and find a run by the
+    id it was given."""
+    store = open_store()
+    odd, clean = "a\x00b\ud800c\udfff", "a\ufffdb\ufffdc\ufffd"
+    pair = "\ud83d\ude00"  # two code points that make one character: kept, as that character
+
+    def write(si):
+        si.session_state[odd] = [odd, pair, {odd: 1}]
+        return StepOutput(content={odd: odd}, metadata={"note": odd})
+
+    def fail(si):
+        raise ValueError(odd)
+
+    wf = Workflow(
+        id=f"w{odd}",
+        steps=[
+            Step(f"write{odd}", executor=write),
+            Step("fail", executor=fail, skip_on_failure=True),
+        ],
+        db=store,
+    )
+    out = await wf.arun(
+        odd,
+        run_id=f"r{odd}",
+        session_id=f"s{odd}",
+        user_id=odd,
+        additional_data={odd: odd},
+    )
+    assert out.status is RunStatus.COMPLETED and out.persist_error is None
+
+    got = await store.get_workflow_run(f"r{odd}")  # found by the id the run was given
+    state = {clean: [clean, "\U0001f600", {clean: 1}]}
+    assert (got.run_id, got.session_id, got.workflow_id, got.user_id) == (
+        f"r{clean}",
+        f"s{clean}",
+        f"w{clean}",
+        clean,
+    )
+    assert (got.input, got.content, got.session_state) == (clean, {clean: clean}, state)
+    assert got.additional_data == {clean: clean}
+    written, failed = got.step_outputs
+    assert (written.step_name, written.metadata["note"]) == (f"write{clean}", clean)
+    assert failed.error == f"ValueError: {clean}"
+    session = await store.get_session(f"s{odd}")
+    assert (session.session_id, session.session_state) == (f"s{clean}", state)
+    assert [r.run_id for r in session.runs] == [f"r{clean}"]
+    spans = [n.span for root in await store.get_trace(f"r{odd}") for _, n in root.walk()]
+    assert [(s.trace_id, s.name) for s in spans] == [
+        (f"r{clean}", f"w{clean}"),
+        (f"r{clean}", f"write{clean}"),
+        (f"r{clean}", "write"),
+        (f"r{clean}", "fail"),
+        (f"r{clean}", "fail"),
+    ]
+    assert spans[-1].error == f"ValueError: {clean}"
+    assert spans[0].attributes["session_id"] == f"s{clean}"
+
+
+@store_test
+async def test_a_run_id_already_stored_is_refused_and_the_stored_run_kept(open_store):
+    store = open_store()
+    ran = []
+    first = Workflow(id="a", steps=[lambda si: 1, lambda si: 2], db=store)
+    out = await first.arun("x", run_id="same", session_id="s1")
+    trace = tree_of(await store.get_trace("same"))
+    second = Workflow(id="b", steps=[lambda si: ran.append(1)], db=store)
+    with pytest.raises(ValidationError) as err:
+        await second.arun("y", run_id="same", session_id="s2")
+    assert err.value.field == "run_id" and "'same' is already stored" in str(err.value)
+    with pytest.raises(ValidationError):  # the same workflow too, once the run is over
+        await first.arun("z", run_id="same", session_id="s1")
+    assert ran == [] and second.running == [] and first.running == []
+    assert_same_run(await store.get_workflow_run("same"), out)
+    assert tree_of(await store.get_trace("same")) == trace
+    assert await store.get_session("s2") is None
+    assert [r.run_id for r in (await store.get_session("s1")).runs] == ["same"]
+    # the store's side: a save that creates a run refuses a taken id and writes nothing
+    other = WorkflowRunOutput(run_id="same", workflow_id="c", workflow_name="c", session_id="s3")
+    with pytest.raises(ValidationError):
+        await store.save_run(other, create=True)
+    assert await store.get_session("s3") is None
+    await store.save_run(other)  # the upsert still replaces (a run saved again as it moves on)
+    assert (await store.get_workflow_run("same")).workflow_id == "c"
+
+
+@store_test
+async def test_a_caller_cancelled_while_the_start_save_is_in_flight_leaves_a_cancelled_run(
+    open_store,
+):
+    store = open_store()
+
+    class Gated:
+        """The store, with the start save held until the test lets it go on."""
+
+        def __init__(self):
+            self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+        async def save_run(self, run, **options):
+            if run.status is RunStatus.RUNNING:
+                self.entered.set()
+                await self.gate.wait()
+            await store.save_run(run, **options)
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+    ran = []
+    db = Gated()
+    wf = Workflow(id="w", steps=[lambda si: ran.append(1)], db=db)
+    task = asyncio.create_task(wf.arun("x", run_id="r1", session_id="s"))
+    await db.entered.wait()
+    task.cancel()
+    await asyncio.sleep(0)
+    db.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    got = await store.get_workflow_run("r1")
+    assert (got.status, got.error, ran) == (RunStatus.CANCELLED, "cancelled", [])
+    assert tree_of(await store.get_trace("r1")) == [(0, "workflow", "w", "cancelled")]
+
+    db.entered.clear()
+    db.gate.clear()
+    task = asyncio.create_task(wf.arun("y", run_id="r2", session_id="s"))
+    await db.entered.wait()
+    assert wf.cancel("r2")  # a run still saving its start: cancelled before its first step
+    db.gate.set()
+    assert (await task).status is RunStatus.CANCELLED
+    assert (await store.get_workflow_run("r2")).status is RunStatus.CANCELLED and ran == []
+
+
+@store_test
+async def test_get_session_limit_gives_the_newest_runs_in_the_order_they_started(open_store):
+    store = open_store()
+    clock = SimClock(start=T0)
+    wf = Workflow(id="w", steps=[lambda si: si.input], db=store, clock=clock, new_id=counter("r"))
+    ids = []
+    for i in range(5):
+        ids.append((await wf.arun(f"run {i}", session_id="s")).run_id)
+        if i != 2:  # runs 2 and 3 start in the same instant: saved order breaks the tie
+            await clock.advance(10)
+    for limit, want in [(None, ids), (2, ids[3:]), (3, ids[2:]), (1, ids[4:]), (9, ids), (0, [])]:
+        session = await store.get_session("s", limit=limit)
+        assert [r.run_id for r in session.runs] == want, limit
+    assert [r.content for r in (await store.get_session("s", limit=2)).runs] == ["run 3", "run 4"]
+    assert (await store.get_session("s", with_runs=False, limit=2)).runs == []
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValidationError) as err:
+            await store.get_session("s", limit=bad)
+        assert err.value.field == "limit"
 
 
 # -- traces ----------------------------------------------------------------------------------------
