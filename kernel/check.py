@@ -330,9 +330,12 @@ def _retries(result: Any) -> list[Violation]:
             if not prev or prev[-1].end_seq is None:
                 continue
             before, first = prev[-1], reqs[0]
-            # Delays are kept on the wall clock (a retry is due at a wall time), so a wall-clock
-            # step in between moves both sides alike: compare wall times as they are.
-            waited = first.at - before.end_at
+            # A retry is due at a wall time the holder computes from its own now when it records
+            # the outcome. A wall-clock step between the reply and that moment moves the due time
+            # but not the reply's stamp: a forward step shows as a long wall wait (short on the
+            # monotonic clock), a backward one as a negative wall wait (the real wait is the
+            # monotonic one). A retry sent too soon is too soon on both clocks.
+            waited = max(first.at - before.end_at, first.mono - before.end_mono)
             base = min(3600.0, spec.retry_delay_seconds * 2 ** (n - 2)) * 0.9
             if before.retry_after is not None:  # the target asked for at least this long
                 base = max(base, before.retry_after)

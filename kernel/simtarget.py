@@ -5,7 +5,7 @@ behaviour and the injected target faults say, on the replica's own clock."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .model import Fire, Outcome
 
@@ -29,6 +29,7 @@ class Request:
     run_row_id: str
     trigger: str
     end_at: float | None = None
+    end_mono: float | None = None
     end_seq: int | None = None  # event order: wall times jump when the clock steps
     status: str | None = None
     cancelled: bool = False
@@ -89,10 +90,10 @@ class TargetDispatcher:
                 else:
                     outcome = Outcome(status="success", status_code=200)
         except BaseException:
-            rec.end_at, rec.end_seq = sim.clock.now(), sim.tick()
+            rec.end_at, rec.end_mono, rec.end_seq = _ended(sim)
             rec.cancelled = True
             raise
-        rec.end_at, rec.end_seq = sim.clock.now(), sim.tick()
+        rec.end_at, rec.end_mono, rec.end_seq = _ended(sim)
         rec.status = outcome.status
         rec.retry_after = outcome.retry_after
         sim.maybe_crash(self.replica, "after_reply")
@@ -100,3 +101,8 @@ class TargetDispatcher:
 
     async def aclose(self) -> None:
         pass
+
+
+def _ended(sim: Any) -> tuple[float, float, int]:
+    """When a request ended: wall time, monotonic time, event number."""
+    return sim.clock.now(), sim.clock.monotonic(), sim.tick()

@@ -274,3 +274,40 @@ async def test_a_stall_is_not_stretched_by_a_backward_clock_step():
     await base.advance(100)
     await task
     assert woke == [60]
+
+
+def _retry_pair(ended: tuple[float, float], sent: tuple[float, float]):
+    """A run with two attempts of one slot: attempt 1 ended at (wall, monotonic), attempt 2 sent
+    at (wall, monotonic); retry_delay_seconds 20 (a 18 s floor with the -10 % jitter)."""
+    from types import SimpleNamespace
+
+    from leasecron.kernel.check import _retries
+    from leasecron.kernel.model import Schedule
+    from leasecron.kernel.simtarget import Request
+
+    def request(attempt, at, mono, end=(None, None)):
+        return Request(
+            seq=attempt, at=at, mono=mono, replica="r0.1", schedule_id="s", slot=T0,
+            attempt=attempt, key="s@slot", run_row_id=f"run{attempt}", trigger="schedule",
+            end_at=end[0], end_mono=end[1], end_seq=attempt if end[0] is not None else None,
+            status="failed" if attempt == 1 else "success",
+        )  # fmt: skip
+
+    spec = Schedule(id="s", name="s", endpoint="/s", retry_delay_seconds=20, max_retries=1)
+    result = SimpleNamespace(
+        requests=[request(1, T0, 0.0, ended), request(2, sent[0], sent[1], (sent[0] + 1, 0))],
+        specs={"s": spec},
+        max_retries={},
+        config=SimConfig(faults=frozenset()),
+    )
+    return _retries(result)
+
+
+def test_retry_delay_check_holds_across_clock_steps_and_still_catches_early_retries():
+    # Long run (seed 2029, 1,500 h): the wall clock stepped back an hour between a reply and its
+    # holder recording it, so the retry went out "3,557 s before" the reply on the wall clock,
+    # after a real 43 s. A retry is early only if it is early on both clocks.
+    assert _retry_pair(ended=(T0 + 5, 5.0), sent=(T0 + 5 - 3557, 48.0)) == []
+    assert _retry_pair(ended=(T0 + 5, 5.0), sent=(T0 + 5 + 7200 + 2, 7.0)) == []  # forward step
+    (early,) = _retry_pair(ended=(T0 + 5, 5.0), sent=(T0 + 8, 8.0))  # 3 s: too soon on both
+    assert early.kind == "retries" and "sooner than 18.0s" in early.detail
