@@ -1,4 +1,6 @@
-"""Test plumbing: async test functions run on a fresh event loop (no plugin needed)."""
+"""Test plumbing: async test functions run on a fresh event loop (no plugin needed); the
+`open_store` and `pg_dsn` fixtures of the suites run against every store (a module may define
+its own under the same names)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import asyncio
 import inspect
 
 import pytest
+
+from store_builders import STORES, stores_for
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -15,3 +19,19 @@ def pytest_pyfunc_call(pyfuncitem):
         asyncio.run(pyfuncitem.obj(**args))
         return True
     return None
+
+
+@pytest.fixture(scope="module")
+def pg_dsn():
+    """A fresh database for the module's Postgres tests, dropped at the end."""
+    import pgserver  # only when a Postgres test asks for it
+
+    with pgserver.fresh_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=STORES)
+def open_store(request, tmp_path):
+    """A Stores factory for the param's kind: each call opens another store on one database."""
+    with stores_for(request, tmp_path / "store.db") as stores:
+        yield stores

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import sqlite3
 
-import pgserver
 import pytest
 
 from leasecron.kernel import (
@@ -28,7 +27,6 @@ from leasecron.kernel import (
 )
 from store_builders import (
     LEASE,
-    STORES,
     claim_one,
     closes_stores,
     finish_plan,
@@ -38,24 +36,8 @@ from store_builders import (
     sched,
     start_each_running,
     start_plan,
-    stores_for,
 )
 from support import T0
-
-
-@pytest.fixture(scope="module")
-def pg_dsn():
-    """A fresh database for this module's Postgres half, dropped at the end."""
-    with pgserver.fresh_database() as dsn:
-        yield dsn
-
-
-@pytest.fixture(params=STORES)
-def open_store(request, tmp_path):
-    """A Stores factory for the param's kind: each call opens another store on the same database."""
-    with stores_for(request, tmp_path / "contract.db") as stores:
-        yield stores
-
 
 store_test = closes_stores
 

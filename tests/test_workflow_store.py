@@ -15,7 +15,6 @@ import itertools
 import re
 
 import httpx
-import pgserver
 import pytest
 
 from leasecron.kernel import (
@@ -42,7 +41,6 @@ from leasecron.kernel import sqlite as sqlite_mod
 from leasecron.kernel.sessions import span_tree
 from store_builders import (
     LEASE,
-    STORES,
     claim_one,
     closes_stores,
     finish_plan,
@@ -50,24 +48,8 @@ from store_builders import (
     running,
     sched,
     start_plan,
-    stores_for,
 )
 from support import T0, form
-
-
-@pytest.fixture(scope="module")
-def pg_dsn():
-    """A fresh database for this module's Postgres half, dropped at the end."""
-    with pgserver.fresh_database() as dsn:
-        yield dsn
-
-
-@pytest.fixture(params=STORES)
-def open_store(request, tmp_path):
-    """A Stores factory for the param's kind: each call opens another store on the same database."""
-    with stores_for(request, tmp_path / "workflows.db") as stores:
-        yield stores
-
 
 store_test = closes_stores
 
