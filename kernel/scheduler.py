@@ -30,6 +30,7 @@ from typing import Any
 from .clock import Clock, SystemClock
 from .dispatch import Dispatcher
 from .errors import StoreError
+from .heartbeat import Heartbeat
 from .model import Outcome, Schedule, ScheduleRun
 from .policy import Planner, StartDecision, fire_for
 from .store import Claim, FinishPlan, Store
@@ -63,7 +64,7 @@ class Held:
     frozen: bool = False
 
 
-class Scheduler:
+class Scheduler(Heartbeat):
     """One replica. Several may share a store, in one process or many; the lease coordinates them.
 
     poll_interval: the longest the loop sleeps without looking (it wakes earlier at the next due
@@ -562,62 +563,3 @@ class Scheduler:
             for (_, fut), recorded in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(recorded)
-
-    # -- heartbeat and watchdog ----------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        """Tick every lease/8 of waiting (a wait keeps its length when the wall clock steps; a
-        deadline computed from wall time would not): renew every other tick, and give up on a
-        lease whose local deadline (wall time, as other replicas judge it) has passed. A lease
-        not renewed is dropped at most lease/2 + lease/8 after its last renewal, before any other
-        replica, its clock up to lease/3 apart, can see it expire."""
-        tick = self.lease_seconds / 8
-        ticks = 0
-        # A renewal runs beside the ticks, never in their way: a store call that hangs (a server
-        # gone mid-query) must not stop the watchdog from giving up on the leases it guards.
-        # One stuck for two ticks (lease/4) is abandoned for a fresh one on a new connection.
-        renewal: asyncio.Task | None = None
-        renewal_tick = 0
-        try:
-            while True:
-                await self.clock.sleep(tick)
-                ticks += 1
-                if renewal is not None and not renewal.done() and ticks - renewal_tick >= 2:
-                    renewal.cancel()
-                    renewal = None
-                if ticks % 2 == 0 and (renewal is None or renewal.done()):
-                    renewal = asyncio.create_task(self._renew(self.clock.now()))
-                    renewal_tick = ticks
-                self._expire_untrusted(self.clock.now())
-        finally:
-            if renewal is not None:
-                renewal.cancel()
-                await asyncio.gather(renewal, return_exceptions=True)
-
-    async def _renew(self, now: float) -> None:
-        held = dict(self._held)
-        if not held:
-            return
-        leases = [(sid, h.schedule.lease_version) for sid, h in held.items()]
-        try:
-            lost = await self.store.heartbeat(self.replica_id, now, self.lease_seconds, leases)
-        except StoreError as exc:
-            self._emit("store_error", operation=exc.operation, error=str(exc))
-            return  # the watchdog gives up on these leases if renewals keep failing
-        for sid, h in held.items():
-            if sid in lost:
-                self._lose(sid, h, "lease taken over")
-            else:
-                h.valid_until = max(h.valid_until, now + self.lease_seconds / 2)
-
-    def _expire_untrusted(self, now: float) -> None:
-        for sid, h in list(self._held.items()):
-            if now >= h.valid_until:
-                self._lose(sid, h, "lease not renewed in time")
-
-    def _lose(self, sid: str, held: Held, why: str) -> None:
-        if self._held.get(sid) is held:
-            del self._held[sid]
-        for task in held.tasks:
-            task.cancel()
-        self._emit("lease_lost", replica=self.replica_id, schedule_id=sid, reason=why)

@@ -1,0 +1,178 @@
+"""PostgresStore's schedules and run history: create, read, list, update, delete, trigger (a
+pending run), and the runs table read back. Every write locks its schedule row first and sends
+NOTIFY in its transaction (see postgres_sql.py, "Transactions and locks"). A mixin of
+PostgresStore: it uses the store's plumbing (`_run`, `_tx`, `_one`, `_count`, `_lock`,
+`_notify_others`, `notify`) and its formatted `_sql`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from psycopg import errors as pg_errors
+
+from leasecron.kernel.errors import ScheduleExistsError
+from leasecron.kernel.model import Schedule, ScheduleRun
+from leasecron.kernel.rows import _SCHEDULE_COLUMNS, _json_dump, _run_params, _to_run, _to_schedule
+from leasecron.kernel.store import SPEC_FIELDS
+
+if TYPE_CHECKING:
+    import psycopg
+
+    Conn = psycopg.AsyncConnection
+
+
+class PostgresSchedules:
+    """Schedule and run-history operations for PostgresStore (see the module docstring)."""
+
+    async def create_schedule(self, schedule: Schedule) -> None:
+        async def op(conn: Conn) -> None:
+            values = {name: getattr(schedule, name) for name in _SCHEDULE_COLUMNS}
+            values["payload"] = _json_dump(values["payload"])
+            values["enabled"] = bool(values["enabled"])
+            values["due_at"] = schedule.next_run_at if schedule.enabled else None
+            cols = ", ".join(values)
+            marks = ", ".join(f"%({c})s" for c in values)
+            try:
+                await conn.execute(
+                    f"INSERT INTO {self.schedules_table} ({cols}) VALUES ({marks})", values
+                )
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
+                    raise ScheduleExistsError(schedule.name) from exc
+                raise
+            await self._notify_others(conn)
+
+        await self._tx("create_schedule", op)
+        self.notify()
+
+    async def _get(self, conn: Conn, column: str, value: str) -> Schedule | None:
+        row = await self._one(
+            conn, f"SELECT * FROM {self.schedules_table} WHERE {column} = %(v)s", {"v": value}
+        )
+        return _to_schedule(row) if row else None
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return await self._run("get_schedule", lambda conn: self._get(conn, "id", schedule_id))
+
+    async def get_schedule_by_name(self, name: str) -> Schedule | None:
+        return await self._run("get_schedule_by_name", lambda conn: self._get(conn, "name", name))
+
+    async def list_schedules(self, enabled: bool | None = None) -> list[Schedule]:
+        async def op(conn: Conn) -> list[Schedule]:
+            sql = f"SELECT * FROM {self.schedules_table}"
+            args: dict[str, Any] = {}
+            if enabled is not None:
+                sql += " WHERE enabled = %(enabled)s"
+                args["enabled"] = bool(enabled)
+            # COLLATE "C": the same byte order as SQLite's ORDER BY name, whatever the locale.
+            cur = await conn.execute(sql + ' ORDER BY name COLLATE "C"', args)
+            return [_to_schedule(r) for r in await cur.fetchall()]
+
+        return await self._run("list_schedules", op)
+
+    async def update_schedule(
+        self, schedule_id: str, fields: dict[str, Any], now: float
+    ) -> Schedule | None:
+        """Apply caller fields. A change of the slot series (next_run_at, enabled) bumps
+        timing_version, so a holder that planned with the old timing cannot write its cursor back
+        over it; other edits (payload, description, retries) leave a run in flight undisturbed."""
+        allowed = {*SPEC_FIELDS, "enabled", "next_run_at"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"update_schedule: not updatable: {sorted(unknown)}")
+
+        async def op(conn: Conn) -> Schedule | None:
+            if not await self._lock(conn, [schedule_id]):
+                return None
+            values = dict(fields)
+            if "payload" in values:
+                values["payload"] = _json_dump(values["payload"])
+            if "enabled" in values:
+                values["enabled"] = bool(values["enabled"])
+            sets = ", ".join(f"{c} = %({c})s" for c in values)
+            bump = int("next_run_at" in fields or "enabled" in fields)
+            values.update(id=schedule_id, now=now, bump=bump)
+            try:
+                await conn.execute(
+                    f"UPDATE {self.schedules_table} SET {sets}, timing_version = timing_version"
+                    f" + %(bump)s, updated_at = %(now)s WHERE id = %(id)s",
+                    values,
+                )
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
+                    raise ScheduleExistsError(fields["name"]) from exc
+                raise
+            if fields.get("enabled") is False:
+                await conn.execute(
+                    self._sql["cancel_pending"],
+                    {"id": schedule_id, "now": now, "reason": "schedule disabled"},
+                )
+            await conn.execute(self._sql["refresh_due"], {"id": schedule_id})
+            await self._notify_others(conn)
+            return await self._get(conn, "id", schedule_id)
+
+        result = await self._tx("update_schedule", op)
+        self.notify()
+        return result
+
+    async def delete_schedule(self, schedule_id: str, now: float) -> bool:
+        """Delete the schedule and cancel its pending runs. Run history stays; an attempt in
+        flight finishes and is recorded on its run row."""
+
+        async def op(conn: Conn) -> bool:
+            await self._lock(conn, [schedule_id])
+            await conn.execute(
+                self._sql["cancel_pending"],
+                {"id": schedule_id, "now": now, "reason": "schedule deleted"},
+            )
+            await conn.execute(self._sql["lose_unheld"], {"id": schedule_id, "now": now})
+            deleted = await self._count(
+                conn, f"DELETE FROM {self.schedules_table} WHERE id = %(id)s", {"id": schedule_id}
+            )
+            # Frees nothing to run, but other replicas may be sleeping until this row's due time;
+            # waking them costs one idle poll each.
+            await self._notify_others(conn)
+            return deleted == 1
+
+        deleted = await self._tx("delete_schedule", op)
+        self.notify()
+        return deleted
+
+    async def add_pending_run(self, run: ScheduleRun, now: float) -> None:
+        """Queue durable work (a manual trigger). Fails with LookupError if the schedule is gone
+        or PermissionError if it is disabled, checked under the row's lock in the same
+        transaction as the insert."""
+
+        async def op(conn: Conn) -> None:
+            state = await self._lock(conn, [run.schedule_id])
+            if run.schedule_id not in state:
+                raise LookupError(f"schedule {run.schedule_id!r} not found")
+            if not state[run.schedule_id]:
+                raise PermissionError(f"schedule {run.schedule_id!r} is disabled")
+            await conn.execute(self._sql["insert_run"], _run_params(run))
+            await conn.execute(self._sql["refresh_due"], {"id": run.schedule_id})
+            await self._notify_others(conn)
+
+        await self._tx("add_pending_run", op)
+        self.notify()
+
+    async def list_runs(self, schedule_id: str | None, limit: int = 20) -> list[ScheduleRun]:
+        async def op(conn: Conn) -> list[ScheduleRun]:
+            where = "WHERE schedule_id = %(sid)s" if schedule_id else ""
+            cur = await conn.execute(
+                f"SELECT * FROM {self.runs_table} {where} "
+                f"ORDER BY created_at DESC, seq DESC LIMIT %(limit)s",
+                {"sid": schedule_id, "limit": limit},
+            )
+            return [_to_run(r) for r in await cur.fetchall()]
+
+        return await self._run("list_runs", op)
+
+    async def get_run(self, run_row_id: str) -> ScheduleRun | None:
+        async def op(conn: Conn) -> ScheduleRun | None:
+            row = await self._one(
+                conn, f"SELECT * FROM {self.runs_table} WHERE id = %(id)s", {"id": run_row_id}
+            )
+            return _to_run(row) if row else None
+
+        return await self._run("get_run", op)
