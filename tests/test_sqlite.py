@@ -50,30 +50,6 @@ def raw(store: SqliteStore) -> sqlite3.Connection:
 # -- the worker thread -----------------------------------------------------------------------
 
 
-async def test_threaded_stores_racing_claims_never_share_a_row(open_store):
-    stores = [open_store("race.db", inline=False) for _ in range(3)]
-    for i in range(60):
-        await stores[0].create_schedule(sched(f"s{i:02d}", T0 - 60 + i))
-
-    async def drain(store: SqliteStore, replica: str) -> list[str]:
-        taken: list[str] = []
-        while True:
-            claims = await store.claim(replica, T0, LEASE, 7)
-            if not claims:
-                return taken
-            assert {c.schedule.locked_by for c in claims} == {replica}
-            assert {c.schedule.lease_version for c in claims} == {1}
-            taken += [c.schedule.id for c in claims]
-            await asyncio.sleep(0)
-
-    results = await asyncio.gather(*(drain(s, f"r{i}") for i, s in enumerate(stores)))
-    everything = [sid for taken in results for sid in taken]
-    assert sorted(everything) == [f"s{i:02d}" for i in range(60)]  # all of them, none twice
-    owners = {s.id: s.locked_by for s in await stores[1].list_schedules()}
-    for i, taken in enumerate(results):
-        assert {owners[sid] for sid in taken} <= {f"r{i}"}
-
-
 # -- the idle poll ---------------------------------------------------------------------------
 
 

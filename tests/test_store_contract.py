@@ -11,6 +11,7 @@ and tests/test_postgres_store.py.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 
@@ -156,6 +157,34 @@ async def test_two_connections_claim_disjoint_sets_covering_every_due_row(open_s
     assert await a.claim("ra", T0, LEASE, 100) == []
     assert (await b.get_schedule("s3")).locked_by == "ra"
     assert (await a.get_schedule("s0")).locked_by == "rb"
+
+
+@store_test
+async def test_concurrent_stores_racing_claims_never_share_a_row(open_store):
+    """Four stores drain 200 due rows at once (SQLite: each on its own worker thread; Postgres:
+    each its own pool, over real connections): every row is claimed by exactly one of them."""
+    stores = [open_store(inline=False) for _ in range(4)]
+    for i in range(200):
+        await stores[0].create_schedule(sched(f"s{i:03d}", T0 - 200 + i))
+
+    async def drain(store: Store, replica: str) -> list[str]:
+        taken: list[str] = []
+        while True:
+            claims = await store.claim(replica, T0, LEASE, 7)
+            if not claims:
+                return taken
+            assert {c.schedule.locked_by for c in claims} == {replica}
+            assert {c.schedule.lease_version for c in claims} == {1}
+            taken += [c.schedule.id for c in claims]
+            await asyncio.sleep(0)
+
+    results = await asyncio.gather(*(drain(s, f"r{i}") for i, s in enumerate(stores)))
+    everything = [sid for taken in results for sid in taken]
+    assert sorted(everything) == [f"s{i:03d}" for i in range(200)]  # all of them, none twice
+    assert sum(1 for taken in results if taken) >= 2  # they really raced
+    owners = {s.id: s.locked_by for s in await stores[1].list_schedules()}
+    for i, taken in enumerate(results):
+        assert {owners[sid] for sid in taken} <= {f"r{i}"}
 
 
 @store_test
