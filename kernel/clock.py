@@ -192,6 +192,8 @@ class AlignedClock:
         self.error = float("inf")  # half the round trip of the reading the offset came from
         self.synced = False
         self._read_at = 0.0  # monotonic
+        # now() is on every hot path: look the local monotonic clock up once
+        self._monotonic: Callable[[], float] = getattr(local, "monotonic", time.monotonic)
 
     def now(self) -> float:
         if not self.synced:
@@ -199,8 +201,7 @@ class AlignedClock:
         return self.monotonic() + self.offset
 
     def monotonic(self) -> float:
-        mono = getattr(self.local, "monotonic", None)
-        return mono() if mono is not None else time.monotonic()
+        return self._monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await self.local.sleep(seconds)
