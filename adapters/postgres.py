@@ -388,7 +388,15 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         return await self._tx("claim", op)
 
     async def _answer(self, conn: Conn, step: writes.Step) -> Any:
-        """One statement of a shared write flow (leasecron.kernel.writes)."""
+        """One step of a shared write flow (leasecron.kernel.writes): a statement, or a Batch
+        of them sent in pipeline mode (one round trip for the round, not one per row)."""
+        if isinstance(step, writes.Batch):
+            if len(step.steps) == 1:
+                return [await self._answer(conn, step.steps[0])]
+            async with conn.pipeline() as pipeline:
+                sent = [await self._send(conn, inner) for inner in step.steps]
+                await pipeline.sync()
+            return [await self._reply(i, cur) for i, cur in zip(step.steps, sent, strict=True)]
         if isinstance(step, writes.Count):
             return await self._count(conn, self._sql[step.name], step.params)
         if isinstance(step, writes.One):
@@ -400,6 +408,28 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         if isinstance(step, writes.Lock):
             return await self._lock(conn, step.ids)
         return await self._notify_others(conn)
+
+    async def _send(self, conn: Conn, step: writes.Step) -> Any:
+        """Queue one step of a pipelined Batch; its cursor, read by _reply after the sync."""
+        cur = conn.cursor()
+        if isinstance(step, (writes.Count, writes.One)):
+            await cur.execute(self._sql[step.name], step.params)
+        elif isinstance(step, writes.Many):
+            await cur.executemany(self._sql[step.name], step.params)
+        elif isinstance(step, writes.Lock):
+            if step.ids:
+                await cur.execute(self._sql["lock_schedules"], {"ids": sorted(set(step.ids))})
+        else:
+            await cur.execute(self._sql["notify"], {"channel": self.channel})
+        return cur
+
+    @staticmethod
+    async def _reply(step: writes.Step, cur: Any) -> Any:
+        if isinstance(step, writes.Count):
+            return cur.rowcount
+        if isinstance(step, writes.One):
+            return await cur.fetchone()
+        return None
 
     def _flow(self, flow: writes.Flow) -> Callable[[Conn], Awaitable[Any]]:
         return lambda conn: writes.arun(flow, lambda step: self._answer(conn, step))

@@ -14,6 +14,9 @@ What a store must answer:
                        whose transactions take the whole database's write lock does nothing)
   Notify()             wake other processes' replicas once this transaction commits (a store
                        without a cross-process channel does nothing)
+  Batch(steps)         the steps above, in order; a list of their answers. The rows of a batch
+                       move in lockstep (see `lockstep`), so a networked store can send each
+                       round in one round trip (Postgres: pipeline mode) instead of one per row.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class Many(NamedTuple):
     params: list[Mapping[str, Any]]
 
 
+class Batch(NamedTuple):
+    steps: list[Any]  # of the step types above
+
+
 class Lock(NamedTuple):
     ids: list[str]
 
@@ -48,7 +55,7 @@ class Notify(NamedTuple):
     pass
 
 
-Step = Count | One | Many | Lock | Notify
+Step = Count | One | Many | Lock | Notify | Batch
 Flow = Generator[Step, Any, Any]
 
 
@@ -66,9 +73,11 @@ def _release(fence: Mapping[str, Any]) -> Flow:
 def start(replica: str, now: float, plans: list[StartPlan]) -> Flow:
     """Apply start plans; per plan (in the caller's order) the set of run row ids now running,
     or None if fenced out. Applied in schedule-id order: the lock order of every write."""
+    order = sorted(range(len(plans)), key=lambda i: plans[i].schedule_id)
+    started = yield from lockstep([_start_one(replica, now, plans[i]) for i in order])
     results: list[set[str] | None] = [None] * len(plans)
-    for index in sorted(range(len(plans)), key=lambda i: plans[i].schedule_id):
-        results[index] = yield from _start_one(replica, now, plans[index])
+    for index, result in zip(order, started, strict=True):
+        results[index] = result
     return results
 
 
@@ -120,14 +129,17 @@ def heartbeat(
 ) -> Flow:
     """Extend the given leases; returns the ids whose lease was taken over (lost). A row that is
     gone (deleted) is not lost: its attempt finishes and is recorded."""
-    lost = set()
-    for schedule_id, version in sorted(leases):
-        params = {**_fence(replica, schedule_id, version), "lease_until": now + lease_seconds}
-        if not (yield Count("heartbeat", params)) and (
-            yield One("schedule_exists", {"id": schedule_id})
-        ):
-            lost.add(schedule_id)
-    return lost
+    ordered = sorted(leases)
+    flows = [_renew_one(replica, now + lease_seconds, sid, version) for sid, version in ordered]
+    lost = yield from lockstep(flows)
+    return {sid for (sid, _), gone in zip(ordered, lost, strict=True) if gone}
+
+
+def _renew_one(replica: str, lease_until: float, schedule_id: str, version: int) -> Flow:
+    params = {**_fence(replica, schedule_id, version), "lease_until": lease_until}
+    if (yield Count("heartbeat", params)):
+        return False
+    return (yield One("schedule_exists", {"id": schedule_id})) is not None
 
 
 def finish(replica: str, now: float, plans: list[FinishPlan]) -> Flow:
@@ -138,12 +150,28 @@ def finish(replica: str, now: float, plans: list[FinishPlan]) -> Flow:
     schedule row, and a reclaiming replica's start locks the schedule row before the same run row
     (lose_orphan), so without this the two could deadlock."""
     yield Lock(sorted({plan.schedule_id for plan in plans}))
-    results = []
-    for plan in plans:
-        results.append((yield from _finish_one(replica, now, plan)))
+    # Outcomes of one schedule are written one after the other, in the caller's order (the last
+    # attempt's release must see the retries the others queued); schedules move in lockstep.
+    by_schedule: dict[str, list[int]] = {}
+    for index, plan in enumerate(plans):
+        by_schedule.setdefault(plan.schedule_id, []).append(index)
+    groups = [by_schedule[sid] for sid in sorted(by_schedule)]
+    flows = [_finish_each(replica, now, [plans[i] for i in group]) for group in groups]
+    written = yield from lockstep(flows)
+    results = [False] * len(plans)
+    for group, recorded in zip(groups, written, strict=True):
+        for index, ok in zip(group, recorded, strict=True):
+            results[index] = ok
     if any(plan.retry is not None for plan in plans):
         yield Notify()
     return results
+
+
+def _finish_each(replica: str, now: float, plans: list[FinishPlan]) -> Flow:
+    recorded = []
+    for plan in plans:
+        recorded.append((yield from _finish_one(replica, now, plan)))
+    return recorded
 
 
 def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
@@ -195,18 +223,49 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
     return True
 
 
+def lockstep(flows: list[Flow]) -> Flow:
+    """Run flows side by side: each round takes the next step of every flow still going and
+    yields them as one Batch. Each flow's own steps keep their order; the flows touch disjoint
+    rows (one schedule each), so interleaving them changes no outcome. Returns their results."""
+    results: list[Any] = [None] * len(flows)
+    replies: list[Any] = [None] * len(flows)
+    going = list(range(len(flows)))
+    while going:
+        steps, asked = [], []
+        for i in going:
+            try:
+                steps.append(flows[i].send(replies[i]))
+                asked.append(i)
+            except StopIteration as done:
+                results[i] = done.value
+        if steps:
+            answers = yield Batch(steps)
+            for i, answer in zip(asked, answers, strict=True):
+                replies[i] = answer
+        going = asked
+    return results
+
+
 def run(flow: Flow, answer: Callable[[Step], Any]) -> Any:
-    """Drive a flow with a synchronous driver; returns the flow's result."""
+    """Drive a flow with a synchronous driver (a Batch is answered step by step); returns the
+    flow's result."""
+
+    def each(step: Step) -> Any:
+        if isinstance(step, Batch):
+            return [answer(inner) for inner in step.steps]
+        return answer(step)
+
     reply = None
     try:
         while True:
-            reply = answer(flow.send(reply))
+            reply = each(flow.send(reply))
     except StopIteration as done:
         return done.value
 
 
 async def arun(flow: Flow, answer: Callable[[Step], Awaitable[Any]]) -> Any:
-    """Drive a flow with an async driver; returns the flow's result."""
+    """Drive a flow with an async driver, which answers a Batch itself (all its steps); returns
+    the flow's result."""
     reply = None
     try:
         while True:
