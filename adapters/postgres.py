@@ -129,6 +129,8 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         self._clocks: weakref.WeakSet[AlignedClock] = weakref.WeakSet()
         # connection -> when a call last finished on it (weak: closed connections drop out)
         self._used_at: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+        self._poll_conn: Conn | None = None  # next_due's own connection
+        self._poll_lock: asyncio.Lock | None = None  # made on first use, in the store's loop
         self._listeners: list[Callable[[], None]] = []
         self._listen_task: asyncio.Task[None] | None = None
         self._pool: AsyncConnectionPool | None = None
@@ -314,6 +316,9 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._poll_conn is not None:
+            conn, self._poll_conn = self._poll_conn, None
+            await conn.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -324,17 +329,41 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         """The idle poll: one index probe, one round trip; with the database as time authority,
         the same round trip reads its clock for every aligned clock of this store."""
         clocks = list(self._clocks)
+        sql = self._sql["next_due_and_now" if clocks else "next_due"]
+        try:
+            if self._poll_lock is None:
+                self._poll_lock = asyncio.Lock()
+            with tracked():
+                async with self._poll_lock:
+                    conn = await self._poll_connection()
+                    sent = [clock.monotonic() for clock in clocks]
+                    try:
+                        cur = await conn.execute(sql)
+                        row = await cur.fetchone()
+                    except BaseException:
+                        # broken, or cancelled mid-query: the next poll opens a fresh one
+                        self._poll_conn = None
+                        await conn.close()
+                        raise
+        except psycopg.Error as exc:
+            raise StoreError("next_due", exc) from exc
+        for clock, at in zip(clocks, sent, strict=True):
+            clock.observe(row["now"], at, clock.monotonic())
+        return row["due"]
 
-        async def op(conn: Conn) -> float | None:
-            if not clocks:
-                return (await self._one(conn, self._sql["next_due"]))["due"]
-            sent = [clock.monotonic() for clock in clocks]
-            row = await self._one(conn, self._sql["next_due_and_now"])
-            for clock, at in zip(clocks, sent, strict=True):
-                clock.observe(row["now"], at, clock.monotonic())
-            return row["due"]
-
-        return await self._run("next_due", op)
+    async def _poll_connection(self) -> Conn:
+        """The idle poll's own connection, opened on first use: the poll is the loop's hottest
+        call, and a pool checkout (locks, bookkeeping) would cost about as much as the query."""
+        await self._open()  # the tables exist before the first poll
+        if self._poll_conn is None or self._poll_conn.closed:
+            self._poll_conn = await psycopg.AsyncConnection.connect(
+                self.dsn,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=max(1, int(self.connect_timeout)),
+                **_KEEPALIVE,
+            )
+        return self._poll_conn
 
     # -- time --------------------------------------------------------------------------------------
 

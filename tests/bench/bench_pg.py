@@ -25,9 +25,9 @@ Sections (--sections, default all four, run in this order):
            used (user + system), statements/s (raw) and claim and finish batch sizes (kernel).
   idle     `await store.next_due()` in µs/call at --sizes schedules (none due; one table grown
            by COPY between sizes), against LEASE_SQL["next_due"] on one psycopg AsyncConnection;
-           best of 3. Also shown: the raw statement preceded by an empty query, the round trip
-           a pool check on checkout would add (the store pays it only on a connection that
-           has idled for 5 s).
+           best of 3 (the store polls on a connection of its own, outside its pool). Also shown:
+           the raw statement preceded by an empty query, the round trip a pool check on
+           checkout would add.
            Target: store <= 1.5x raw, flat across sizes.
   pgbench  A reference for the server and this machine: `pgbench -N -M prepared` (scale 1) for
            --pgbench-seconds at 1 and 4 clients, if pgbench is on PATH. Each of its
