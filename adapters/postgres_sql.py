@@ -16,9 +16,10 @@ from __future__ import annotations
 # Transactions and locks.
 # Postgres runs READ COMMITTED: each statement sees what was committed when *it* started, and an
 # UPDATE that waits for a row lock re-checks its WHERE on the new row version but evaluates its
-# subqueries on the old snapshot. Hence one rule, applied by postgres.py: a transaction that writes
-# a schedule's runs or recomputes its due_at holds that schedule row's lock from an *earlier*
-# statement (the fenced UPDATE itself in start, `lock_schedules` elsewhere). Every later statement
+# subqueries on the old snapshot. Hence one rule, applied by kernel/writes.py and postgres.py: a
+# transaction that writes a schedule's runs or recomputes its due_at holds that schedule row's lock
+# from an *earlier* statement (`lock_schedules`, the first statement of start, finish and every
+# manager write; the heartbeat's UPDATE locks only its own row). Every later statement
 # then takes a fresh snapshot that includes whatever the previous lock holder committed, so DUE_EXPR
 # never misses a trigger or retry committed meanwhile. Locks are always taken schedule row first,
 # run rows second, and a batch locks its schedule rows in id order: no two store transactions can

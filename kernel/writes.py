@@ -74,6 +74,10 @@ def start(replica: str, now: float, plans: list[StartPlan]) -> Flow:
     """Apply start plans; per plan (in the caller's order) the set of run row ids now running,
     or None if fenced out. Applied in schedule-id order: the lock order of every write."""
     order = sorted(range(len(plans)), key=lambda i: plans[i].schedule_id)
+    # Every row of the batch is locked up front, in id order: the plans then move in lockstep
+    # without taking a row lock out of order (a fenced-out plan's UPDATE locks nothing, and its
+    # release would otherwise lock its row after the others').
+    yield Lock([plans[i].schedule_id for i in order])
     started = yield from lockstep([_start_one(replica, now, plans[i]) for i in order])
     results: list[set[str] | None] = [None] * len(plans)
     for index, result in zip(order, started, strict=True):
@@ -86,7 +90,6 @@ def _start_one(replica: str, now: float, plan: StartPlan) -> Flow:
     fired = (
         plan.start_pending or plan.lost_runs or any(r.status == "running" for r in plan.insert_runs)
     )
-    # The fenced UPDATE is also the row's lock for the statements that follow.
     held = yield Count(
         "start_fence",
         {
@@ -98,10 +101,9 @@ def _start_one(replica: str, now: float, plan: StartPlan) -> Flow:
     )
     if held != 1:
         # Lease lost, or the timing changed since the claim: start nothing. If the lease is still
-        # ours and nothing else runs under it, give it back now rather than at its expiry. Lock
-        # first: release reads pending runs and must see what the last lock holder committed.
+        # ours and nothing else runs under it, give it back now rather than at its expiry (the
+        # row is locked, so release sees what the last lock holder committed).
         if not plan.keep_lease:
-            yield Lock([plan.schedule_id])
             yield from _release(fence)
         return None
     started: set[str] = set()
