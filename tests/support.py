@@ -217,3 +217,15 @@ class HookedStore:
             return result
 
         return wrapped
+
+
+async def wind_down(replicas, dispatcher, stores, *, runs_from, limit: int = 100_000) -> list:
+    """End a real-time cluster test: stop the replicas (attempts in flight get 5 s), close the
+    dispatcher, read every run row from `runs_from`, then close the stores; returns the rows."""
+    for replica in replicas:
+        await replica.stop(timeout=5)
+    await dispatcher.aclose()
+    runs = await runs_from.list_runs(None, limit)
+    for store in stores:
+        await store.close()
+    return runs

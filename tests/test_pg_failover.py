@@ -21,7 +21,7 @@ import psycopg  # noqa: E402
 
 from leasecron.adapters.postgres import PostgresStore  # noqa: E402
 from leasecron.kernel import HttpDispatcher, ScheduleManager, Scheduler, SystemClock  # noqa: E402
-from support import Target  # noqa: E402
+from support import Target, wind_down  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -109,12 +109,7 @@ async def _run_through(dsn: str, fault) -> tuple[list, list]:
                 break
             await asyncio.sleep(0.1)
     finally:
-        for replica in replicas:
-            await replica.stop(timeout=5)
-        await dispatcher.aclose()
-        runs = await stores[2].list_runs(None, 10 * SLOTS)
-        for store in stores:
-            await store.close()
+        runs = await wind_down(replicas, dispatcher, stores, runs_from=stores[2])
     assert {r.schedule_id for r in runs} == set(ids)
     assert errors, "the replicas never noticed the fault"
     return target.requests, runs

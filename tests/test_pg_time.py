@@ -22,7 +22,7 @@ from leasecron.kernel import (  # noqa: E402
     Scheduler,
     SystemClock,
 )
-from support import Target  # noqa: E402
+from support import Target, wind_down  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -112,12 +112,7 @@ async def _skewed_cluster(dsn: str, schema: str, authority: str):
                 break
             await asyncio.sleep(0.05)
     finally:
-        for replica in replicas:
-            await replica.stop(timeout=5)
-        await dispatcher.aclose()
-        runs = await stores[3].list_runs(None, 1000)
-        for store in stores:
-            await store.close()
+        runs = await wind_down(replicas, dispatcher, stores, runs_from=stores[3])
     return target.requests, runs
 
 
@@ -188,12 +183,7 @@ async def test_host_clock_steps_mid_run_change_nothing(pg_dsn):
                 break
             await asyncio.sleep(0.05)
     finally:
-        for replica in replicas:
-            await replica.stop(timeout=5)
-        await dispatcher.aclose()
-        runs = await stores[2].list_runs(None, 100)
-        for store in stores:
-            await store.close()
+        runs = await wind_down(replicas, dispatcher, stores, runs_from=stores[2])
     assert [r.path for r in target.requests] == ["/agents/slow/runs"]  # "soon" not fired early
     assert lost == [] and [(r.schedule_id, r.status) for r in runs] == [(slow.id, "success")]
     assert soon.id not in {r.schedule_id for r in runs}
