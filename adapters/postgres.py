@@ -39,8 +39,8 @@ from leasecron.kernel import writes
 from leasecron.kernel.clock import AlignedClock, Clock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.offload import tracked
-from leasecron.kernel.rows import _to_run, _to_schedule
-from leasecron.kernel.store import Claim, FinishPlan, StartPlan
+from leasecron.kernel.rows import _to_run
+from leasecron.kernel.store import Claim, FinishPlan, StartPlan, orphan_places
 
 from . import postgres_sql
 from .postgres_listen import relay_notifications
@@ -385,12 +385,27 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
 
         return await self._run("server_time", op)
 
-    async def _claims_of(self, conn: Conn, rows: list[Mapping[str, Any]]) -> list[Claim]:
-        claims = {
-            row["id"]: Claim(_to_schedule(row), row["timing_version"], [], []) for row in rows
-        }
-        if claims:
-            cur = await conn.execute(self._sql["claim_runs"], {"ids": list(claims)})
+    async def _claims_of(
+        self,
+        conn: Conn,
+        rows: list[Mapping[str, Any]],
+        replica: str | None = None,
+        now: float = 0.0,
+    ) -> list[Claim]:
+        """Claims of claimed rows, with their pending and running runs. With `replica` (a
+        claim): a row that cannot be decoded is quarantined here, in the claim's transaction.
+        Without (a holder's re-read): such a row is left out, as if no longer held."""
+        claims: dict[str, Claim] = {}
+        for row in rows:
+            claim, quarantine = writes.claimed(row, replica or "", now, writes.new_run_row_id)
+            if quarantine is None:
+                claims[row["id"]] = claim
+            elif replica is not None:
+                await self._flow(quarantine)(conn)
+                claims[row["id"]] = claim
+        ids = [sid for sid, claim in claims.items() if claim.quarantined is None]
+        if ids:
+            cur = await conn.execute(self._sql["claim_runs"], {"ids": ids})
             for run_row in await cur.fetchall():
                 run = _to_run(run_row)
                 claim = claims[run.schedule_id]
@@ -408,11 +423,12 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
                     "now": now,
                     "lease_until": now + lease_seconds,
                     "limit": limit,
+                    "orphans": orphan_places(limit),
                 },
             )
             rows = await cur.fetchall()
             rows.sort(key=lambda r: (r["due_at"], r["id"]))  # RETURNING order is unspecified
-            return await self._claims_of(conn, rows)
+            return await self._claims_of(conn, rows, replica, now)
 
         return await self._tx("claim", op)
 

@@ -49,7 +49,7 @@ class PostgresSchedules:
         row = await self._one(
             conn, f"SELECT * FROM {self.schedules_table} WHERE {column} = %(v)s", {"v": value}
         )
-        return _to_schedule(row) if row else None
+        return _to_schedule(row, strict=False) if row else None
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         return await self._run("get_schedule", lambda conn: self._get(conn, "id", schedule_id))
@@ -66,7 +66,7 @@ class PostgresSchedules:
                 args["enabled"] = bool(enabled)
             # COLLATE "C": the same byte order as SQLite's ORDER BY name, whatever the locale.
             cur = await conn.execute(sql + ' ORDER BY name COLLATE "C"', args)
-            return [_to_schedule(r) for r in await cur.fetchall()]
+            return [_to_schedule(r, strict=False) for r in await cur.fetchall()]
 
         return await self._run("list_schedules", op)
 
@@ -76,7 +76,7 @@ class PostgresSchedules:
         """Apply caller fields. A change of the slot series (next_run_at, enabled) bumps
         timing_version, so a holder that planned with the old timing cannot write its cursor back
         over it; other edits (payload, description, retries) leave a run in flight undisturbed."""
-        allowed = {*SPEC_FIELDS, "enabled", "next_run_at"}
+        allowed = {*SPEC_FIELDS, "enabled", "next_run_at", "disabled_reason"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"update_schedule: not updatable: {sorted(unknown)}")

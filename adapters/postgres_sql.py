@@ -49,21 +49,33 @@ LEASE_SQL = {
         SELECT {clock} AS now""",
     # Claim up to %(limit)s due rows under a new lease, in ONE statement. A held row's due_at is
     # its lease expiry, so a crashed holder's row comes due here and is reclaimed by the same
-    # statement. FOR UPDATE SKIP LOCKED: concurrent claimers never wait on each other and never
-    # take the same row (a row another transaction is claiming, starting or finishing is skipped,
-    # not queued behind). The outer WHERE re-checks due-ness and the lease on the row version
-    # actually locked: the candidate list was read from the statement's snapshot, and a row
+    # statement. Orphans (rows still leased, their lease run out) get up to %(orphans)s places
+    # first, from their own index: under a backlog live rows with older due times would otherwise
+    # always sort first, and a crashed replica's attempts would wait far past their lease.
+    # FOR UPDATE SKIP LOCKED: concurrent claimers never wait on each other and never take the
+    # same row (a row another transaction is claiming, starting or finishing is skipped, not
+    # queued behind). The outer WHERE re-checks due-ness and the lease on the row version
+    # actually locked: the candidate lists were read from the statement's snapshot, and a row
     # released-and-reclaimed by a commit in between must not be claimed twice. Bumping
     # lease_version issues the fencing token every later write of this holder must present.
-    # (The subquery carries LIMIT and FOR UPDATE, which the planner keeps as one evaluated
-    # subplan; it is never re-run per outer row.)
+    # (Each candidate subquery carries LIMIT and FOR UPDATE, which the planner keeps as one
+    # evaluated subplan; it is never re-run per outer row. Candidates beyond the final LIMIT stay
+    # locked only until this short transaction ends.)
     "claim": """
         UPDATE {S} SET locked_by = %(replica)s, locked_at = %(now)s,
                lease_expires_at = %(lease_until)s, due_at = %(lease_until)s,
                lease_version = lease_version + 1
-         WHERE id IN (SELECT id FROM {S} WHERE enabled AND due_at IS NOT NULL
-                       AND due_at <= %(now)s ORDER BY due_at LIMIT %(limit)s
-                       FOR UPDATE SKIP LOCKED)
+         WHERE id IN (SELECT id FROM (
+                   SELECT id, 0 AS lane, due_at FROM (
+                       SELECT id, due_at FROM {S} WHERE enabled AND locked_by IS NOT NULL
+                          AND due_at <= %(now)s ORDER BY due_at LIMIT %(orphans)s
+                          FOR UPDATE SKIP LOCKED) orphaned
+                   UNION ALL
+                   SELECT id, 1 AS lane, due_at FROM (
+                       SELECT id, due_at FROM {S} WHERE enabled AND due_at IS NOT NULL
+                          AND due_at <= %(now)s ORDER BY due_at LIMIT %(limit)s
+                          FOR UPDATE SKIP LOCKED) due) candidates
+                GROUP BY id ORDER BY MIN(lane), MIN(due_at) LIMIT %(limit)s)
            AND enabled AND due_at <= %(now)s
            AND (locked_by IS NULL OR lease_expires_at <= %(now)s)
         RETURNING *""",
@@ -74,6 +86,17 @@ LEASE_SQL = {
     "claim_runs": """
         SELECT * FROM {R} WHERE schedule_id = ANY(%(ids)s) AND status IN ('pending', 'running')
          ORDER BY due_at, created_at, seq""",
+    # A claimed row the kernel cannot decode (its payload unparseable, written by another tool)
+    # or plan (a cron edited by hand into nonsense) is taken out of the pool under the lease we
+    # hold, in the claim's or start's transaction: disabled with the reason kept, no lease, never
+    # due. Without it every claim that meets the row fails, and the replica fires nothing at all.
+    # timing_version moves, so no plan made before can write a cursor back; enabling clears it.
+    "quarantine": """
+        UPDATE {S} SET enabled = FALSE, disabled_reason = %(reason)s, next_run_at = NULL,
+               due_at = NULL, locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
+               timing_version = timing_version + 1
+         WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
+           AND timing_version = %(timing)s""",
     # An overlap=allow holder re-reads a row it keeps leased, to fire slots and pending work that
     # come due while its runs are in flight (no other replica may: the row is leased).
     "held_row": """
@@ -351,7 +374,14 @@ CREATE TABLE IF NOT EXISTS {TR} (
 )
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+# Quarantine reasons and the orphan index, as SQLite's migration 3.
+SCHEMA_V3 = """
+ALTER TABLE {S} ADD COLUMN IF NOT EXISTS disabled_reason TEXT;
+CREATE INDEX IF NOT EXISTS "{prefix}schedules_orphaned" ON {S} (due_at)
+    WHERE enabled AND locked_by IS NOT NULL
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 META_SQL = {

@@ -118,6 +118,8 @@ class ScheduleManager:
         if retimed:  # a finished one-off may still have its description edited
             timing = {k: getattr(merged, k) for k in TIMING_FIELDS}
             check_timing({**timing, "misfire_grace_seconds": merged.misfire_grace_seconds}, now)
+        if changes.get("enabled") is True:
+            changes["disabled_reason"] = None  # a quarantined row, repaired and enabled again
         if retimed or changes.get("enabled") is True:
             nxt = first_slot(merged, now) if merged.enabled else None
             if nxt is not None and not retimed and merged.run_at is not None and nxt <= now:

@@ -51,6 +51,7 @@ class Schedule:
     catchup_window_seconds: float = 86_400.0
     jitter_seconds: float = 0.0
     enabled: bool = True
+    disabled_reason: str | None = None  # why the kernel disabled it (a row it cannot use)
     next_run_at: float | None = None
     due_at: float | None = None
     locked_by: str | None = None

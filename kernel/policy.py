@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from .model import Fire, Outcome, Schedule, ScheduleRun
 from .slots import count_slots, last_slots, latest_at_or_before, slot_after
 from .store import Claim, FinishPlan, StartPlan
+from .writes import quarantine_run
 
 MAX_RECLAIMS = 3  # re-deliveries of one attempt after lost leases, so a target that kills
 # replicas cannot loop forever
@@ -177,22 +178,22 @@ class Planner:
 
     def plan_unplannable(self, claim: Claim, now: float, error: BaseException) -> StartDecision:
         """A row the kernel cannot plan (say, a cron expression edited by hand into nonsense):
-        record why on a failed run row and disable it, rather than let it take the loop down on
-        every replica that claims it."""
+        quarantine it (disabled, the reason kept, a failed run row saying why) rather than let it
+        take the loop down on every replica that claims it."""
         s = claim.schedule
         plan = StartPlan(s.id, s.lease_version, claim.timing_version, next_run_at=None)
-        plan.disable = True
         plan.insert_runs.append(
-            self._run(
-                s,
+            quarantine_run(
+                s.id,
+                s.next_run_at,
+                self.replica,
+                s.lease_version,
                 now,
-                status="failed",
-                scheduled_for=s.next_run_at,
-                idempotency_key=slot_key(s.id, s.next_run_at or now, claim.timing_version),
-                completed_at=now,
-                error=f"schedule disabled: cannot plan it: {type(error).__name__}: {error}",
+                f"cannot plan it: {type(error).__name__}: {error}",
+                self.new_id(),
             )
         )
+        plan.quarantine = plan.insert_runs[0].error
         return StartDecision(plan)
 
     def _plan_slot(self, s: Schedule, now: float, d: StartDecision) -> None:

@@ -10,7 +10,9 @@ from typing import Any
 
 from .model import Schedule, ScheduleRun
 
-_SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule)]
+# Columns a new schedule row is written with. `disabled_reason` (schema 3) is the kernel's to
+# write, when it quarantines a row; a row of an older schema lacks it.
+_SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule) if f.name != "disabled_reason"]
 _RUN_COLUMNS = [f.name for f in dc_fields(ScheduleRun)]
 
 
@@ -27,17 +29,55 @@ def _json_load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _to_schedule(row: Mapping[str, Any]) -> Schedule:
+class UndecodableRow(ValueError):
+    """A stored row the kernel cannot turn back into values (written by another tool, or by hand):
+    the claim quarantines it instead of failing for every schedule."""
+
+
+def _payload(text: str | None) -> Any:
+    try:
+        payload = _json_load(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's stack
+        raise UndecodableRow(f"payload is not valid JSON: {type(exc).__name__}: {exc}") from None
+    if payload is not None and not isinstance(payload, dict):
+        raise UndecodableRow(f"payload is a JSON {type(payload).__name__}, not an object")
+    return payload
+
+
+def _to_schedule(row: Mapping[str, Any], *, strict: bool = True) -> Schedule:
+    """A schedule row as a Schedule. strict (what a claim needs: the payload is sent): a payload
+    that cannot be decoded raises UndecodableRow. Not strict (reads for people and the manager):
+    such a payload reads as None and the reason shows as disabled_reason, so the row can be
+    listed, shown and repaired."""
     values = {name: row[name] for name in _SCHEDULE_COLUMNS}
-    values["payload"] = _json_load(values["payload"])
+    try:
+        values["disabled_reason"] = row["disabled_reason"]
+    except (IndexError, KeyError):  # a row of a schema before 3
+        values["disabled_reason"] = None
+    try:
+        values["payload"] = _payload(values["payload"])
+    except UndecodableRow as exc:
+        if strict:
+            raise
+        values["payload"] = None
+        values["disabled_reason"] = values["disabled_reason"] or str(exc)
     values["enabled"] = bool(values["enabled"])
     return Schedule(**values)
 
 
+def _lenient_json(text: str | None) -> Any:
+    """History columns (a run's input and output) are for reading: JSON that does not decode is
+    shown as the stored text rather than failing the read (or a claim) that meets it."""
+    try:
+        return _json_load(text)
+    except (ValueError, RecursionError):
+        return text
+
+
 def _to_run(row: Mapping[str, Any]) -> ScheduleRun:
     values = {name: row[name] for name in _RUN_COLUMNS}
-    values["input"] = _json_load(values["input"])
-    values["output"] = _json_load(values["output"])
+    values["input"] = _lenient_json(values["input"])
+    values["output"] = _lenient_json(values["output"])
     return ScheduleRun(**values)
 
 

@@ -304,12 +304,28 @@ class Scheduler(Heartbeat):
         try:
             decision = self.planner.plan_claim(claim, now, in_flight)
         except Exception as exc:
-            log.exception("schedule %s cannot be planned; disabling it", claim.schedule.id)
             decision = self.planner.plan_unplannable(claim, now, exc)
+            quarantine = decision.plan.quarantine or ""
+            self._quarantined(claim.schedule, quarantine.removeprefix("schedule disabled: "))
         return claim.schedule, claim.timing_version, decision
 
     async def _start(self, claims: list[Claim], now: float) -> None:
-        await self._apply_start([self._plan(c, now) for c in claims], now)
+        for claim in claims:
+            if claim.quarantined is not None:
+                self._quarantined(claim.schedule, claim.quarantined)
+        await self._apply_start([self._plan(c, now) for c in claims if c.quarantined is None], now)
+
+    def _quarantined(self, schedule: Schedule, why: str) -> None:
+        """A row the kernel could not use was disabled with its reason: a fault in the data,
+        not in this replica, so it is said loudly once and every other schedule fires on."""
+        log.warning("schedule %s (%s) quarantined: %s", schedule.name, schedule.id, why)
+        self._emit(
+            "store_error",
+            operation="quarantine",
+            schedule_id=schedule.id,
+            name=schedule.name,
+            error=why,
+        )
 
     async def _apply_start(
         self, items: list[tuple[Schedule, int, StartDecision]], now: float

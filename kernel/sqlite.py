@@ -39,7 +39,8 @@ from .sqlite_schema import (  # noqa: F401
 from .sqlite_sessions import SqliteSessions
 from .sqlite_sessions_sql import SESSIONS_SQL
 from .sqlite_sql import _FAR, LEASE_SQL
-from .store import SPEC_FIELDS, Claim, FinishPlan, StartPlan
+from .store import SPEC_FIELDS, Claim, FinishPlan, StartPlan, orphan_places
+from .writes import new_run_row_id
 
 
 class SqliteStore(SqliteSessions):
@@ -185,7 +186,7 @@ class SqliteStore(SqliteSessions):
         row = conn.execute(
             f"SELECT * FROM {self.schedules_table} WHERE {column} = ?", (value,)
         ).fetchone()
-        return _to_schedule(row) if row else None
+        return _to_schedule(row, strict=False) if row else None
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         return await self._run(
@@ -205,7 +206,7 @@ class SqliteStore(SqliteSessions):
                 sql += " WHERE enabled = ?"
                 args = (int(enabled),)
             rows = self._connect().execute(sql + " ORDER BY name", args).fetchall()
-            return [_to_schedule(r) for r in rows]
+            return [_to_schedule(r, strict=False) for r in rows]
 
         return await self._run("list_schedules", op)
 
@@ -216,7 +217,7 @@ class SqliteStore(SqliteSessions):
         timing_version, so a holder that
         planned with the old timing cannot write its cursor back over
         it; other edits (payload, description, retries) leave a run in flight undisturbed."""
-        allowed = {*SPEC_FIELDS, "enabled", "next_run_at"}
+        allowed = {*SPEC_FIELDS, "enabled", "next_run_at", "disabled_reason"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"update_schedule: not updatable: {sorted(unknown)}")
@@ -341,11 +342,25 @@ class SqliteStore(SqliteSessions):
             self._read_conn = conn
         return self._read_conn
 
-    def _claims_of(self, conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[Claim]:
-        claims = {
-            row["id"]: Claim(_to_schedule(row), row["timing_version"], [], []) for row in rows
-        }
-        ids = list(claims)
+    def _claims_of(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[sqlite3.Row],
+        replica: str | None = None,
+        now: float = 0.0,
+    ) -> list[Claim]:
+        """Claims of claimed rows, with their pending and running runs. With `replica` (a
+        claim): a row that cannot be decoded is quarantined here, in the claim's transaction.
+        Without (a holder's re-read): such a row is left out, as if no longer held."""
+        claims: dict[str, Claim] = {}
+        for row in rows:
+            claim, quarantine = writes.claimed(row, replica or "", now, new_run_row_id)
+            if quarantine is None:
+                claims[row["id"]] = claim
+            elif replica is not None:
+                writes.run(quarantine, lambda step: self._answer(conn, step))
+                claims[row["id"]] = claim
+        ids = [sid for sid, claim in claims.items() if claim.quarantined is None]
         for i in range(0, len(ids), 500):  # one query per 500 ids, not one per row
             chunk = ids[i : i + 500]
             sql = self._sql["claim_runs"].replace("{ids}", ",".join("?" * len(chunk)))
@@ -366,9 +381,10 @@ class SqliteStore(SqliteSessions):
                     "now": now,
                     "lease_until": now + lease_seconds,
                     "limit": limit,
+                    "orphans": orphan_places(limit),
                 },
             ).fetchall()
-            return self._claims_of(conn, rows)
+            return self._claims_of(conn, rows, replica, now)
 
         return await self._run("claim", self._tx, op)
 

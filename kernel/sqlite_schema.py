@@ -126,9 +126,19 @@ CREATE TABLE IF NOT EXISTS {TR} (
 ) WITHOUT ROWID
 """
 
+# A row the kernel cannot decode or plan is quarantined: disabled, with the reason kept beside it
+# (`leasecron list`/`show` print it; enabling the schedule clears it). The second index finds
+# orphans (leased rows whose lease ran out) without walking every due row: under a backlog they
+# get a share of each claim instead of waiting behind live rows with older due times.
+SCHEMA_V3 = """
+ALTER TABLE {S} ADD COLUMN disabled_reason TEXT;
+CREATE INDEX IF NOT EXISTS {prefix}schedules_orphaned ON {S} (due_at)
+    WHERE enabled = 1 AND locked_by IS NOT NULL
+"""
+
 # Schema versions, applied in order and recorded in the meta table. A migration may add tables,
 # columns and indexes; it never drops or rewrites data.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

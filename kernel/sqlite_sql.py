@@ -27,16 +27,26 @@ LEASE_SQL = {
     "next_due": """
         SELECT MIN(due_at) FROM {S} WHERE enabled = 1 AND due_at IS NOT NULL""",
     # Claim up to :limit due rows under a new lease. A held row's due_at is its lease expiry, so
-    # a crashed holder's row comes due here and is reclaimed by the same statement. The outer
-    # WHERE re-checks due-ness and lease state: under SQLite's write lock the candidates cannot
-    # go stale within the statement, but the predicate is the contract (the Postgres store reads
-    # candidates from a snapshot) and it guards a row whose due_at and lease disagree. Bumping
-    # lease_version issues the fencing token every later write of this holder must present.
+    # a crashed holder's row comes due here and is reclaimed by the same statement. Orphans (rows
+    # still leased, their lease run out) get up to :orphans places first, from their own index:
+    # under a backlog live rows with older due times would otherwise always sort first, and a
+    # crashed replica's attempts would wait far past their lease. The outer WHERE re-checks
+    # due-ness and lease state: under SQLite's write lock the candidates cannot go stale within
+    # the statement, but the predicate is the contract (the Postgres store reads candidates from
+    # a snapshot) and it guards a row whose due_at and lease disagree. Bumping lease_version
+    # issues the fencing token every later write of this holder must present.
     "claim": """
         UPDATE {S} SET locked_by = :replica, locked_at = :now, lease_expires_at = :lease_until,
                due_at = :lease_until, lease_version = lease_version + 1
-         WHERE id IN (SELECT id FROM {S} WHERE enabled = 1 AND due_at IS NOT NULL
-                       AND due_at <= :now ORDER BY due_at LIMIT :limit)
+         WHERE id IN (SELECT id FROM (
+                   SELECT id, 0 AS lane, due_at FROM (
+                       SELECT id, due_at FROM {S} WHERE enabled = 1 AND locked_by IS NOT NULL
+                          AND due_at <= :now ORDER BY due_at LIMIT :orphans)
+                   UNION ALL
+                   SELECT id, 1 AS lane, due_at FROM (
+                       SELECT id, due_at FROM {S} WHERE enabled = 1 AND due_at IS NOT NULL
+                          AND due_at <= :now ORDER BY due_at LIMIT :limit))
+                GROUP BY id ORDER BY MIN(lane), MIN(due_at) LIMIT :limit)
            AND enabled = 1 AND due_at <= :now
            AND (locked_by IS NULL OR lease_expires_at <= :now)
         RETURNING *""",
@@ -47,6 +57,17 @@ LEASE_SQL = {
     "claim_runs": """
         SELECT * FROM {R} WHERE schedule_id IN ({{ids}}) AND status IN ('pending', 'running')
          ORDER BY due_at, created_at""",
+    # A claimed row the kernel cannot decode (its payload unparseable, written by another tool)
+    # or plan (a cron edited by hand into nonsense) is taken out of the pool under the lease we
+    # hold, in the claim's or start's transaction: disabled with the reason kept, no lease, never
+    # due. Without it every claim that meets the row fails, and the replica fires nothing at all.
+    # timing_version moves, so no plan made before can write a cursor back; enabling clears it.
+    "quarantine": """
+        UPDATE {S} SET enabled = 0, disabled_reason = :reason, next_run_at = NULL, due_at = NULL,
+               locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
+               timing_version = timing_version + 1
+         WHERE id = :id AND locked_by = :replica AND lease_version = :version
+           AND timing_version = :timing""",
     # An overlap=allow holder re-reads a row it keeps leased, to fire slots and pending work that
     # come due while its runs are in flight (no other replica may: the row is leased).
     "held_row": """

@@ -51,6 +51,13 @@ SPEC_FIELDS = (
 )
 
 
+def orphan_places(limit: int) -> int:
+    """How many places of a claim of `limit` rows go to orphans first (leased rows whose lease
+    ran out): a quarter, at least one. Under a backlog a crashed replica's attempts are then
+    re-delivered within about a lease of its death, however far behind the cluster is."""
+    return max(1, limit // 4)
+
+
 @dataclass(slots=True)
 class Claim:
     """A schedule this replica now holds, with the run rows a decision needs."""
@@ -61,6 +68,9 @@ class Claim:
     # Attempts marked running: orphans of a previous holder whose lease expired or, when a holder
     # re-reads a row it keeps (overlap=allow), its own attempts still in flight.
     running: list[ScheduleRun]
+    # Set when the row could not be decoded: the claim quarantined it (disabled, reason kept,
+    # lease dropped) in its own transaction; `schedule` then carries only id and name.
+    quarantined: str | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +91,9 @@ class StartPlan:
     # otherwise a plan that starts nothing releases the lease in the same transaction.
     keep_lease: bool = False
     disable: bool = False  # a one-off with nothing left to fire
+    # A row the kernel cannot plan: quarantine it with this reason (disabled, reason kept, an
+    # error run row) instead of starting anything.
+    quarantine: str | None = None
 
 
 @dataclass(slots=True)

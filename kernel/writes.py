@@ -21,11 +21,13 @@ What a store must answer:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, NamedTuple
 
-from .rows import _json_dump, _run_params
-from .store import FinishPlan, StartPlan
+from .model import Schedule, ScheduleRun
+from .rows import UndecodableRow, _json_dump, _run_params, _to_schedule
+from .store import Claim, FinishPlan, StartPlan
 
 
 class Count(NamedTuple):
@@ -90,6 +92,17 @@ def _start_one(replica: str, now: float, plan: StartPlan) -> Flow:
     fired = (
         plan.start_pending or plan.lost_runs or any(r.status == "running" for r in plan.insert_runs)
     )
+    if plan.quarantine is not None:
+        assert len(plan.insert_runs) == 1  # the failed row saying why (Planner.plan_unplannable)
+        yield from quarantine(
+            replica,
+            now,
+            plan.schedule_id,
+            plan.lease_version,
+            plan.timing_version,
+            plan.insert_runs[0],
+        )
+        return set()
     held = yield Count(
         "start_fence",
         {
@@ -124,6 +137,69 @@ def _start_one(replica: str, now: float, plan: StartPlan) -> Flow:
     if not started and not plan.keep_lease:
         yield from _release(fence)
     return started
+
+
+def new_run_row_id() -> str:
+    """A run row id for rows a store writes on its own (a quarantine found in a claim)."""
+    return os.urandom(16).hex()
+
+
+def claimed(
+    row: Mapping[str, Any], replica: str, now: float, new_id: Callable[[], str]
+) -> tuple[Claim, Flow | None]:
+    """A claimed schedule row as a Claim, and None; or, for a row the kernel cannot decode, a
+    quarantined Claim and the flow that quarantines it (the store runs it in the claim's
+    transaction, so the claim as a whole still succeeds and every other row fires)."""
+    try:
+        return Claim(_to_schedule(row), row["timing_version"], [], []), None
+    except UndecodableRow as exc:
+        why = f"cannot decode it: {exc}"
+    run = quarantine_run(
+        row["id"], row["next_run_at"], replica, row["lease_version"], now, why, new_id()
+    )
+    stub = Schedule(id=row["id"], name=row["name"], endpoint=row["endpoint"])
+    flow = quarantine(replica, now, row["id"], row["lease_version"], row["timing_version"], run)
+    return Claim(stub, row["timing_version"], [], [], quarantined=run.error), flow
+
+
+def quarantine_run(
+    schedule_id: str,
+    scheduled_for: float | None,
+    replica: str,
+    version: int,
+    now: float,
+    why: str,
+    run_row_id: str,
+) -> ScheduleRun:
+    """The failed run row that records why a schedule was quarantined."""
+    return ScheduleRun(
+        id=run_row_id,
+        schedule_id=schedule_id,
+        attempt=1,
+        scheduled_for=scheduled_for,
+        trigger="schedule",
+        status="failed",
+        idempotency_key=f"{schedule_id}@quarantined:{now:.3f}",
+        error=f"schedule disabled: {why}"[:2000],
+        replica=replica,
+        lease_version=version,
+        completed_at=now,
+        created_at=now,
+    )
+
+
+def quarantine(
+    replica: str, now: float, schedule_id: str, version: int, timing: int, run: ScheduleRun
+) -> Flow:
+    """Take a row the kernel cannot decode or plan out of the pool, under the lease just taken
+    and the timing it was judged by: disabled with the reason (the run row's error) kept beside
+    it, its waiting work cancelled, and a failed run row saying why. Returns whether it was."""
+    params = {**_fence(replica, schedule_id, version), "timing": timing, "reason": run.error}
+    if not (yield Count("quarantine", params)):
+        return False
+    yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": run.error})
+    yield Count("insert_run", _run_params(run))
+    return True
 
 
 def heartbeat(

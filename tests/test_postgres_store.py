@@ -172,10 +172,10 @@ async def test_a_trigger_waiting_on_a_release_sees_the_retry_that_release_queued
 
 
 @pg_test
-async def test_fresh_schema_gets_version_2_and_its_tables(open_store):
+async def test_fresh_schema_gets_version_3_and_its_tables(open_store):
     store = open_store()
-    assert await store.schema_version() == 2
-    assert postgres_sql.SCHEMA_VERSION == 2
+    assert await store.schema_version() == 3
+    assert postgres_sql.SCHEMA_VERSION == 3
     rows = raw(
         store,
         "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -201,19 +201,19 @@ async def test_reopen_keeps_rows_and_only_applies_new_migrations(open_store, mon
     await first.create_schedule(sched("a", T0))
     await first.add_pending_run(pending("p", "a", T0), T0)
     await first.close()
-    # Were migrations 1 and 2 re-run on reopen, these scripts would fail.
-    monkeypatch.setattr(postgres_sql, "MIGRATIONS", ["THIS IS NOT SQL"] * 2)
+    # Were migrations 1 to 3 re-run on reopen, these scripts would fail.
+    monkeypatch.setattr(postgres_sql, "MIGRATIONS", ["THIS IS NOT SQL"] * 3)
     again = open_store()
-    assert await again.schema_version() == 2
+    assert await again.schema_version() == 3
     assert [s.id for s in await again.list_schedules()] == ["a"]
     await again.close()
     monkeypatch.setattr(
         postgres_sql,
         "MIGRATIONS",
-        [*["THIS IS NOT SQL"] * 2, "ALTER TABLE {S} ADD COLUMN note TEXT"],
+        [*["THIS IS NOT SQL"] * 3, "ALTER TABLE {S} ADD COLUMN note TEXT"],
     )
     upgraded = open_store()
-    assert await upgraded.schema_version() == 3
+    assert await upgraded.schema_version() == 4
     cols = raw(
         upgraded,
         "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
@@ -230,7 +230,7 @@ async def test_schema_from_a_newer_version_is_refused(open_store):
     store = open_store()
     await store.create_schedule(sched("a", T0))
     raw(store, "UPDATE {M} SET value = '7' WHERE key = 'schema_version'")
-    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(2\)"):
+    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(3\)"):
         await open_store().get_schedule("a")
     assert raw(store, "SELECT value FROM {M}") == [("7",)]
     assert [s.id for s in await store.list_schedules()] == ["a"]
@@ -250,7 +250,7 @@ async def test_custom_prefix_and_schema_keep_their_own_tables(open_store):
     # the same name in another prefix or schema is not a duplicate
     await theirs.create_schedule(sched("a", T0))
     await other_schema.create_schedule(sched("a", T0))
-    assert await mine.schema_version() == await theirs.schema_version() == 2
+    assert await mine.schema_version() == await theirs.schema_version() == 3
     raw(other_schema, f'DROP SCHEMA "{other_schema.schema}" CASCADE')
 
 
@@ -298,7 +298,7 @@ async def test_idle_poll_and_claim_can_use_the_partial_due_index(open_store):
     store = open_store()
     for i in range(50):
         await store.create_schedule(sched(f"s{i}", T0 + i))
-    params = {"now": T0, "replica": "r", "lease_until": T0 + LEASE, "limit": 10}
+    params = {"now": T0, "replica": "r", "lease_until": T0 + LEASE, "limit": 10, "orphans": 2}
     with psycopg.connect(store.dsn, autocommit=True) as conn:
         conn.execute("SET enable_seqscan = off")  # 50 rows: the planner would rather scan
         for name in ("next_due", "claim"):
@@ -307,6 +307,8 @@ async def test_idle_poll_and_claim_can_use_the_partial_due_index(open_store):
             conn.execute("ROLLBACK")
             text = "\n".join(r[0] for r in plan)
             assert "agno_schedules_due" in text, (name, text)
+            if name == "claim":  # orphans are found from their own index
+                assert "agno_schedules_orphaned" in text, text
 
 
 # -- a Scheduler on PostgresStore ----------------------------------------------------------------

@@ -791,6 +791,42 @@ async def test_a_row_that_cannot_be_planned_is_disabled_not_fatal(tmp_path):
     (run,) = await c.runs(bad.id)
     assert row.enabled is False and row.locked_by is None
     assert run.status == "failed" and "cannot plan it" in run.error and "6" in run.error
+    assert row.disabled_reason == run.error
+    said = [e for e in c.events if e[0] == "store_error" and e[1]["operation"] == "quarantine"]
+    assert [e[1]["schedule_id"] for e in said] == [bad.id]
+    # repaired and enabled again, it fires, and the reason is gone
+    await c.manager.update(bad.id, cron="*/5 * * * *")
+    row = await c.manager.enable(bad.id)
+    assert row.enabled and row.disabled_reason is None
+
+
+@pytest.mark.parametrize("payload", ["{not json", "[" * 5000 + "]" * 5000])
+async def test_a_row_that_cannot_be_decoded_is_quarantined_and_the_rest_fire(tmp_path, payload):
+    """One row whose payload another tool wrote (unparseable, or nested ~5,000 deep) made every
+    claim raise: the replica fired nothing at all. Now that row is quarantined, said once, and
+    every other schedule fires."""
+    c = Cluster(tmp_path / "undecodable.db", n=2)
+    bad = await c.manager.create("bad", interval_seconds=10, endpoint="/hooks/bad")
+    for i in range(5):
+        await c.manager.create(f"good{i}", interval_seconds=10, endpoint=f"/hooks/good{i}")
+    conn = sqlite3.connect(c.path)
+    conn.execute("UPDATE agno_schedules SET payload = ? WHERE id = ?", (payload, bad.id))
+    conn.commit()
+    conn.close()
+    await c.start()
+    await c.clock.advance(100)
+    await c.stop()
+    for i in range(5):
+        assert c.target.slots(f"/hooks/good{i}") == [T0 + 10 * k for k in range(1, 11)]
+    assert not c.target.slots("/hooks/bad")
+    row = await c.manager.get(bad.id)
+    assert not row.enabled and "payload is not valid JSON" in row.disabled_reason
+    said = [e[1] for e in c.events if e[0] == "store_error" and e[1]["operation"] == "quarantine"]
+    assert [(e["schedule_id"], e["error"]) for e in said] == [(bad.id, row.disabled_reason)]
+    (run,) = await c.runs(bad.id)
+    assert (run.status, run.error) == ("failed", row.disabled_reason)
+    listed = {s.name: s for s in await c.manager.list()}  # reads still work, for repairs
+    assert listed["bad"].payload is None and listed["bad"].disabled_reason == row.disabled_reason
 
 
 async def test_an_output_json_cannot_hold_is_recorded_readably(tmp_path):

@@ -54,7 +54,7 @@ def raw(store: SqliteStore) -> sqlite3.Connection:
 
 
 def _plan(store: SqliteStore, name: str) -> list[str]:
-    params = {"now": T0, "replica": "r", "lease_until": T0 + LEASE, "limit": 10}
+    params = {"now": T0, "replica": "r", "lease_until": T0 + LEASE, "limit": 10, "orphans": 2}
     rows = store._connect().execute("EXPLAIN QUERY PLAN " + store._sql[name], params).fetchall()
     return [row["detail"] for row in rows]
 
@@ -69,6 +69,9 @@ async def test_idle_poll_and_claim_use_the_partial_due_index(open_store, prefix)
         plan = _plan(store, name)
         assert any(f"USING INDEX {prefix}schedules_due" in d for d in plan), (name, plan)
         assert not any(d.startswith(f"SCAN {prefix}schedules") for d in plan), (name, plan)
+    # orphans are found from their own index, not by walking every due row
+    plan = _plan(store, "claim")
+    assert any(f"USING INDEX {prefix}schedules_orphaned" in d for d in plan), plan
 
 
 async def test_workflow_reads_are_index_lookups_with_no_sort(open_store):
@@ -104,10 +107,10 @@ def _objects(path: str) -> set[tuple[str, str]]:
     return set(rows)
 
 
-async def test_fresh_file_gets_schema_version_2(open_store):
+async def test_fresh_file_gets_schema_version_3(open_store):
     store = open_store()
-    assert store.schema_version() == 2
-    assert sqlite_mod.SCHEMA_VERSION == 2
+    assert store.schema_version() == 3
+    assert sqlite_mod.SCHEMA_VERSION == 3
     assert _objects(store.path) >= {
         ("table", "agno_schedules"),
         ("table", "agno_schedule_runs"),
@@ -127,18 +130,18 @@ async def test_reopen_keeps_rows_and_only_applies_new_migrations(open_store, mon
     await first.create_schedule(sched("a", T0))
     await first.add_pending_run(pending("p", "a", T0), T0)
     await first.close()
-    # Were migrations 1 and 2 re-run on reopen, these scripts would fail.
-    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", ["THIS IS NOT SQL"] * 2)
+    # Were migrations 1 to 3 re-run on reopen, these scripts would fail.
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", ["THIS IS NOT SQL"] * 3)
     again = open_store("m.db")
-    assert again.schema_version() == 2
+    assert again.schema_version() == 3
     assert [s.id for s in await again.list_schedules()] == ["a"]
     await again.close()
-    # A newer leasecron with a third migration applies just that one.
+    # A newer leasecron with a fourth migration applies just that one.
     monkeypatch.setattr(
-        sqlite_mod, "MIGRATIONS", [*["THIS IS NOT SQL"] * 2, "ALTER TABLE {S} ADD COLUMN note TEXT"]
+        sqlite_mod, "MIGRATIONS", [*["THIS IS NOT SQL"] * 3, "ALTER TABLE {S} ADD COLUMN note TEXT"]
     )
     upgraded = open_store("m.db")
-    assert upgraded.schema_version() == 3
+    assert upgraded.schema_version() == 4
     cols = [r["name"] for r in upgraded._connect().execute("PRAGMA table_info(agno_schedules)")]
     assert cols[-1] == "note"
     assert [r.id for r in await upgraded.list_runs("a")] == ["p"]
@@ -163,14 +166,14 @@ async def test_custom_prefix_creates_its_own_tables(open_store):
     assert [s.id for s in await mine.list_schedules()] == ["a"]
     assert await theirs.list_schedules() == []
     assert await theirs.next_due() is None
-    assert mine.schema_version() == theirs.schema_version() == 2
+    assert mine.schema_version() == theirs.schema_version() == 3
 
 
 async def test_file_from_a_newer_version_is_refused(open_store, tmp_path):
     store = open_store("new.db")
     await store.create_schedule(sched("a", T0))
     raw(store).execute("UPDATE agno_leasecron_meta SET value = '7' WHERE key = 'schema_version'")
-    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(2\)"):
+    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(3\)"):
         SqliteStore(str(tmp_path / "new.db"), inline=True)
     # the refused open changed nothing
     assert raw(store).execute("SELECT value FROM agno_leasecron_meta").fetchone()[0] == "7"

@@ -921,3 +921,90 @@ async def test_delete_after_the_holders_lease_ran_out_ends_its_orphans(open_stor
     run = await store.get_run("x")
     assert run.status == "lease_lost" and "lease ran out" in run.error
     assert await store.finish("r1", T0 + 99, [finish_plan(c, "x", T0 + 99)]) == [False]
+
+
+# -- rows the kernel cannot use, and orphans under a backlog -------------------------------------
+
+UNDECODABLE_PAYLOADS = {
+    "not JSON": "{'x': 1",
+    "nested past Python's stack": "[" * 100_000 + "]" * 100_000,
+    "a JSON list": "[1, 2]",
+}
+
+
+@store_test
+@pytest.mark.parametrize("payload", list(UNDECODABLE_PAYLOADS), ids=list(UNDECODABLE_PAYLOADS))
+async def test_an_undecodable_row_is_quarantined_and_the_claim_takes_the_others(
+    open_store, payload
+):
+    """A payload another tool wrote into a row (unparseable, or nested far past the stack) used
+    to make every claim raise: the replica fired nothing at all. The claim now takes the other
+    rows and takes that one out of the pool, with the reason kept."""
+    store = open_store()
+    for sid in ("a", "bad", "c"):
+        await store.create_schedule(sched(sid, T0 - 1))
+    await store.add_pending_run(pending("p", "bad", T0 - 1), T0 - 2)
+    raw(store, "UPDATE {S} SET payload = %s WHERE id = 'bad'", UNDECODABLE_PAYLOADS[payload])
+
+    claims = {c.schedule.id: c for c in await store.claim("r1", T0, LEASE, 10)}
+    assert set(claims) == {"a", "bad", "c"}
+    assert claims["a"].quarantined is None and claims["c"].quarantined is None
+    why = claims["bad"].quarantined
+    assert why is not None and why.startswith("schedule disabled: cannot decode it: payload")
+
+    bad = await store.get_schedule("bad")  # still readable, for a person to repair
+    assert (bad.enabled, bad.disabled_reason, bad.due_at, bad.locked_by) == (False, why, None, None)
+    runs = {r.id: r for r in await store.list_runs("bad", 10)}
+    assert runs.pop("p").status == "cancelled"  # its waiting work does not fire later
+    (failed,) = runs.values()
+    assert (failed.status, failed.error) == ("failed", why)
+    # the others are claimed as usual; nothing of the bad row comes due again
+    assert await store.claim("r2", T0 + LEASE + 1, LEASE, 10) != []
+    assert "bad" not in {c.schedule.id for c in await store.claim("r3", T0 + 9 * LEASE, LEASE, 10)}
+
+
+@store_test
+async def test_a_quarantine_is_fenced_on_the_lease_and_the_timing(open_store):
+    """A planning failure quarantines through start, fenced like every holder write: a plan
+    made before the schedule was re-timed (repaired) must not disable it."""
+    from leasecron.kernel.writes import quarantine_run
+
+    store = open_store()
+    await store.create_schedule(sched("s", T0 - 1))
+    claim = await claim_one(store, "r1", T0)
+    run = quarantine_run("s", T0 - 1, "r1", claim.schedule.lease_version, T0, "cannot plan", "q")
+    plan = start_plan(claim, None, insert_runs=[run], quarantine=run.error)
+    await store.update_schedule("s", {"next_run_at": T0 + 60}, T0)  # re-timed meanwhile
+    assert await store.start("r1", T0, LEASE, [plan]) == [set()]
+    fixed = await store.get_schedule("s")
+    assert (fixed.enabled, fixed.disabled_reason) == (True, None)
+    assert await store.get_run("q") is None
+
+    claim = await claim_one(store, "r1", T0 + LEASE + 61)
+    run = quarantine_run("s", T0, "r1", claim.schedule.lease_version, T0, "cannot plan", "q2")
+    plan = start_plan(claim, None, insert_runs=[run], quarantine=run.error)
+    assert await store.start("r1", T0 + LEASE + 61, LEASE, [plan]) == [set()]
+    gone = await store.get_schedule("s")
+    assert (gone.enabled, gone.disabled_reason, gone.locked_by) == (False, run.error, None)
+    assert (await store.get_run("q2")).status == "failed"
+
+
+@store_test
+async def test_orphans_get_a_share_of_every_claim_under_a_backlog(open_store):
+    """After a crash under sustained overload, orphaned leases sat unclaimed because live rows
+    with older due times always sorted first. A quarter of every claim goes to orphans."""
+    store = open_store()
+    for i in range(6):
+        await store.create_schedule(sched(f"orphan{i}", T0))
+    crashed = await store.claim("dead", T0, LEASE, 100)  # then the replica dies
+    assert len(crashed) == 6
+    for i in range(40):  # a backlog of live work, due long before the orphans' leases ran out
+        await store.create_schedule(sched(f"live{i:02d}", T0 - 1000 + i))
+    now = T0 + LEASE + 1
+    taken = [c.schedule.id for c in await store.claim("r2", now, LEASE, 8)]
+    assert len(taken) == 8
+    orphans = [sid for sid in taken if sid.startswith("orphan")]
+    assert len(orphans) == 2  # 8 // 4 places, though every live row is more overdue
+    # a small claim still gives orphans their one place
+    taken = [c.schedule.id for c in await store.claim("r3", now, LEASE, 1)]
+    assert taken[0].startswith("orphan")
