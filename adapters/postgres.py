@@ -36,7 +36,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from leasecron.kernel import writes
-from leasecron.kernel.clock import AlignedClock, Clock
+from leasecron.kernel.clock import AlignedClock, Clock, SystemClock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.offload import tracked
 from leasecron.kernel.rows import _to_run
@@ -73,9 +73,10 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         workflows agno_sessions, agno_workflow_runs, agno_traces).
     min_size, max_size: the connection pool's bounds.
     connect_timeout: seconds the first open waits for min_size connections.
-    time_authority: "database" (default): schedulers and managers on this store run on the
-        server's clock (see aligned_clock), so skewed app hosts agree; "local": on the clock they
-        were given, e.g. a SimClock in tests and simulations.
+    time_authority: "database" (default): schedulers and managers on this store whose clock is
+        a wall clock (SystemClock, the default) run on the server's clock (see aligned_clock),
+        so skewed app hosts agree; any other clock they are given (a SimClock) is used as is.
+        "local": every clock is used as given.
     clock_sql: the SQL expression read as the authority's time, epoch seconds.
     The pool opens and the tables are created or migrated on first use, or by `await open()`.
     """
@@ -368,10 +369,17 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
     # -- time --------------------------------------------------------------------------------------
 
     def aligned_clock(self, local: Clock) -> Clock:
-        """The clock schedulers and managers on this store use: `local` kept to the database's
-        clock (time_authority="database", the default), or `local` itself ("local": a test or
-        simulation clock drives every statement)."""
-        if self.time_authority == "local" or local in self._clocks:
+        """The clock schedulers and managers on this store use: a wall clock (`SystemClock`, the
+        default) kept to the database's (time_authority="database", the default), or `local`
+        itself. A clock of another kind (a SimClock, a clock of the caller's own) is the
+        caller's explicit choice of time and always wins: replaced, a SimClock advanced ten
+        minutes would fire nothing, as the server's clock had not moved. With "local", every
+        clock is used as given."""
+        if (
+            self.time_authority == "local"
+            or not isinstance(local, SystemClock)
+            or local in self._clocks
+        ):
             return local
         clock = AlignedClock(local, self.server_time)
         self._clocks.add(clock)

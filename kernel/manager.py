@@ -6,7 +6,7 @@ Every change goes through the store in one transaction and wakes the schedulers 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +15,7 @@ from .errors import ScheduleExistsError, ScheduleNotFoundError, ValidationError
 from .model import Schedule, ScheduleRun
 from .policy import manual_key
 from .slots import first_slot
-from .spec import TIMING_FIELDS, check_timing, validate_fields
+from .spec import MAX_PAYLOAD_BYTES, TIMING_FIELDS, check_timing, validate_fields
 from .store import SPEC_FIELDS, Store
 
 _DEFAULTS = {
@@ -34,22 +34,39 @@ def _caller_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 class ScheduleManager:
+    """allowed_hosts: hosts (or host:port) an absolute endpoint URL may name; a schedule for any
+    other is refused when written. Give the dispatcher the same list.
+    max_payload_bytes: the largest payload accepted, as encoded JSON (default 1 MiB)."""
+
     def __init__(
         self,
         store: Store,
         *,
         clock: Clock | None = None,
         new_id: Callable[[], str] | None = None,
+        allowed_hosts: Iterable[str] = (),
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ):
+        if isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int):
+            raise ValidationError("max_payload_bytes", f"{max_payload_bytes!r} must be an integer")
+        if max_payload_bytes < 2:
+            raise ValidationError("max_payload_bytes", f"{max_payload_bytes!r} must be >= 2")
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
+        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+        self.max_payload_bytes = max_payload_bytes
+
+    def _validate(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return validate_fields(
+            fields, allowed_hosts=self.allowed_hosts, max_payload_bytes=self.max_payload_bytes
+        )
 
     async def _now(self) -> float:
         """The time to write with: the store's authority's time when it has one (Postgres, by
         default), re-read at most every few seconds, else our own clock's."""
         aligned_clock = getattr(self.store, "aligned_clock", None)
-        if aligned_clock is not None:
+        if aligned_clock is not None and isinstance(self.clock, SystemClock):  # as Scheduler
             self.clock = aligned_clock(self.clock)
         fresh = getattr(self.clock, "fresh", None)
         if fresh is not None:
@@ -61,10 +78,10 @@ class ScheduleManager:
     ) -> Schedule:
         """Create a schedule. if_exists: "raise" (ScheduleExistsError), "update" (apply the
         fields that differ; the slot cursor moves only if timing changed), "skip" (return it)."""
-        validate_fields({"if_exists": if_exists})
+        self._validate({"if_exists": if_exists})
         spec = {
             **_DEFAULTS,
-            **validate_fields({"name": name, "endpoint": endpoint, **_caller_fields(fields)}),
+            **self._validate({"name": name, "endpoint": endpoint, **_caller_fields(fields)}),
         }
         now = await self._now()
         existing = await self.store.get_schedule_by_name(name)
@@ -109,7 +126,7 @@ class ScheduleManager:
         the slot series from now; a run in flight finishes under the old spec and its release
         cannot write the old cursor back (the store fences it on timing_version)."""
         current = await self._require(schedule_id)
-        changes = validate_fields(_caller_fields(fields))
+        changes = self._validate(_caller_fields(fields))
         if not changes:
             return current
         now = await self._now()

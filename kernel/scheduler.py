@@ -126,9 +126,10 @@ class Scheduler(Heartbeat):
             return
         self._stopping = False
         self._flush_last = False
-        # A store that is a time authority (Postgres, by default) keeps our clock to its own.
+        # A store that is a time authority (Postgres, by default) keeps a wall clock to its own;
+        # any other clock (a SimClock) was chosen explicitly and is the clock, on every store.
         aligned_clock = getattr(self.store, "aligned_clock", None)
-        if aligned_clock is not None:
+        if aligned_clock is not None and isinstance(self.clock, SystemClock):
             self.clock = aligned_clock(self.clock)
         self.store.add_listener(self.wake)
         self._tasks = [

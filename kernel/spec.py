@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from .cron import CronExpr, load_timezone
 from .errors import ValidationError
@@ -15,14 +18,31 @@ from .model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,199}$")
-_ABSOLUTE = re.compile(r"^https?://[^/\s]+(/\S*)?$")
+
+# Bounds that keep every slot a time Python (and every store) can represent and print: an
+# interval of 1e12 s was once accepted, and its first slot (year 33715) broke `leasecron list` for
+# the whole file.
+MAX_EPOCH = 32_503_680_000.0  # 3000-01-01T00:00:00Z: the latest run_at / start_at
+MAX_INTERVAL = 100 * 365.25 * 86_400  # a century
+MAX_PAYLOAD_BYTES = 1 << 20  # the manager's default max_payload_bytes: 1 MiB of JSON
+MAX_PAYLOAD_DEPTH = 100  # nesting levels; deeper JSON exhausts decoders' stacks (Python's too)
 
 # Fields whose change moves the slot series: an update recomputes next_run_at from now.
 TIMING_FIELDS = ("cron_expr", "interval_seconds", "run_at", "start_at", "timezone")
 
 
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _number(
-    field: str, value: Any, *, minimum: float, integer: bool = False, allow_none: bool = False
+    field: str,
+    value: Any,
+    *,
+    minimum: float,
+    maximum: float | None = None,
+    integer: bool = False,
+    allow_none: bool = False,
 ) -> Any:
     if value is None and allow_none:
         return None
@@ -34,7 +54,42 @@ def _number(
         raise ValidationError(field, f"{value!r} must be a whole number")
     if value < minimum:
         raise ValidationError(field, f"{value!r} must be >= {minimum:g}")
+    if maximum is not None and value > maximum:
+        raise ValidationError(field, f"{value!r} must be <= {maximum:g}")
     return int(value) if integer else float(value)
+
+
+def _epoch(field: str, value: Any) -> float | None:
+    """An instant (run_at, start_at): epoch seconds from 1970 up to MAX_EPOCH."""
+    value = _number(field, value, minimum=0, allow_none=True)
+    if value is not None and value >= MAX_EPOCH:
+        raise ValidationError(field, f"{value!r} must be before {_iso(MAX_EPOCH)}")
+    return value
+
+
+def validate_payload(payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+    """A JSON object that every store and target can take: finite numbers only (NaN would go
+    out as invalid JSON), at most MAX_PAYLOAD_DEPTH levels deep, at most `max_bytes` encoded."""
+    if not isinstance(payload, dict):
+        raise ValidationError("payload", f"{type(payload).__name__} must be a JSON object")
+    depth_of = [(payload, 1)]  # iterative: a deep structure must not exhaust our own stack
+    while depth_of:
+        value, depth = depth_of.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise ValidationError("payload", f"nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+        children = value.values() if isinstance(value, dict) else value
+        depth_of.extend((v, depth + 1) for v in children if isinstance(v, dict | list))
+    try:
+        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise ValidationError("payload", f"must be plain JSON: {exc}") from None
+    except TypeError as exc:
+        raise ValidationError("payload", f"must be JSON-serialisable: {exc}") from None
+    size = len(text.encode())
+    if size > max_bytes:
+        raise ValidationError(
+            "payload", f"{size} bytes of JSON, more than max_payload_bytes={max_bytes}"
+        )
 
 
 def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -43,21 +98,63 @@ def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-def validate_endpoint(endpoint: Any) -> str:
+def _check_path(endpoint: str, path: str) -> None:
+    """No dot segments (`/../admin` would leave the base path: sent as /api/admin under
+    base_url .../api), no backslashes (some servers read them as slashes)."""
+    if "\\" in path:
+        raise ValidationError("endpoint", f"{endpoint!r} must not contain a backslash")
+    for segment in path.split("/"):
+        if unquote(segment) in (".", ".."):
+            raise ValidationError(
+                "endpoint", f"{endpoint!r}: dot segments ('.', '..') are not allowed"
+            )
+
+
+def validate_endpoint(endpoint: Any, allowed_hosts: Iterable[str] = ()) -> str:
+    """A path on the dispatcher's base URL, starting with "/", or an http(s) URL whose host (or
+    host:port) is in `allowed_hosts`. Checked when a schedule is written, so a schedule that
+    could only ever fail (or call somewhere it must not) is refused, not stored."""
     if not isinstance(endpoint, str) or not endpoint:
         raise ValidationError(
             "endpoint", f"{endpoint!r} must be a non-empty path like /agents/x/runs"
         )
-    if any(c.isspace() for c in endpoint):
-        raise ValidationError("endpoint", f"{endpoint!r} must not contain white space")
-    if not (endpoint.startswith("/") or _ABSOLUTE.match(endpoint)):
+    if any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in endpoint):
+        raise ValidationError(
+            "endpoint", f"{endpoint!r} must not contain white space or control characters"
+        )
+    if endpoint.startswith("//"):
+        raise ValidationError(
+            "endpoint", f"{endpoint!r}: scheme-relative URLs (//host/...) are not allowed"
+        )
+    if endpoint.startswith("/"):
+        _check_path(endpoint, urlsplit(endpoint).path)
+        return endpoint
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError("endpoint", f"{endpoint!r} is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValidationError(
             "endpoint", f"{endpoint!r} must be a path starting with '/' or an http(s) URL"
         )
+    allowed = {h.lower() for h in allowed_hosts}
+    host = parts.hostname.lower()
+    if host not in allowed and (port is None or f"{host}:{port}" not in allowed):
+        raise ValidationError(
+            "endpoint",
+            f"{endpoint!r}: host {parts.hostname!r} is not an allowed host (allowed_hosts)",
+        )
+    _check_path(endpoint, parts.path)
     return endpoint
 
 
-def validate_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def validate_fields(
+    fields: dict[str, Any],
+    *,
+    allowed_hosts: Iterable[str] = (),
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+) -> dict[str, Any]:
     """Check and normalise the caller fields present in `fields` (a create or an update)."""
     out: dict[str, Any] = {}
     for key, value in fields.items():
@@ -72,17 +169,10 @@ def validate_fields(fields: dict[str, Any]) -> dict[str, Any]:
         elif key == "method":
             value = _choice("method", str(value).upper(), METHODS)
         elif key == "endpoint":
-            value = validate_endpoint(value)
+            value = validate_endpoint(value, allowed_hosts)
         elif key == "payload":
             if value is not None:
-                if not isinstance(value, dict):
-                    raise ValidationError(
-                        "payload", f"{type(value).__name__} must be a JSON object"
-                    )
-                try:
-                    json.dumps(value)
-                except (TypeError, ValueError) as exc:
-                    raise ValidationError("payload", f"must be JSON-serialisable: {exc}") from exc
+                validate_payload(value, max_payload_bytes)
         elif key == "cron_expr":
             if value is not None and not isinstance(value, str):
                 raise ValidationError("cron", f"{value!r} must be a string")
@@ -96,9 +186,9 @@ def validate_fields(fields: dict[str, Any]) -> dict[str, Any]:
                 )
             load_timezone(value)
         elif key == "interval_seconds":
-            value = _number(key, value, minimum=0.001, allow_none=True)
+            value = _number(key, value, minimum=0.001, maximum=MAX_INTERVAL, allow_none=True)
         elif key in ("run_at", "start_at"):
-            value = _number(key, value, minimum=0, allow_none=True)
+            value = _epoch(key, value)
         elif key == "timeout_seconds":
             value = _number(key, value, minimum=0.001)
         elif key in ("max_retries", "max_catchup"):
@@ -135,6 +225,6 @@ def check_timing(spec: dict[str, Any], now: float) -> None:
         )
     run_at = spec.get("run_at")
     if run_at is not None and run_at < now - spec.get("misfire_grace_seconds", 60.0):
-        raise ValidationError("run_at", f"{run_at} is in the past (now {now:.3f})")
+        raise ValidationError("run_at", f"{_iso(run_at)} is in the past (now {_iso(now)})")
     if spec.get("start_at") is not None and spec.get("interval_seconds") is None:
         raise ValidationError("start_at", "only applies to interval_seconds schedules")

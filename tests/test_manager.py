@@ -39,7 +39,10 @@ class Env:
         self.store = SpyStore(path, inline=True)
         ids = itertools.count(1)
         self.manager = ScheduleManager(
-            self.store, clock=self.clock, new_id=lambda: f"id{next(ids):03d}"
+            self.store,
+            clock=self.clock,
+            new_id=lambda: f"id{next(ids):03d}",
+            allowed_hosts=["agents.example"],
         )
 
     async def row(self, schedule_id: str):
@@ -476,3 +479,97 @@ async def test_reenabling_a_finished_one_off_does_not_fire_it_again(tmp_path):
     await clock.advance(3600)
     again = await mgr.enable(s.id)
     assert again.enabled is True and again.next_run_at is None and again.due_at is None
+
+
+# -- bounds: what could be written and then break every reader or the wire ----------------------
+
+
+def nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"x": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"interval_seconds": 1e12}, "interval_seconds", "must be <= "),
+        ({"run_at": 1e12}, "run_at", "must be before 3000-01-01T00:00:00Z"),
+        ({"interval_seconds": 60, "start_at": 4e10}, "start_at", "must be before 3000"),
+        ({"interval_seconds": 60, "payload": {"x": float("nan")}}, "payload", "plain JSON"),
+        ({"interval_seconds": 60, "payload": {"x": [float("inf")]}}, "payload", "plain JSON"),
+        ({"interval_seconds": 60, "payload": nested(101)}, "payload", "more than 100 levels"),
+        ({"interval_seconds": 60, "payload": {"x": "y" * (1 << 20)}}, "payload", "bytes of JSON"),
+    ],
+    ids=["interval", "run_at", "start_at", "nan", "infinity", "depth", "size"],
+)
+async def test_bounds_are_refused_naming_the_field_and_nothing_is_written(
+    env, fields, field, message
+):
+    with pytest.raises(ValidationError) as err:
+        await env.manager.create("job", endpoint="/hooks/a", **fields)
+    assert err.value.field == field and message in str(err.value)
+    assert await env.manager.list() == []
+    ok = await env.manager.create("job", endpoint="/hooks/a", interval_seconds=60)
+    with pytest.raises(ValidationError) as err:
+        await env.manager.update(ok.id, **fields)
+    assert err.value.field == field
+    assert await env.row(ok.id) == ok
+
+
+async def test_payloads_up_to_the_bounds_are_accepted(env):
+    deep = await env.manager.create(
+        "deep", endpoint="/hooks/a", interval_seconds=60, payload=nested(100)
+    )
+    assert (await env.row(deep.id)).payload == nested(100)
+    big = {"x": "y" * ((1 << 20) - 10)}  # {"x":"…"} is 1 MiB exactly
+    assert (await env.manager.create("big", endpoint="/hooks/a", payload=big)).payload == big
+    small = ScheduleManager(env.store, clock=env.clock, max_payload_bytes=100)
+    with pytest.raises(ValidationError, match="max_payload_bytes=100"):
+        await small.create("small", endpoint="/hooks/a", payload={"x": "y" * 100})
+    with pytest.raises(ValidationError) as err:
+        ScheduleManager(env.store, max_payload_bytes=0)
+    assert err.value.field == "max_payload_bytes"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        ("http://evil.example/steal", "not an allowed host"),
+        ("https://agents.example.evil/x", "not an allowed host"),
+        ("//agents.example/x", "scheme-relative"),
+        ("/../admin", "dot segments"),
+        ("/agents/../admin", "dot segments"),
+        ("/agents/%2e%2E/admin", "dot segments"),
+        ("/agents/./x", "dot segments"),
+        ("https://agents.example/a/../b", "dot segments"),
+        ("/agents\\..\\admin", "backslash"),
+        ("/x\r\nHost: evil", "control characters"),
+        ("ftp://agents.example/x", "http(s) URL"),
+    ],
+)
+async def test_endpoints_that_leave_the_service_are_refused_when_written(env, endpoint, message):
+    """Checked when the schedule is written (not on every fire): a URL to a host that is not
+    allowed, a scheme-relative URL, and dot segments that leave the base path (`/../admin` went
+    out as /api/admin under base_url .../api)."""
+    with pytest.raises(ValidationError) as err:
+        await env.manager.create("job", endpoint=endpoint)
+    assert err.value.field == "endpoint" and message in str(err.value)
+    ok = await env.manager.create("job", endpoint="/agents/a/runs")
+    with pytest.raises(ValidationError):
+        await env.manager.update(ok.id, endpoint=endpoint)
+    assert (await env.row(ok.id)).endpoint == "/agents/a/runs"
+    await env.manager.delete(ok.id)
+
+
+async def test_allowed_hosts_live_with_the_manager(env):
+    s = await env.manager.create("ok", endpoint="https://AGENTS.example/agents/a/runs")
+    assert s.endpoint == "https://AGENTS.example/agents/a/runs"
+    strict = ScheduleManager(env.store, clock=env.clock)  # no hosts: paths only
+    with pytest.raises(ValidationError, match="not an allowed host"):
+        await strict.create("other", endpoint="https://agents.example/x")
+    ported = ScheduleManager(env.store, clock=env.clock, allowed_hosts=["h.example:8080"])
+    await ported.create("p", endpoint="http://h.example:8080/x")
+    with pytest.raises(ValidationError, match="not an allowed host"):
+        await ported.create("q", endpoint="http://h.example:9090/x")

@@ -187,3 +187,44 @@ async def test_host_clock_steps_mid_run_change_nothing(pg_dsn):
     assert [r.path for r in target.requests] == ["/agents/slow/runs"]  # "soon" not fired early
     assert lost == [] and [(r.schedule_id, r.status) for r in runs] == [(slow.id, "success")]
     assert soon.id not in {r.schedule_id for r in runs}
+
+
+async def test_an_explicit_simulated_clock_wins_over_the_database_clock(pg_dsn):
+    """Three replicas under a SimClock on stores left at the default time authority: the store
+    used to replace the SimClock with the server's clock, and ten simulated minutes fired
+    nothing. A clock passed explicitly (that is not a wall clock) is the clock."""
+    from leasecron.kernel import SimClock
+    from support import T0
+
+    clock = SimClock(start=T0)
+    target = Target(clock)
+    stores = [PostgresStore(pg_dsn, schema="t_sim_clock", max_size=2) for _ in range(4)]
+    assert {s.time_authority for s in stores} == {"database"}
+    manager = ScheduleManager(stores[-1], clock=clock)
+    dispatcher = HttpDispatcher("http://target", transport=target.transport(), clock=clock)
+    replicas = [
+        Scheduler(stores[i], dispatcher, clock=clock, replica_id=f"r{i}", poll_interval=1.0)
+        for i in range(3)
+    ]
+    try:
+        await manager.create("every60", interval_seconds=60, endpoint="/hooks/a")
+        for replica in replicas:
+            await replica.start()
+            assert replica.clock is clock
+        assert manager.clock is clock
+        await clock.advance(600)
+    finally:
+        for replica in replicas:
+            await replica.stop(timeout=0)
+        await dispatcher.aclose()
+        for store in stores:
+            await store.close()
+    assert target.slots("/hooks/a") == [T0 + 60 * k for k in range(1, 11)]
+    # a wall clock is still kept to the server's
+    wall = SystemClock()
+    store = PostgresStore(pg_dsn, schema="t_sim_clock")
+    try:
+        assert isinstance(store.aligned_clock(wall), AlignedClock)
+        assert store.aligned_clock(clock) is clock
+    finally:
+        await store.close()
