@@ -1054,3 +1054,34 @@ async def test_allow_holder_never_hands_back_a_lease_whose_outcome_is_queued(tmp
     assert [k for k, n in sent.items() if n > 1] == []
     assert state["finish_failures"] == 0 and not state["armed"]  # the race was staged
     assert "success" in {r.status for r in await c.runs(s.id)}
+
+
+async def test_a_crashed_replicas_attempts_are_redelivered_within_two_leases_under_overload(
+    tmp_path,
+):
+    """After a crash under sustained overload, orphaned leases were starved: live rows with older
+    due times always sorted first, and the crashed replica's rows stayed `running` long past
+    their lease. Orphans get a share of every claim, so they are re-delivered in about a lease
+    even while the cluster stays behind."""
+    lease = 30.0
+    c = Cluster(tmp_path / "overload.db", n=2, lease_seconds=lease, max_concurrent=4)
+    c.target.durations["slow"] = 5.0
+    for i in range(200):  # 20 runs a second are due; two replicas finish under two
+        await c.manager.create(f"s{i:03d}", interval_seconds=10, endpoint="/agents/slow/runs")
+    await c.start()
+    await c.clock.advance(60)
+    crashed_at = c.clock.now()
+    held = set(c.replicas[0]._held)
+    assert len(held) == 4  # it dies holding a full batch
+    c.replicas[0].kill()
+    await c.clock.advance(3 * lease)
+    backlog = await c.stores[-1].next_due()
+    assert backlog is not None and backlog < crashed_at  # the cluster is still far behind
+    await c.stop()
+    redelivered = {
+        d["schedule_id"]: d["at"]
+        for e, d in c.events
+        if e == "fire" and d["replica"] == "r1" and d["schedule_id"] in held and d["at"] > crashed_at
+    }
+    assert set(redelivered) == held
+    assert max(redelivered.values()) <= crashed_at + 2 * lease
