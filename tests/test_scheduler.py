@@ -1081,7 +1081,10 @@ async def test_a_crashed_replicas_attempts_are_redelivered_within_two_leases_und
     redelivered = {
         d["schedule_id"]: d["at"]
         for e, d in c.events
-        if e == "fire" and d["replica"] == "r1" and d["schedule_id"] in held and d["at"] > crashed_at
+        if e == "fire"
+        and d["replica"] == "r1"
+        and d["schedule_id"] in held
+        and d["at"] > crashed_at
     }
     assert set(redelivered) == held
     assert max(redelivered.values()) <= crashed_at + 2 * lease
