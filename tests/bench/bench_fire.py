@@ -17,6 +17,7 @@ from common import Timer, bulk_schedules, machine, noop_transport, temp_db
 from leasecron.kernel import HttpDispatcher, Scheduler, SqliteStore
 from leasecron.kernel.model import ScheduleRun
 from leasecron.kernel.sqlite import _run_params
+from leasecron.kernel.store import orphan_places
 
 
 async def scheduler_fires(n: int, replicas: int, max_concurrent: int) -> float:
@@ -78,7 +79,13 @@ def raw_sql_fires(n: int, batch: int) -> float:
             conn.execute("BEGIN IMMEDIATE")
             rows = conn.execute(
                 sql["claim"],
-                {"replica": "raw", "now": now, "lease_until": now + 30, "limit": batch},
+                {
+                    "replica": "raw",
+                    "now": now,
+                    "lease_until": now + 30,
+                    "limit": batch,
+                    "orphans": orphan_places(batch),
+                },
             ).fetchall()
             ids = [row["id"] for row in rows]
             claim_runs = sql["claim_runs"].replace("{ids}", ",".join("?" * len(ids)))

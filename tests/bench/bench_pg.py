@@ -73,6 +73,7 @@ from leasecron.adapters.postgres import PostgresStore
 from leasecron.kernel import HttpDispatcher, Scheduler
 from leasecron.kernel.model import ScheduleRun
 from leasecron.kernel.rows import _run_params
+from leasecron.kernel.store import orphan_places
 
 SECTIONS = ("raw", "kernel", "idle", "pgbench")
 PREFIX = "agno_"
@@ -141,7 +142,13 @@ def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
         cpu0 = cpu_seconds()
         while True:
             now = time.time()
-            claim = {"replica": replica, "now": now, "lease_until": now + LEASE, "limit": batch}
+            claim = {
+                "replica": replica,
+                "now": now,
+                "lease_until": now + LEASE,
+                "limit": batch,
+                "orphans": orphan_places(batch),
+            }
             with conn.transaction():
                 rows = conn.execute(sql["claim"], claim).fetchall()
                 if rows:
