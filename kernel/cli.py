@@ -156,7 +156,7 @@ def read_token(args: argparse.Namespace) -> str | None:
             raise ValidationError(
                 "--token-file", f"cannot read {args.token_file}: {_reason(exc)}"
             ) from None
-        source = f"--token-file: {args.token_file}"
+        source = "--token-file"
         if not token.strip():
             raise ValidationError("--token-file", f"{args.token_file} is empty")
     elif args.token is not None:
@@ -164,7 +164,7 @@ def read_token(args: argparse.Namespace) -> str | None:
     else:
         token, source = os.environ.get(TOKEN_ENV) or None, TOKEN_ENV
     if token is not None and ("\n" in token or "\r" in token):
-        raise ValidationError(source.split(":")[0], "the token must be one line")
+        raise ValidationError(source, "the token must be one line")
     return token
 
 
@@ -467,12 +467,11 @@ def _print_flush(line: str) -> None:
 
 
 class _UtcFormatter(logging.Formatter):
-    converter = time.gmtime
+    """Record times as ISO 8601 UTC with milliseconds, like every other time the CLI prints."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + (
-            f".{int(record.msecs):03d}Z"
-        )
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
 
 
 @contextlib.contextmanager
