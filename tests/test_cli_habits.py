@@ -27,7 +27,7 @@ from leasecron.kernel import HttpDispatcher, ScheduleManager, Scheduler, SimCloc
 from leasecron.kernel.cli import main
 from leasecron.kernel.eventlog import ReplicaLog
 from leasecron.kernel.sqlite import SqliteStore
-from support import T0, Target
+from support import T0, Cluster, HookedStore, Target
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 CLI = "import sys; from leasecron.kernel.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -161,6 +161,31 @@ async def test_failed_attempts_are_warnings_with_their_reason(tmp_path, records)
         first[1],
     ), first
     assert re.fullmatch(r"flaky: attempt 2 failed \(HTTP 500: .*\); no retry; run \w{8}", second[1])
+
+
+async def test_a_lost_lease_is_a_warning_naming_the_schedule(tmp_path, records):
+    """r0's heartbeat fails (its disk is gone), so its lease lapses and r1 re-delivers."""
+    c = Cluster(tmp_path / "lost.db", n=2, lease_seconds=30)
+    c.target.durations["slow"] = 100.0
+    hooked = HookedStore(c.stores[0])
+    c.replicas[0].store = hooked
+
+    def fail_heartbeat(*_):
+        raise StoreError("heartbeat", RuntimeError("disk unavailable"))
+
+    hooked.before["heartbeat"] = fail_heartbeat
+    c.replicas[0].on_event = ReplicaLog(c.clock, logger=records.logger)
+    s = await c.manager.create("slow", interval_seconds=1000, endpoint="/agents/slow/runs")
+    await c.replicas[0].start()
+    await c.clock.advance(1000)
+    await c.replicas[1].start()
+    await c.clock.advance(300)
+    await c.stop()
+    lost = [msg for level, msg in records.lines if "lease lost" in msg]
+    assert lost == [f"lease lost on schedule slow ({s.id[:8]}): lease not renewed in time"]
+    assert ("WARNING", lost[0]) in records.lines
+    beats = [msg for level, msg in records.lines if level == "ERROR"]
+    assert beats == ["store.heartbeat failed: disk unavailable"]  # renewals kept failing: 1 line
 
 
 def _dead_port() -> int:
