@@ -60,6 +60,14 @@ _KEEPALIVE = {
 _CHECK_IDLE_AFTER = 5.0  # seconds a pooled connection may idle before it is checked on checkout
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
+# Connection errors that waiting cannot cure: the pool would retry them until connect_timeout,
+# logging a warning per attempt. libpq gives no SQLSTATE for them, only the server's words.
+_HOPELESS = re.compile(
+    r'database ".*" does not exist|role ".*" does not exist|authentication failed'
+    r"|no pg_hba\.conf entry|no password supplied|permission denied for database"
+)
+_PROBE_TIMEOUT = 2  # seconds the first direct connect may take before the pool takes over
+_CREATED_TABLE = re.compile(r'CREATE TABLE IF NOT EXISTS "[^"]+"\."([^"]+)"', re.IGNORECASE)
 
 Conn = psycopg.AsyncConnection
 
@@ -170,6 +178,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
                 name=f"leasecron-{self.schema}-{self.prefix}",
             )
             try:
+                await self._probe()
                 await pool.open(wait=True, timeout=self.connect_timeout)
                 async with pool.connection() as conn:
                     await self._migrate(conn)
@@ -178,6 +187,23 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
                 raise
             self._pool = pool
         self._start_listening()
+
+    async def _probe(self) -> None:
+        """One direct connect before the pool opens: a wrong database name or password fails at
+        once, with the server's one line. Anything else (a server not up yet) is left to the
+        pool, which retries until connect_timeout."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=max(1, min(_PROBE_TIMEOUT, int(self.connect_timeout))),
+                **_KEEPALIVE,
+            )
+        except psycopg.OperationalError as exc:
+            if _HOPELESS.search(str(exc)):
+                raise
+            return
+        await conn.close()
 
     async def _check_if_idle(self, conn: Conn) -> None:
         """The pool's check on checkout: a round trip, paid only by a connection idle for a while
@@ -206,11 +232,41 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
                     f"leasecron ({len(migrations)}); upgrade leasecron"
                 )
             tables = {"prefix": self.prefix, **self._tables()}
+            await self._refuse_foreign(conn, migrations, current)
             for version in range(current + 1, len(migrations) + 1):
                 for statement in migrations[version - 1].format(**tables).split(";"):
                     if statement.strip():
                         await conn.execute(statement)
                 await conn.execute(self._meta["set_version"], {"version": str(version)})
+
+    async def _refuse_foreign(self, conn: Conn, migrations: list[str], current: int) -> None:
+        """A table that a migration not yet applied would create must not exist: migrations run
+        in one transaction, so such a table was made by another program (an Agno AgentOS keeps
+        agno_sessions with other columns), and CREATE TABLE IF NOT EXISTS would adopt it."""
+        tables = {"prefix": self.prefix, **self._tables()}
+        pending = [
+            name
+            for version in range(current + 1, len(migrations) + 1)
+            for name in _CREATED_TABLE.findall(migrations[version - 1].format(**tables))
+        ]
+        if not pending:
+            return
+        cur = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %(schema)s "
+            "AND table_name = ANY(%(names)s) ORDER BY table_name",
+            {"schema": self.schema, "names": pending},
+        )
+        found = [row["table_name"] for row in await cur.fetchall()]
+        if found:
+            raise StoreError(
+                "open",
+                RuntimeError(
+                    f"{self.schema}: table(s) {', '.join(found)} exist but were not made by "
+                    f"leasecron (no {self.prefix}leasecron_meta records them; another program, "
+                    f"e.g. an Agno AgentOS, uses this prefix); choose another prefix= "
+                    f'(e.g. prefix="leasecron_") or schema='
+                ),
+            )
 
     def _tables(self) -> dict[str, str]:
         """The placeholders of the schema and SQL texts, as in kernel/sqlite_schema.py."""

@@ -2,30 +2,37 @@
 and a self-contained demo (a local HTTP target, several replicas on one file, an exactly-once
 report checked against what the target actually received).
 
-    leasecron run   --db PATH --base-url URL [--token T] [--log-fires] ...
+    leasecron run   --db PATH --base-url URL [--token-file F] [--log-fires] [--quiet] ...
     leasecron add   NAME --endpoint /agents/x/runs (--cron EXPR | --interval S | --run-at T) ...
     leasecron list  [--enabled | --disabled]
-    leasecron show | pause | resume | trigger | rm  NAME_OR_ID
+    leasecron show  NAME_OR_ID | --run RUN_ID
+    leasecron pause | resume | trigger | rm  NAME_OR_ID
     leasecron runs  [NAME_OR_ID] [--limit 20]
     leasecron demo  [--seconds 20] [--replicas 2] [--db PATH]
     leasecron sim   [--seed S] [--seeds N] [--hours H] [--faults ...] [--store URL] ...
 
-Bad input (a ValidationError, a duplicate name, an unknown schedule) prints the field and the
-rule on stderr and exits 2; a storage failure exits 1.
+Bad input (a ValidationError, a duplicate name, an unknown schedule) prints the flag and the
+rule on stderr and exits 2; a storage failure exits 1; Ctrl-C exits 130, a closed output pipe
+ends quietly. `list`, `show` and `runs` only read: they open a SQLite file read-only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
+import logging
 import math
+import os
+import re
+import signal
 import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
@@ -42,6 +49,7 @@ from .errors import (
     StoreError,
     ValidationError,
 )
+from .eventlog import ReplicaLog
 from .fmt import (
     fmt_duration,
     iso_local,
@@ -60,6 +68,21 @@ from .stores import open_store
 
 PROG = "leasecron"
 DEFAULT_DB = "leasecron.db"
+TOKEN_ENV = "LEASECRON_TOKEN"
+
+# Commands that only read: a SQLite file is opened read-only (never created or migrated).
+_READ_ONLY = frozenset({"list", "show", "runs"})
+# Commands that act on existing schedules: a SQLite path that does not exist is an error.
+_NEED_FILE = _READ_ONLY | {"pause", "resume", "trigger", "rm", "prune"}
+
+# Kernel field names whose flag is named differently (the rest are the flag's dest).
+_FIELD_DEST = {
+    "interval_seconds": "interval",
+    "retry_delay_seconds": "retry_delay",
+    "timeout_seconds": "timeout",
+    "jitter_seconds": "jitter",
+    "cron_expr": "cron",
+}
 
 # Schedule fields holding epoch seconds: shown as ISO 8601 by `show`.
 _TIME_FIELDS = frozenset(
@@ -102,10 +125,47 @@ def parse_run_at(text: str, tz: str | None) -> float:
 
 
 def parse_payload(text: str) -> Any:
+    """JSON text, or @PATH: the JSON in that file."""
+    where = ""
+    if text.startswith("@"):
+        path = text[1:]
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError("payload", f"cannot read {path}: {_reason(exc)}") from None
+        where = f"{path}: "
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise ValidationError("payload", f"not valid JSON: {exc}") from None
+        raise ValidationError("payload", f"{where}not valid JSON: {exc}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    """The bearer token: --token-file (its trailing newline stripped), --token, or the
+    LEASECRON_TOKEN environment variable; a file or variable keeps the secret out of `ps`."""
+    if args.token_file is not None:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError(
+                "--token-file", f"cannot read {args.token_file}: {_reason(exc)}"
+            ) from None
+        source = "--token-file"
+        if not token.strip():
+            raise ValidationError("--token-file", f"{args.token_file} is empty")
+    elif args.token is not None:
+        token, source = args.token, "--token"
+    else:
+        token, source = os.environ.get(TOKEN_ENV) or None, TOKEN_ENV
+    if token is not None and ("\n" in token or "\r" in token):
+        raise ValidationError(source, "the token must be one line")
+    return token
 
 
 async def resolve(manager: ScheduleManager, key: str) -> Schedule:
@@ -205,6 +265,10 @@ def _show_value(s: Schedule, name: str, value: Any) -> str:
 
 
 async def cmd_show(args: argparse.Namespace, manager: ScheduleManager) -> int:
+    if (args.schedule is None) == (args.run is None):
+        raise ValidationError("--run", "give a schedule NAME_OR_ID or --run RUN_ID (one of them)")
+    if args.run is not None:
+        return await show_run(args.run, manager)
     s = await resolve(manager, args.schedule)
     width = max(len(f.name) for f in fields(Schedule))
     print(f"{'kind':<{width}}  {kind_of(s)}")
@@ -212,9 +276,43 @@ async def cmd_show(args: argparse.Namespace, manager: ScheduleManager) -> int:
         print(f"{f.name:<{width}}  {_show_value(s, f.name, getattr(s, f.name))}")
     runs = await manager.runs(s.id, 5)
     print()
-    print("last 5 runs:" if runs else "no runs yet")
+    print("last 5 runs (oldest first):" if runs else "no runs yet")
     if runs:
-        print(runs_table(runs, {s.id: s.name}))
+        print(runs_table(runs[::-1], {s.id: s.name}))
+    return 0
+
+
+_RUN_TIME_FIELDS = frozenset(
+    {"scheduled_for", "due_at", "triggered_at", "completed_at", "created_at"}
+)
+
+
+async def show_run(key: str, manager: ScheduleManager) -> int:
+    """One run row whole: every field, the error and the output in full."""
+    run = await manager.store.get_run(key)
+    if run is None and len(key) >= 4:
+        # the short id of `runs`: a unique prefix among the newest rows
+        matches = [r for r in await manager.store.list_runs(None, 100_000) if r.id.startswith(key)]
+        if len(matches) > 1:
+            raise ValidationError("--run", f"run id prefix {key!r} is ambiguous")
+        run = matches[0] if matches else None
+    if run is None:
+        raise ValidationError("--run", f"no run with id {key!r}")
+    schedule = await manager.get(run.schedule_id)
+    width = max(len(f.name) for f in fields(run))
+    print(f"{'schedule':<{width}}  {schedule.name if schedule else '(deleted)'}")
+    for f in fields(run):
+        value = getattr(run, f.name)
+        if value is None:
+            text = "-"
+        elif f.name in _RUN_TIME_FIELDS:
+            text = f"{iso_utc(value, ms=True)}  [{value:.3f}]"
+        elif f.name in ("error", "output", "input") or not isinstance(value, str | int | float):
+            text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
+            text = text.replace("\n", "\n" + " " * (width + 2))
+        else:
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+        print(f"{f.name:<{width}}  {text}")
     return 0
 
 
@@ -269,11 +367,13 @@ async def cmd_runs(args: argparse.Namespace, manager: ScheduleManager) -> int:
     if not runs:
         print("no runs")
         return 0
-    print(runs_table(runs, names))
+    print(runs_table(runs[::-1], names))  # the newest N, oldest first: read like a log
     return 0
 
 
 async def cmd_prune(args: argparse.Namespace, manager: ScheduleManager) -> int:
+    if not args.older_than_days >= 0:
+        raise ValidationError("older_than_days", f"{args.older_than_days!r} must be >= 0")
     deleted = await manager.prune_runs(args.older_than_days * 86_400)
     print(f"deleted {deleted} finished run(s) older than {args.older_than_days:g} day(s)")
     return 0
@@ -334,7 +434,7 @@ async def cmd_sim(args: argparse.Namespace) -> int:
 
 
 class FireLog:
-    """Turns the Scheduler's on_event hook into one printed line per fire and per finish."""
+    """`--log-fires`: one line on stdout per fire and per finish (warnings go to the log)."""
 
     def __init__(self, out: Callable[[str], None]):
         self.out = out
@@ -360,20 +460,44 @@ class FireLog:
                 f"status={data['status']} took={fmt_duration(took)} "
                 f"run={short_id(data['run_row_id'])}{extra}"
             )
-        elif event == "lease_lost":
-            self.out(
-                f"{iso_utc(time.time(), ms=True)}  lease_lost  schedule={data['schedule_id']} "
-                f"reason={data['reason']}"
-            )
-        elif event == "store_error":
-            self.out(
-                f"{iso_utc(time.time(), ms=True)}  store_error  {data['operation']}: "
-                f"{data['error']}"
-            )
 
 
 def _print_flush(line: str) -> None:
     print(line, flush=True)
+
+
+class _UtcFormatter(logging.Formatter):
+    """Record times as ISO 8601 UTC with milliseconds, like every other time the CLI prints."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+@contextlib.contextmanager
+def log_to_stderr(level: int) -> Iterator[None]:
+    """The "leasecron" loggers' records at `level` and up, one line each on stderr."""
+    logger = logging.getLogger("leasecron")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def _hooks(*hooks: Callable[[str, dict[str, Any]], None] | None):
+    chain = [h for h in hooks if h is not None]
+
+    def on_event(event: str, data: dict[str, Any]) -> None:
+        for hook in chain:
+            hook(event, data)
+
+    return on_event
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -388,24 +512,29 @@ async def cmd_run(args: argparse.Namespace) -> int:
     base = urlsplit(args.base_url)
     if base.scheme not in ("http", "https") or not base.netloc:
         raise ValidationError("base_url", f"{args.base_url!r} must be an http(s) URL")
+    token = read_token(args)
+    with log_to_stderr(logging.ERROR if args.quiet else logging.WARNING):
+        return await _run_replica(args, token)
+
+
+async def _run_replica(args: argparse.Namespace, token: str | None) -> int:
     store = open_store(args.db)
-    dispatcher = HttpDispatcher(
-        args.base_url, token=args.token, allowed_hosts=args.allow_host or ()
-    )
-    on_event = FireLog(_print_flush) if args.log_fires else None
+    dispatcher = HttpDispatcher(args.base_url, token=token, allowed_hosts=args.allow_host or ())
+    clock = SystemClock()
+    replica_log = ReplicaLog(clock)
     sched = Scheduler(
         store,
         dispatcher,
-        clock=SystemClock(),
+        clock=clock,
         replica_id=args.replica_id,
         poll_interval=args.poll_interval,
         lease_seconds=args.lease_seconds,
         max_concurrent=args.max_concurrent,
-        on_event=on_event,
+        on_event=_hooks(replica_log, FireLog(_print_flush) if args.log_fires else None),
     )
     stop = asyncio.Event()
     try:
-        with stop_on_signals(asyncio.get_running_loop(), stop):
+        with stop_on_signals(asyncio.get_running_loop(), stop) as received:
             await sched.start()
             print(
                 f"leasecron replica {sched.replica_id} running on {args.db} -> {args.base_url} "
@@ -419,8 +548,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
         await sched.stop()
         await dispatcher.aclose()
         await store.close()
+        replica_log.flush()
     print(f"stopped; {sched.fired} attempt(s) sent by this replica", flush=True)
-    return 0
+    return 130 if signal.SIGINT in received else 0
 
 
 # -- the parser ----------------------------------------------------------------------------------
@@ -439,12 +569,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="leasecron: a lease-based scheduler for agent services."
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default: {DEFAULT_DB})")
+    common.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="PATH_OR_URL",
+        help=f"a SQLite file, or a store URL such as postgresql://user@host/db "
+        f"(default: {DEFAULT_DB})",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", parents=[common], help="run one scheduler replica until a signal")
     p.add_argument("--base-url", required=True, help="where endpoints are called, e.g. AgentOS")
-    p.add_argument("--token", help="bearer token sent with every call")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=f"file holding the bearer token sent with every call (or set {TOKEN_ENV})",
+    )
+    secret.add_argument(
+        "--token", help=f"bearer token (visible in ps: prefer --token-file or {TOKEN_ENV})"
+    )
     p.add_argument("--replica-id", help="this replica's name (default: host-pid-random)")
     p.add_argument("--poll-interval", type=_number, default=1.0)
     p.add_argument("--lease-seconds", type=_number, default=30.0)
@@ -456,6 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="host (or host:port) absolute endpoint URLs may call; repeatable",
     )
     p.add_argument("--log-fires", action="store_true", help="print one line per fire and finish")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="log errors only (default: also warnings: failed attempts, lost leases)",
+    )
 
     p = sub.add_parser("add", parents=[common], help="create a schedule")
     p.add_argument("name")
@@ -466,7 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     timing.add_argument(
         "--run-at", metavar="WHEN", help="one-off: epoch seconds or ISO 8601 (naive: --timezone)"
     )
-    p.add_argument("--payload", metavar="JSON", help="JSON object sent with every call")
+    p.add_argument(
+        "--payload", metavar="JSON", help="JSON object sent with every call, or @FILE to read it"
+    )
     p.add_argument("--timezone", metavar="TZ", help="IANA zone for cron (default UTC)")
     p.add_argument("--max-retries", type=int, metavar="N")
     p.add_argument("--retry-delay", type=_number, metavar="S")
@@ -483,8 +634,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--enabled", action="store_true", help="only enabled schedules")
     which.add_argument("--disabled", action="store_true", help="only disabled schedules")
 
+    p = sub.add_parser(
+        "show", parents=[common], help="all fields of a schedule and its last 5 runs, or of a run"
+    )
+    p.add_argument("schedule", metavar="NAME_OR_ID", nargs="?")
+    p.add_argument("--run", metavar="RUN_ID", help="one run row whole (id or the short id of runs)")
+
     for name, text in (
-        ("show", "all fields of a schedule and its last 5 runs"),
         ("pause", "disable a schedule (pending triggers and retries are cancelled)"),
         ("resume", "enable a schedule from its next slot"),
         ("trigger", "queue a run now; prints the pending run id"),
@@ -493,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("schedule", metavar="NAME_OR_ID")
 
-    p = sub.add_parser("runs", parents=[common], help="recent runs, newest first")
+    p = sub.add_parser("runs", parents=[common], help="the newest runs, oldest first")
     p.add_argument("schedule", metavar="NAME_OR_ID", nargs="?")
     p.add_argument("--limit", type=int, default=20)
 
@@ -548,8 +704,15 @@ _CRUD = {
 }
 
 
+class NoSuchDatabase(LeasecronError):
+    def __init__(self, path: str):
+        super().__init__(f"no such database: {path}")
+
+
 async def _crud(args: argparse.Namespace) -> int:
-    store = open_store(args.db, inline=True)
+    if "://" not in args.db and args.command in _NEED_FILE and not os.path.exists(args.db):
+        raise NoSuchDatabase(args.db)  # rather than create an empty file to find nothing in
+    store = open_store(args.db, inline=True, readonly=args.command in _READ_ONLY)
     try:
         return await _CRUD[args.command](args, ScheduleManager(store))
     finally:
@@ -560,7 +723,55 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """dest -> the long flag that sets it, for `command`'s options."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {
+        a.dest: max(a.option_strings, key=len)
+        for a in sub.choices[command]._actions
+        if a.option_strings
+    }
+
+
+_PAST = re.compile(r"^(-?\d+(?:\.\d+)?) is in the past \(now (\d+(?:\.\d+)?)\)$")
+
+
+def flag_message(parser: argparse.ArgumentParser, command: str, exc: ValidationError) -> str:
+    """A ValidationError as the user typed it: the flag, not the kernel's field name, and
+    epoch times as ISO 8601 UTC."""
+    field = exc.field
+    message = str(exc)[len(field) + 2 :]
+    flag = _flags(parser, command).get(_FIELD_DEST.get(field, field), field)
+    past = _PAST.match(message)
+    if past:
+        message = f"{iso_utc(float(past[1]))} is in the past (now {iso_utc(float(past[2]))})"
+    return f"{flag}: {message}"
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null, so the interpreter's last flush at exit
+    does not fail again and print a traceback of its own."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return  # not a real file (captured in-process): nothing will flush to the pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `leasecron runs | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -575,7 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_demo(args))
         return asyncio.run(_crud(args))
     except ValidationError as exc:
-        _error(str(exc))
+        _error(flag_message(parser, args.command, exc))
         return 2
     except ScheduleExistsError as exc:
         _error(f"{exc} (use --if-exists update or skip)")
@@ -584,14 +795,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"schedule: no schedule with id or name {exc.key!r}")
         return 2
     except (StoreError, sqlite3.Error) as exc:
-        _error(f"db: {args.db}: {exc}")
+        where = getattr(args, "db", None) or getattr(args, "store", None)
+        _error(f"db: {exc}" if not where or where in str(exc) else f"db: {where}: {exc}")
         return 1
     except LeasecronError as exc:
         _error(str(exc))
         return 1
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
 
 
 if __name__ == "__main__":

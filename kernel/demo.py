@@ -1,6 +1,7 @@
 """`leasecron demo`: a local HTTP target on loopback, several replicas on one SQLite file, each
 fire printed as it happens, and an exactly-once report checked against both what the target
-actually received and the runs table."""
+actually received and the runs table. The closing table counts slots by how they ended
+(succeeded, failed after all attempts, still pending); a temporary file is removed at the end."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import contextlib
 import json
 import os
 import random
+import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -222,13 +225,22 @@ class ScheduleReport:
     slots: int = 0
     attempts_target: int = 0
     attempts_db: int = 0
-    success: int = 0
-    failed: int = 0
+    success: int = 0  # attempts
+    failed: int = 0  # attempts (a later retry of the slot may have succeeded)
     retries: int = 0
     skipped: int = 0
     cut: int = 0  # still running when the replicas stopped
     dup_target: int = 0
     dup_db: int = 0
+    # Slots by how they ended: by the status of their last attempt.
+    slots_succeeded: int = 0
+    slots_failed: int = 0  # the last attempt failed and no retry is left
+    slots_pending: int = 0  # in flight, or a retry waiting, when the demo ended
+    first_slot: float | None = None  # the schedule's first slot, for "why none came due"
+
+
+_ENDED_FAILED = ("failed", "timeout", "cancelled", "paused")
+_STILL_OPEN = ("pending", "running", "lease_lost")  # lease_lost: re-delivered by a later row
 
 
 def demo_report(
@@ -261,6 +273,16 @@ def demo_report(
         rep.retries = sum(r.attempt > 1 for r in sent)
         rep.skipped = sum(r.status == "skipped" for r in rows)
         rep.cut = sum(r.status == "running" for r in sent)
+        rep.first_slot = s.next_run_at
+        last_of_slot: dict[str, ScheduleRun] = {}
+        for r in rows:  # a slot's latest row (highest attempt, then newest) says how it ended
+            old = last_of_slot.get(r.idempotency_key)
+            if old is None or (r.attempt, r.created_at) >= (old.attempt, old.created_at):
+                last_of_slot[r.idempotency_key] = r
+        for r in last_of_slot.values():
+            rep.slots_succeeded += r.status == "success"
+            rep.slots_failed += r.status in _ENDED_FAILED
+            rep.slots_pending += r.status in _STILL_OPEN
         for (key, attempt), n in sorted(target_count.items()):
             if n > 1:
                 rep.dup_target += n - 1
@@ -320,23 +342,46 @@ def demo_report(
     return reports, problems
 
 
-def demo_table(reports: Sequence[ScheduleReport]) -> str:
-    headers = ("SCHEDULE", "SLOTS", "ATTEMPTS target/db", "SUCCESS", "FAILED", "RETRIES")
+def demo_table(reports: Sequence[ScheduleReport], ended_at: float | None = None) -> str:
+    """Slots by how they ended, then the attempts behind them; a legend says what each count
+    means, and a schedule with no slot in the window says why."""
+    headers = ("SCHEDULE", "SLOTS", "SUCCEEDED", "FAILED", "PENDING", "SKIPPED", "ATTEMPTS")
     rows = [
         (
             r.name,
             r.slots,
-            f"{r.attempts_target}/{r.attempts_db}",
-            r.success,
-            r.failed,
-            r.retries,
+            r.slots_succeeded,
+            r.slots_failed,
+            r.slots_pending,
             r.skipped,
-            r.cut,
+            f"{r.attempts_target}/{r.attempts_db}",
+            r.retries,
             f"{r.dup_target}/{r.dup_db}",
         )
         for r in reports
     ]
-    return table((*headers, "SKIPPED", "CUT", "DUPLICATES target/db"), rows)
+    lines = [
+        table((*headers, "RETRIES", "DUPLICATES"), rows),
+        "",
+        "SLOTS      slots sent at least once (their attempts share one Idempotency-Key)",
+        "SUCCEEDED  slots whose last attempt succeeded",
+        "FAILED     slots that failed after all their attempts (no retry left)",
+        "PENDING    slots still in flight or waiting for a retry when the demo ended",
+        "SKIPPED    slots not sent: the previous run was still going (overlap=skip)",
+        "ATTEMPTS   requests the target received / attempts the runs table says were sent;",
+        "           DUPLICATES: attempts received twice / recorded twice (both must be 0)",
+    ]
+    for r in reports:
+        if r.slots == 0 and r.skipped == 0 and r.first_slot is not None:
+            if ended_at is not None and r.first_slot > ended_at:
+                why = (
+                    f"its first slot, {iso_utc(r.first_slot)}, came after the demo ended at "
+                    f"{iso_utc(ended_at)}"
+                )
+            else:
+                why = f"its first slot was {iso_utc(r.first_slot)}"
+            lines.append(f"{r.name}: no slot came due in the window: {why}")
+    return "\n".join(lines)
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
@@ -347,7 +392,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     grace = args.grace if args.grace is not None else min(2.0, args.seconds / 10)
     if grace < 0:
         raise ValidationError("grace", f"{grace!r} must be >= 0")
-    db = args.db or os.path.join(tempfile.mkdtemp(prefix="leasecron-demo-"), "demo.db")
+    scratch = None if args.db else tempfile.mkdtemp(prefix="leasecron-demo-")
+    db = args.db or os.path.join(scratch, "demo.db")
     target = DemoTarget(
         durations=dict(DEMO_DURATIONS),
         fail_rates=dict(DEMO_FAIL_RATES),
@@ -368,13 +414,16 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             schedules.append(
                 await manager.create(name, endpoint=endpoint, timeout_seconds=30.0, **spec)
             )
-        print(f"demo target: {base_url}   db: {db}")
+        print(f"demo target: {base_url}   db: {db}{' (temporary)' if scratch else ''}")
         print(
             f"{args.replicas} replica(s), {args.seconds:g}s, poll_interval=1.0, "
             f"{len(schedules)} schedules:"
         )
+        ends = time.time() + args.seconds
         for s in schedules:
             note = DEMO_NOTES.get(s.name, "")
+            if s.cron_expr and s.next_run_at is not None and s.next_run_at > ends:
+                note += f" (next minute {iso_utc(s.next_run_at)} is after the demo ends)"
             print(f"  {s.name:<12} {kind_of(s):<16} -> {s.endpoint:<22} {note}".rstrip())
         print()
         print("one line per attempt when it ends; times are UTC")
@@ -428,29 +477,34 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                 )
             )
         stop = asyncio.Event()
-        with stop_on_signals(asyncio.get_running_loop(), stop):
+        with stop_on_signals(asyncio.get_running_loop(), stop) as received:
             for sched in replicas:
                 await sched.start()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.seconds)
+            ended_at = time.time()
+            if received:
+                print("stopping early: a signal came")
             await asyncio.gather(*(sched.stop(timeout=grace) for sched in replicas))
         print()
+        interrupted = signal.SIGINT in received
 
         runs = {s.id: await admin.list_runs(s.id, 1_000_000) for s in schedules}
         with target._lock:
             deliveries = list(target.deliveries)
         reports, problems = demo_report(schedules, runs, deliveries)
-        print(demo_table(reports))
+        print(demo_table(reports, ended_at))
         fired = {r.replica_id.split("-")[0]: r.fired for r in replicas}
         print(
             "attempts sent per replica: "
             + ", ".join(f"{k}={v}" for k, v in fired.items())
             + f"; target: {len(deliveries)} deliveries, {target.polls} status polls"
         )
-        if any(r.cut for r in reports):
+        cut = sum(r.cut for r in reports)
+        if cut:
             print(
-                "(CUT: attempts still in flight when the grace period ended; their lease "
-                "was released, so the next replica re-delivers them with the same key)"
+                f"({cut} attempt(s) still in flight when the grace period ended: their lease "
+                "was released, so the next replica would re-deliver them with the same key)"
             )
         if problems:
             print("every slot fired exactly once: NO")
@@ -458,9 +512,9 @@ async def cmd_demo(args: argparse.Namespace) -> int:
                 print(f"  {line}")
             if len(problems) > 50:
                 print(f"  ... and {len(problems) - 50} more")
-            return 1
+            return 130 if interrupted else 1
         print("every slot fired exactly once: YES")
-        return 0
+        return 130 if interrupted else 0
     finally:
         for sched in replicas:
             await sched.stop(timeout=0)
@@ -470,3 +524,5 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             await store.close()
         await admin.close()
         target.close()
+        if scratch is not None:
+            shutil.rmtree(scratch)

@@ -12,8 +12,6 @@ from .errors import (
 )
 from .model import Schedule, ScheduleRun
 
-ERROR_WIDTH = 60  # the error column of run tables is cut to this
-
 # -- formatting --------------------------------------------------------------------------------
 
 
@@ -48,11 +46,11 @@ def short_id(value: str | None, n: int = 8) -> str:
     return value[:n] if value else "-"
 
 
-def cut(text: str | None, limit: int = ERROR_WIDTH) -> str:
+def one_line(text: str | None) -> str:
+    """`text` on one line, whole: a table's last column may run long, never cut."""
     if not text:
         return "-"
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return " ".join(text.split())
 
 
 def fmt_seconds(value: float) -> str:
@@ -89,19 +87,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def runs_table(runs: Sequence[ScheduleRun], names: dict[str, str]) -> str:
+    """Run rows in the order given (callers pass them oldest first, like a log). TIME is when
+    the attempt was sent (or the row made, if it never was), SLOT the slot it serves, RUN the
+    row's short id (for `show --run`), RUN_ID the target's own run id; the error is whole."""
     rows = [
         (
-            iso_utc(r.triggered_at or r.completed_at or r.created_at, ms=True),
+            iso_utc(r.triggered_at or r.created_at or r.completed_at, ms=True),
             names.get(r.schedule_id, short_id(r.schedule_id)),
+            iso_utc(r.scheduled_for, ms=True) if r.scheduled_for is not None else "-",
             r.attempt,
             r.trigger,
             r.status,
             r.status_code,
             fmt_duration(r.duration_ms),
+            short_id(r.id),
             r.run_id or "-",
-            cut(r.error),
+            one_line(r.error),
         )
         for r in runs
     ]
-    headers = ("TIME", "SCHEDULE", "ATTEMPT", "TRIGGER", "STATUS", "CODE", "DURATION", "RUN_ID")
-    return table((*headers, "ERROR"), rows)
+    headers = ("TIME", "SCHEDULE", "SLOT", "ATTEMPT", "TRIGGER", "STATUS", "CODE", "DURATION")
+    return table((*headers, "RUN", "RUN_ID", "ERROR"), rows)

@@ -10,9 +10,11 @@ the WHERE clauses still matter: they are what makes a write by a holder that los
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,7 @@ from .rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and b
 from .sqlite_schema import (  # noqa: F401
     MIGRATIONS,
     SCHEMA_VERSION,
+    check_readable,
     migrate,
     schema_version,
     table_names,
@@ -51,6 +54,9 @@ class SqliteStore(SqliteSessions):
         workflows agno_sessions, agno_workflow_runs, agno_traces).
     inline: run statements on the calling thread instead of the worker thread. Deterministic, for
         the simulator and tests; a busy file would then block the event loop.
+    readonly: open an existing file for reading only: nothing is created or migrated (a file of
+        an older schema version is read as it is), so it works on a read-only file or directory.
+        A missing file, or one without leasecron's tables, is a StoreError("open").
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class SqliteStore(SqliteSessions):
         prefix: str = "agno_",
         inline: bool = False,
         busy_timeout: float = 10.0,
+        readonly: bool = False,
     ):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", prefix):
             raise ValueError(f"prefix: {prefix!r} must be letters, digits and underscores")
@@ -82,11 +89,17 @@ class SqliteStore(SqliteSessions):
         self._conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._busy_timeout = busy_timeout
-        self._call(self._migrate)
+        self.readonly = readonly
+        if readonly:
+            self._call(self._check_readable)
+        else:
+            self._call(self._migrate)
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self._conn is None and self.readonly:
+            self._conn = self._connect_readonly(self._busy_timeout)
         if self._conn is None:
             conn = sqlite3.connect(
                 self.path,
@@ -95,7 +108,6 @@ class SqliteStore(SqliteSessions):
                 check_same_thread=False,
             )
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a process crash; only an OS crash may lose
             # the last transactions, never corrupt the file.
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -130,8 +142,47 @@ class SqliteStore(SqliteSessions):
         conn.execute("COMMIT")
         return result
 
+    def _connect_readonly(self, timeout: float) -> sqlite3.Connection:
+        """mode=ro writes nothing, but a WAL file's readers need its -shm file, which SQLite
+        creates if missing: in a read-only directory that fails, and immutable=1 reads the main
+        file without it (safe here: whoever could write the file could also have made the -shm)."""
+        if not os.path.exists(self.path):
+            raise StoreError("open", FileNotFoundError(f"no such database: {self.path}"))
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path))
+        try:
+            try:
+                conn = self._probe(f"{uri}?mode=ro", timeout)
+            except sqlite3.OperationalError:
+                conn = self._probe(f"{uri}?immutable=1", timeout)
+        except sqlite3.Error as exc:
+            raise StoreError("open", exc) from exc
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @staticmethod
+    def _probe(uri: str, timeout: float) -> sqlite3.Connection:
+        """A connection on `uri` that has read the file (opening alone reads nothing)."""
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_readable(self) -> None:
+        try:
+            check_readable(self._connect(), self.prefix, self.path, MIGRATIONS)
+        except sqlite3.Error as exc:
+            raise StoreError("open", exc) from exc
+
     def _migrate(self) -> None:
         self._tx(lambda conn: migrate(conn, self.prefix, self.path, MIGRATIONS))
+        # WAL once the file is known to be ours: the mode is written into the file's header,
+        # and a file whose tables belong to another program is refused untouched.
+        self._connect().execute("PRAGMA journal_mode=WAL")
 
     def schema_version(self) -> int:
         return self._call(lambda: schema_version(self._connect(), self.prefix))
@@ -334,6 +385,8 @@ class SqliteStore(SqliteSessions):
         )
 
     def _reader(self) -> sqlite3.Connection:
+        if self._read_conn is None and self.readonly:
+            self._read_conn = self._connect_readonly(0)
         if self._read_conn is None:
             conn = sqlite3.connect(
                 self.path, timeout=0, isolation_level=None, check_same_thread=False

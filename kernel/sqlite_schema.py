@@ -5,7 +5,10 @@ drop or rewrite data. A file written by a newer leasecron is refused rather than
 
 from __future__ import annotations
 
+import re
 import sqlite3
+
+from .errors import StoreError
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS {S} (
@@ -172,6 +175,7 @@ def migrate(conn: sqlite3.Connection, prefix: str, path: str, migrations: list[s
             f"({len(migrations)}); upgrade leasecron"
         )
     tables = {"prefix": prefix, **table_names(prefix)}
+    check_not_foreign(conn, prefix, path, migrations, current)
     for version in range(current + 1, len(migrations) + 1):
         for statement in migrations[version - 1].format(**tables).split(";"):
             if statement.strip():
@@ -180,3 +184,69 @@ def migrate(conn: sqlite3.Connection, prefix: str, path: str, migrations: list[s
             f"INSERT OR REPLACE INTO {meta} (key, value) VALUES ('schema_version', ?)",
             (str(version),),
         )
+
+
+_CREATED_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)", re.IGNORECASE)
+
+
+def foreign_error(path: str, prefix: str, found: list[str]) -> StoreError:
+    """The refusal to touch tables another program made under our prefix."""
+    return StoreError(
+        "open",
+        RuntimeError(
+            f"{path}: table(s) {', '.join(found)} exist but were not made by leasecron "
+            f"(no {prefix}leasecron_meta records them; another program, e.g. an Agno AgentOS, "
+            f'uses this prefix); choose another prefix= (e.g. prefix="leasecron_")'
+        ),
+    )
+
+
+def check_not_foreign(
+    conn: sqlite3.Connection, prefix: str, path: str, migrations: list[str], current: int
+) -> None:
+    """A table that a migration not yet applied would create must not exist: migrations run in
+    one transaction, so such a table was made by someone else, and CREATE TABLE IF NOT EXISTS
+    would silently adopt it (its other columns then fail every statement)."""
+    tables = {"prefix": prefix, **table_names(prefix)}
+    pending = [
+        name
+        for version in range(current + 1, len(migrations) + 1)
+        for name in _CREATED_TABLE.findall(migrations[version - 1].format(**tables))
+    ]
+    if not pending:
+        return
+    marks = ", ".join("?" for _ in pending)
+    found = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks}) "
+            "ORDER BY name",
+            pending,
+        )
+    ]
+    if found:
+        raise foreign_error(path, prefix, found)
+
+
+def check_readable(conn: sqlite3.Connection, prefix: str, path: str, migrations: list[str]) -> int:
+    """For a file opened read-only (nothing is migrated): its schema version, when leasecron
+    can read it as it is. Older versions are read as they are (their tables are a subset)."""
+    meta = f"{prefix}leasecron_meta"
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (meta,)
+    ).fetchone()
+    if not has_meta:
+        check_not_foreign(conn, prefix, path, migrations, 0)
+        raise StoreError(
+            "open", RuntimeError(f"{path}: not a leasecron database (no {meta} table)")
+        )
+    current = schema_version(conn, prefix)
+    if current > len(migrations):
+        raise StoreError(
+            "open",
+            RuntimeError(
+                f"{path}: schema version {current} is newer than this leasecron "
+                f"({len(migrations)}); upgrade leasecron"
+            ),
+        )
+    return current

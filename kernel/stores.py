@@ -11,11 +11,12 @@ from .errors import ValidationError
 from .sqlite import SqliteStore
 
 
-def open_store(db: str, *, inline: bool = False, **options: Any) -> Any:
+def open_store(db: str, *, inline: bool = False, readonly: bool = False, **options: Any) -> Any:
     """A Store for `db`: "path/to/file.db" (SQLite) or "<scheme>://..." (a registered store,
-    given `options` as keywords, e.g. schema= and time_authority= for Postgres)."""
+    given `options` as keywords, e.g. schema= and time_authority= for Postgres). `readonly`
+    opens a SQLite file for reading only (a server store creates no file: it is opened as is)."""
     if "://" not in db:
-        return SqliteStore(db, inline=inline)
+        return SqliteStore(db, inline=inline, readonly=readonly)
     scheme = db.split("://", 1)[0].lower()
     found = entry_points(group="leasecron.stores", name=scheme)
     if not found:

@@ -166,7 +166,7 @@ def test_pause_resume_trigger_runs_rm(cli):
     code, out, err = cli("runs", "adhoc")
     assert (code, err) == (0, "")
     (row,) = rows(out)
-    assert row[1:5] == ["adhoc", "1", "manual", "pending"]
+    assert row[1:6] == ["adhoc", "-", "1", "manual", "pending"]  # a manual run serves no slot
     code, out, _ = cli("runs")
     assert [r[1] for r in rows(out)] == ["adhoc"]
     code, out, _ = cli("runs", "tick")
@@ -189,7 +189,7 @@ def test_pause_resume_trigger_runs_rm(cli):
     assert db_state(cli.db, lambda st: st.get_schedule(adhoc.id)).enabled is True
 
     code, out, _ = cli("show", "adhoc")
-    assert "last 5 runs:" in out
+    assert "last 5 runs (oldest first):" in out
     assert "cancelled" in out
 
     code, out, err = cli("rm", "adhoc")
@@ -200,7 +200,7 @@ def test_pause_resume_trigger_runs_rm(cli):
     # Run history outlives the schedule: reachable by the old full id.
     code, out, _ = cli("runs", adhoc.id)
     assert code == 0
-    assert [r[4] for r in rows(out)] == ["cancelled"]
+    assert [r[5] for r in rows(out)] == ["cancelled"]
     assert cli("list", "--disabled")[1] == "no schedules\n"
 
 
@@ -235,25 +235,30 @@ def test_if_exists_skip_is_idempotent_and_update_applies(cli):
 @pytest.mark.parametrize(
     ("argv", "field"),
     [
-        (("add", "x", "--endpoint", "/hooks/x", "--cron", "61 * * * *"), "cron"),
-        (("add", "x", "--endpoint", "/hooks/x", "--cron", "* * *"), "cron"),
+        (("add", "x", "--endpoint", "/hooks/x", "--cron", "61 * * * *"), "--cron"),
+        (("add", "x", "--endpoint", "/hooks/x", "--cron", "* * *"), "--cron"),
         (
             ("add", "x", "--endpoint", "/hooks/x", "--cron", "0 3 * * *", "--timezone", "Mars/X"),
-            "timezone",
+            "--timezone",
         ),
-        (("add", "x", "--endpoint", "/hooks/x", "--payload", "{not json"), "payload"),
-        (("add", "x", "--endpoint", "/hooks/x", "--payload", "[1, 2]"), "payload"),
-        (("add", "x", "--endpoint", "/hooks/x", "--run-at", "next tuesday"), "run_at"),
-        (("add", "x", "--endpoint", "/hooks/x", "--run-at", "1000"), "run_at"),
-        (("add", "x", "--endpoint", "/hooks/x", "--interval", "-1"), "interval_seconds"),
-        (("add", "x", "--endpoint", "/hooks/x", "--max-retries", "-1"), "max_retries"),
-        (("add", "x", "--endpoint", "/hooks/x", "--method", "FETCH"), "method"),
-        (("add", "x", "--endpoint", "hooks x"), "endpoint"),
+        (("add", "x", "--endpoint", "/hooks/x", "--payload", "{not json"), "--payload"),
+        (("add", "x", "--endpoint", "/hooks/x", "--payload", "[1, 2]"), "--payload"),
+        (("add", "x", "--endpoint", "/hooks/x", "--run-at", "next tuesday"), "--run-at"),
+        (("add", "x", "--endpoint", "/hooks/x", "--run-at", "1000"), "--run-at"),
+        (("add", "x", "--endpoint", "/hooks/x", "--interval", "-1"), "--interval"),
+        (("add", "x", "--endpoint", "/hooks/x", "--interval", "0"), "--interval"),
+        (("add", "x", "--endpoint", "/hooks/x", "--max-retries", "-1"), "--max-retries"),
+        (("add", "x", "--endpoint", "/hooks/x", "--retry-delay", "-1"), "--retry-delay"),
+        (("add", "x", "--endpoint", "/hooks/x", "--timeout", "0"), "--timeout"),
+        (("add", "x", "--endpoint", "/hooks/x", "--jitter", "-1"), "--jitter"),
+        (("add", "x", "--endpoint", "/hooks/x", "--method", "FETCH"), "--method"),
+        (("add", "x", "--endpoint", "hooks x"), "--endpoint"),
         (("add", "bad name!", "--endpoint", "/hooks/x"), "name"),
-        (("runs", "--limit", "0"), "limit"),
+        (("runs", "--limit", "0"), "--limit"),
     ],
 )
 def test_validation_errors_exit_2_naming_the_field(cli, argv, field):
+    db_state(cli.db, lambda st: st.list_schedules())  # the file exists: `runs` reads it
     code, out, err = cli(*argv)
     assert code == 2
     assert out == ""
@@ -368,15 +373,15 @@ def test_demo_end_to_end_exactly_once(tmp_path, capsys):
     assert code == 0
     assert elapsed <= 4.0
     report = out[out.index("SCHEDULE     SLOTS") :]
-    table = by_name(report.split("\nattempts sent")[0])
+    table = by_name(report.split("\n\n")[0])
     assert list(table) == ["every-2s", "every-3s", "flaky", "slow-agent", "cron-minute"]
     # The 2 s schedules' first slot falls inside 3 s and fired exactly once (the 3 s one's lands
     # right at the end: it may or may not make it).
     for name in ("every-2s", "flaky", "slow-agent"):
         assert table[name][1] == "1", table[name]
         assert table[name][-1] == "0/0"
-    assert table["every-2s"][2] == "1/1"
-    assert table["every-2s"][3] == "1"  # one success
+    assert table["every-2s"][6] == "1/1"
+    assert table["every-2s"][2:5] == ["1", "0", "0"]  # one slot, succeeded
     # The firing lines name the schedules that fired.
     fired = {
         line.split()[2] for line in out.splitlines() if re.match(r"\d\d:\d\d:\d\d\.\d{3}  r", line)
@@ -468,4 +473,4 @@ def test_prune_deletes_only_old_finished_runs(tmp_path, capsys):
     left = sorted(r[0] for r in conn.execute("SELECT status FROM agno_schedule_runs"))
     assert left == ["pending", "success"]
     assert main(["prune", "--older-than-days", "-1", "--db", db]) == 2
-    assert "older_than_seconds" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("leasecron: error: --older-than-days: -1.0 must be >= 0\n")

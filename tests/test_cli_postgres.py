@@ -1,8 +1,12 @@
 """The command line on a Postgres URL (the `leasecron.stores` entry point): manage schedules,
-then a `leasecron run` process fires a waiting trigger into a real loopback server."""
+then a `leasecron run` process fires a waiting trigger into a real loopback server; a wrong
+database name fails at once in one line; tables another program made under our prefix are
+refused."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -12,12 +16,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from pgserver import fresh_database, require_server
+from pgserver import database_url, fresh_database, require_server
 
 require_server()
 
 import psycopg  # noqa: E402
 
+from leasecron.adapters.postgres import PostgresStore  # noqa: E402
+from leasecron.kernel import ScheduleManager, StoreError  # noqa: E402
 from leasecron.kernel.cli import main  # noqa: E402
 
 
@@ -99,3 +105,62 @@ def test_sim_runs_on_postgres_and_checks_clean(db_url, capsys):
     with psycopg.connect(db_url) as conn:  # the run's rows are on the server, in its schema
         (runs,) = conn.execute(f'SELECT count(*) FROM "{schema}".agno_schedule_runs').fetchone()
     assert runs > 0
+
+
+async def test_a_wrong_database_name_fails_at_once_in_one_line(caplog):
+    url = database_url("leasecron_nosuchdb_for_sure")
+    # With a connect_timeout this long, only an immediate failure lets the test end at all.
+    store = PostgresStore(url, connect_timeout=600)
+    with caplog.at_level(logging.WARNING), pytest.raises(StoreError) as caught:
+        await store.open()
+    await store.close()
+    assert caught.value.operation == "open"
+    assert 'database "leasecron_nosuchdb_for_sure" does not exist' in str(caught.value)
+    assert [r for r in caplog.records if r.name.startswith("psycopg")] == []  # no pool retries
+
+
+def test_cli_on_a_wrong_database_name_prints_one_line(capsys, caplog):
+    url = database_url("leasecron_nosuchdb_for_sure")
+    with caplog.at_level(logging.WARNING):
+        assert main(["list", "--db", url]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"leasecron: error: db: {url}: store.")
+    assert 'database "leasecron_nosuchdb_for_sure" does not exist' in err
+    assert [r for r in caplog.records if r.name.startswith("psycopg")] == []
+
+
+AGNO_SESSIONS = """CREATE TABLE agno_sessions (
+    session_id VARCHAR PRIMARY KEY, session_type VARCHAR NOT NULL, agent_id VARCHAR,
+    team_id VARCHAR, workflow_id VARCHAR, user_id VARCHAR, session_data JSONB,
+    agent_data JSONB, team_data JSONB, workflow_data JSONB, metadata JSONB, runs JSONB,
+    summary JSONB, created_at BIGINT NOT NULL, updated_at BIGINT)"""
+
+
+async def test_an_agentos_database_is_refused_naming_prefix(db_url, capsys):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(AGNO_SESSIONS)
+    store = PostgresStore(db_url)
+    with pytest.raises(StoreError) as caught:
+        await store.open()
+    await store.close()
+    message = str(caught.value)
+    assert caught.value.operation == "open"
+    assert "public: table(s) agno_sessions exist but were not made by leasecron" in message
+    assert 'choose another prefix= (e.g. prefix="leasecron_")' in message
+    with psycopg.connect(db_url) as conn:  # refused inside the migration: nothing was made
+        tables = {
+            r[0]
+            for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
+    assert tables == {"agno_sessions"}
+
+    code = await asyncio.to_thread(main, ["list", "--db", db_url])
+    assert code == 1
+    assert "choose another prefix=" in capsys.readouterr().err
+
+    mine = PostgresStore(db_url, prefix="leasecron_")
+    await ScheduleManager(mine).create("tick", endpoint="/t", interval_seconds=60)
+    assert [s.name for s in await mine.list_schedules()] == ["tick"]
+    await mine.close()
