@@ -239,7 +239,7 @@ async def cmd_list(args: argparse.Namespace, manager: ScheduleManager) -> int:
             short_id(s.id),
             kind_of(s),
             s.timezone,
-            "yes" if s.enabled else "no",
+            "yes" if s.enabled else "no (quarantined)" if s.disabled_reason else "no",
             iso_utc(s.next_run_at) if s.enabled else "(disabled)",
             iso_local(s.next_run_at, s.timezone) if s.enabled else "(disabled)",
             s.last_status or "-",
@@ -249,6 +249,9 @@ async def cmd_list(args: argparse.Namespace, manager: ScheduleManager) -> int:
     ]
     headers = ("NAME", "ID", "KIND", "TZ", "ENABLED", "NEXT RUN (UTC)", "NEXT RUN (TZ)")
     print(table((*headers, "LAST STATUS", "FAILURES"), rows))
+    for s in schedules:  # rows the kernel took out of the pool, and why, in full
+        if s.disabled_reason:
+            print(f"{s.name}: disabled by leasecron: {s.disabled_reason}")
     return 0
 
 
@@ -628,6 +631,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="HTTP method (default POST)")
     p.add_argument("--description", metavar="TEXT")
     p.add_argument("--if-exists", choices=IF_EXISTS, default="raise")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="HOST",
+        help="host (or host:port) an absolute --endpoint URL may name; repeatable "
+        "(the replicas' `run --allow-host` must allow it too)",
+    )
 
     p = sub.add_parser("list", parents=[common], help="list schedules")
     which = p.add_mutually_exclusive_group()
@@ -714,7 +724,8 @@ async def _crud(args: argparse.Namespace) -> int:
         raise NoSuchDatabase(args.db)  # rather than create an empty file to find nothing in
     store = open_store(args.db, inline=True, readonly=args.command in _READ_ONLY)
     try:
-        return await _CRUD[args.command](args, ScheduleManager(store))
+        manager = ScheduleManager(store, allowed_hosts=getattr(args, "allow_host", None) or ())
+        return await _CRUD[args.command](args, manager)
     finally:
         await store.close()
 

@@ -15,10 +15,19 @@ from .model import Schedule, ScheduleRun
 # -- formatting --------------------------------------------------------------------------------
 
 
+def _out_of_range(ts: float) -> str:
+    return f"{ts!r} (out of range)"
+
+
 def iso_utc(ts: float | None, *, ms: bool = False) -> str:
+    """ISO 8601 UTC. A time no calendar can show (a row written by another tool) is printed as
+    the number it is: one bad row must not stop a listing of every other."""
     if ts is None:
         return "-"
-    dt = datetime.fromtimestamp(ts, UTC)
+    try:
+        dt = datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, ValueError, OSError):
+        return _out_of_range(ts)
     if ms:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -31,7 +40,10 @@ def iso_local(ts: float | None, tz: str) -> str:
         zone = load_timezone(tz)
     except ValidationError:
         return "?"
-    return datetime.fromtimestamp(ts, zone).isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(ts, zone).isoformat(timespec="seconds")
+    except (OverflowError, ValueError, OSError):
+        return _out_of_range(ts)
 
 
 def clock_utc(ts: float | None) -> str:

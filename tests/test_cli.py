@@ -474,3 +474,49 @@ def test_prune_deletes_only_old_finished_runs(tmp_path, capsys):
     assert left == ["pending", "success"]
     assert main(["prune", "--older-than-days", "-1", "--db", db]) == 2
     assert capsys.readouterr().err == ("leasecron: error: --older-than-days: -1.0 must be >= 0\n")
+
+
+def test_list_and_show_survive_rows_other_tools_wrote_and_say_why_one_is_disabled(cli):
+    """An interval of 1e12 s (first slot in the year 33715) made `leasecron list` crash for the
+    whole file; a payload that is not JSON made every read fail. Both are listed now, and a
+    quarantined row says why it is disabled."""
+    import sqlite3
+
+    assert cli("add", "far", "--endpoint", "/hooks/far", "--interval", "60")[0] == 0
+    assert cli("add", "bad", "--endpoint", "/hooks/bad", "--interval", "60")[0] == 0
+    assert cli("add", "fine", "--endpoint", "/hooks/fine", "--interval", "60")[0] == 0
+    conn = sqlite3.connect(cli.db)
+    conn.execute("UPDATE agno_schedules SET next_run_at = 1e12, due_at = 1e12 WHERE name='far'")
+    conn.execute(
+        "UPDATE agno_schedules SET enabled = 0, payload = '{oops', disabled_reason = "
+        "'schedule disabled: cannot decode it: payload is not valid JSON' WHERE name = 'bad'"
+    )
+    conn.commit()
+    conn.close()
+    code, out, err = cli("list")
+    assert code == 0, err
+    listed = by_name(out.split("\n\n")[0] if "\n\n" in out else out)
+    assert "out of range" in listed["far"][5]
+    assert listed["bad"][4] == "no (quarantined)"
+    assert listed["fine"][4] == "yes"
+    assert "bad: disabled by leasecron: schedule disabled: cannot decode it" in out
+    code, out, err = cli("show", "bad")
+    assert code == 0, err
+    assert re.search(r"^disabled_reason\s+schedule disabled: cannot decode it", out, re.M)
+    assert cli("show", "far")[0] == 0
+
+
+def test_add_takes_absolute_urls_only_for_allowed_hosts(cli):
+    code, _, err = cli("add", "ext", "--endpoint", "https://agents.example/agents/a/runs")
+    assert code == 2 and "--endpoint" in err and "not an allowed host" in err
+    code, out, err = cli(
+        "add",
+        "ext",
+        "--endpoint",
+        "https://agents.example/agents/a/runs",
+        "--allow-host",
+        "agents.example",
+    )
+    assert code == 0, err
+    code, _, err = cli("add", "up", "--endpoint", "/api/../admin")
+    assert code == 2 and "dot segments" in err
