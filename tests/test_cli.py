@@ -517,6 +517,6 @@ def test_add_takes_absolute_urls_only_for_allowed_hosts(cli):
         "--allow-host",
         "agents.example",
     )
-    assert code == 0, err
+    assert code == 0 and out.startswith("created: ext"), err
     code, _, err = cli("add", "up", "--endpoint", "/api/../admin")
     assert code == 2 and "dot segments" in err
