@@ -33,9 +33,13 @@ from .errors import StoreError
 from .heartbeat import Heartbeat
 from .model import Outcome, Schedule, ScheduleRun
 from .policy import Planner, StartDecision, fire_for
+from .retention import checkpoint, prune_history
 from .store import Claim, FinishPlan, Store
 
 log = logging.getLogger("leasecron")
+
+DEFAULT_RETENTION_SECONDS = 30 * 86_400.0
+WARN_EVERY = 60.0  # seconds between warnings about failing outcome writes
 
 EventHook = Callable[[str, dict[str, Any]], None]
 
@@ -73,6 +77,10 @@ class Scheduler(Heartbeat):
     max_concurrent: attempts in flight at once on this replica.
     on_event: optional hook called as on_event(name, data) for "fire", "finish", "lease_lost",
         "store_error".
+    retention_seconds: final run rows older than this are pruned by the replica's housekeeping
+        (0 keeps every row).
+    housekeeping_interval: how often that housekeeping runs: prune, give the space back, and
+        checkpoint the store's write-ahead log so it stays bounded.
     """
 
     def __init__(
@@ -88,6 +96,8 @@ class Scheduler(Heartbeat):
         rng: random.Random | None = None,
         new_id: Callable[[], str] | None = None,
         on_event: EventHook | None = None,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        housekeeping_interval: float = 300.0,
     ):
         if poll_interval <= 0:
             raise ValueError("poll_interval: must be > 0")
@@ -95,6 +105,10 @@ class Scheduler(Heartbeat):
             raise ValueError("lease_seconds: must be > 0")
         if max_concurrent < 1:
             raise ValueError("max_concurrent: must be >= 1")
+        if not retention_seconds >= 0:
+            raise ValueError("retention_seconds: must be >= 0 (0 keeps every run row)")
+        if not housekeeping_interval > 0:
+            raise ValueError("housekeeping_interval: must be > 0")
         self.store = store
         self.dispatcher = dispatcher
         self.clock: Clock = clock or SystemClock()
@@ -105,6 +119,8 @@ class Scheduler(Heartbeat):
         self.rng = rng or random.Random()
         self.planner = Planner(self.replica_id, new_id or new_run_id, self.rng)
         self.on_event = on_event
+        self.retention_seconds = retention_seconds
+        self.housekeeping_interval = housekeeping_interval
         self._held: dict[str, Held] = {}
         self._in_flight = 0
         self._wake = asyncio.Event()
@@ -117,6 +133,11 @@ class Scheduler(Heartbeat):
         self._strays_possible = False  # a claim or start failed: we may hold leases unknowingly
         self._flush_last = False  # stop(): the flusher writes what is queued, then ends
         self._stopping = False
+        # Outcome writes failing (a full disk): no new claims until one lands; warnings at most
+        # once a minute, counting the failed writes since the last.
+        self.outcomes_failing = False
+        self._failed_writes = 0
+        self._warned_at: float | None = None
         self.fired = 0  # attempts sent by this replica
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -236,6 +257,18 @@ class Scheduler(Heartbeat):
                 backoff = min(backoff * 2, self.poll_interval)
 
     async def _loop(self) -> None:
+        # Housekeeping lives and dies with the loop, off the hot path: its own task, on its own
+        # timer, never inside a claim or finish transaction.
+        housekeeping = asyncio.create_task(
+            self._housekeeping_loop(), name=f"leasecron-housekeeping-{self.replica_id}"
+        )
+        try:
+            await self._claim_loop()
+        finally:
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
+
+    async def _claim_loop(self) -> None:
         await self._align()
         store_backoff = 0.0
         while not self._stopping:
@@ -245,6 +278,11 @@ class Scheduler(Heartbeat):
             try:
                 if self._strays_possible:
                     await self._hand_back_strays()
+                if self.outcomes_failing:
+                    # Nothing new starts while outcomes cannot be written: its outcome could not
+                    # be either. The flusher wakes us when a write lands again.
+                    await self.clock.wait(self._wake, self.poll_interval)
+                    continue
                 wake_at = min(wake_at, await self._fire_held(now))
                 capacity = self.max_concurrent - self._in_flight
                 if capacity > 0:
@@ -276,6 +314,28 @@ class Scheduler(Heartbeat):
                 else:
                     log.exception("replica %s: loop iteration failed", self.replica_id)
             await self.clock.wait(self._wake, wake_at - self.clock.now())
+
+    async def _housekeeping_loop(self) -> None:
+        # A first pass at start: a replica that restarts often must still prune.
+        while not self._stopping:
+            try:
+                await self.housekeeping()
+            except StoreError as exc:
+                self._emit("store_error", operation=exc.operation, error=str(exc))
+            except Exception:
+                log.exception("replica %s: housekeeping failed", self.replica_id)
+            await self.clock.sleep(self.housekeeping_interval)
+
+    async def housekeeping(self) -> int:
+        """One housekeeping pass: prune run rows past retention (in batches; see
+        kernel/retention.py), give their space back, checkpoint. Returns the rows pruned."""
+        pruned = 0
+        if self.retention_seconds:
+            before = self.clock.now() - self.retention_seconds
+            pruned = await prune_history(self.store, before)
+        if not pruned:  # a prune that deleted rows has checkpointed already
+            await checkpoint(self.store)
+        return pruned
 
     def _unwritten(self) -> list[FinishPlan]:
         """Outcomes decided but not yet committed: their attempts have left the held set, but
@@ -547,6 +607,7 @@ class Scheduler(Heartbeat):
                     break
                 except StoreError as exc:
                     self._emit("store_error", operation=exc.operation, error=str(exc))
+                    self._outcome_write_failed(exc, len(batch))
                     await self.clock.sleep(backoff)
                     backoff = min(backoff * 2, self.lease_seconds / 4)
                 except Exception as exc:
@@ -560,6 +621,39 @@ class Scheduler(Heartbeat):
             self._finishing = []
             if results is None:
                 continue
+            if self.outcomes_failing:
+                self._outcome_writes_recovered()
+                backoff = 0.05
             for (_, fut), recorded in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(recorded)
+
+    def _outcome_write_failed(self, exc: StoreError, waiting: int) -> None:
+        self._failed_writes += 1
+        if not self.outcomes_failing:
+            self.outcomes_failing = True
+            self._wake.set()  # the loop stops claiming now, not at its next poll
+        now = self.clock.now()
+        if self._warned_at is None or now - self._warned_at >= WARN_EVERY:
+            log.warning(
+                "replica %s: %d outcome write(s) failed since the last warning; %d outcome(s) "
+                "waiting, retrying with backoff; not claiming until they are written: %s",
+                self.replica_id,
+                self._failed_writes,
+                waiting + len(self._finish_queue),
+                exc,
+            )
+            self._warned_at = now
+            self._failed_writes = 0
+
+    def _outcome_writes_recovered(self) -> None:
+        log.warning(
+            "replica %s: outcome writes succeed again (%d more failed since the last warning); "
+            "claiming resumes",
+            self.replica_id,
+            self._failed_writes,
+        )
+        self.outcomes_failing = False
+        self._failed_writes = 0
+        self._warned_at = None
+        self._wake.set()
