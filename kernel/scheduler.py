@@ -293,10 +293,16 @@ class Scheduler(Heartbeat):
                             self.replica_id, now, self.lease_seconds, capacity
                         )
                         if claims:
-                            await self._start(claims, now)
-                            # Yield before looking again: other tasks (and, in one process,
-                            # other replicas) get the loop between batches.
-                            await asyncio.sleep(0)
+                            if await self._start(claims, now):
+                                # Yield before looking again: other tasks (and, in one process,
+                                # other replicas) get the loop between batches.
+                                await asyncio.sleep(0)
+                                continue
+                            # The start failed (reported, its leases handed back, so the rows
+                            # are due again at once): back off, or a store that cannot write
+                            # (a full disk) would be claimed from in a tight loop.
+                            store_backoff = min(self.poll_interval, max(0.01, store_backoff * 2))
+                            await self.clock.wait(self._wake, store_backoff)
                             continue
                         wake_at = now + min(self.poll_interval, 0.005)  # lost a race; re-peek
                     elif due is not None:
@@ -368,12 +374,13 @@ class Scheduler(Heartbeat):
             decision = self.planner.plan_unplannable(claim, now, exc)
         return claim.schedule, claim.timing_version, decision
 
-    async def _start(self, claims: list[Claim], now: float) -> None:
-        await self._apply_start([self._plan(c, now) for c in claims], now)
+    async def _start(self, claims: list[Claim], now: float) -> bool:
+        return await self._apply_start([self._plan(c, now) for c in claims], now)
 
     async def _apply_start(
         self, items: list[tuple[Schedule, int, StartDecision]], now: float
-    ) -> None:
+    ) -> bool:
+        """Start the planned runs; False if the store failed (nothing was sent)."""
         try:
             results = await self.store.start(
                 self.replica_id, now, self.lease_seconds, [d.plan for _, _, d in items]
@@ -384,6 +391,7 @@ class Scheduler(Heartbeat):
             # at once instead of after the lease (a backward clock step can make that an hour).
             # If that fails too, the loop tries again (and they expire on their own).
             self._emit("store_error", operation=exc.operation, error=str(exc))
+            self._warn_write_failed(exc)
             busy = self._busy()
             idle = [
                 (schedule.id, schedule.lease_version)
@@ -395,7 +403,7 @@ class Scheduler(Heartbeat):
                     await self.store.expire_leases(self.replica_id, now, idle)
                 except StoreError:
                     self._strays_possible = True  # the loop tries again
-            return
+            return False
         for (schedule, timing_version, decision), started in zip(items, results, strict=True):
             held = self._held.get(schedule.id)
             if started is None:  # fenced out: lost, or re-timed since we read it
@@ -415,6 +423,7 @@ class Scheduler(Heartbeat):
             for run in decision.runs:
                 if run.id in started:
                     self._spawn(held, run, decision.delays.get(run.id, 0.0))
+        return True
 
     def _next_check(self, decision: StartDecision, now: float) -> float:
         """overlap=allow: when the holder should next re-read its row: the slot cursor, or the
@@ -607,7 +616,7 @@ class Scheduler(Heartbeat):
                     break
                 except StoreError as exc:
                     self._emit("store_error", operation=exc.operation, error=str(exc))
-                    self._outcome_write_failed(exc, len(batch))
+                    self._outcome_write_failed(exc, len(batch) + len(self._finish_queue))
                     await self.clock.sleep(backoff)
                     backoff = min(backoff * 2, self.lease_seconds / 4)
                 except Exception as exc:
@@ -629,22 +638,30 @@ class Scheduler(Heartbeat):
                     fut.set_result(recorded)
 
     def _outcome_write_failed(self, exc: StoreError, waiting: int) -> None:
-        self._failed_writes += 1
         if not self.outcomes_failing:
             self.outcomes_failing = True
             self._wake.set()  # the loop stops claiming now, not at its next poll
+        self._warn_write_failed(exc, waiting)
+
+    def _warn_write_failed(self, exc: StoreError, waiting: int | None = None) -> None:
+        """A write (an outcome, or a start) failed: warn at most once per WARN_EVERY seconds,
+        counting the failures since the last warning."""
+        self._failed_writes += 1
         now = self.clock.now()
-        if self._warned_at is None or now - self._warned_at >= WARN_EVERY:
-            log.warning(
-                "replica %s: %d outcome write(s) failed since the last warning; %d outcome(s) "
-                "waiting, retrying with backoff; not claiming until they are written: %s",
-                self.replica_id,
-                self._failed_writes,
-                waiting + len(self._finish_queue),
-                exc,
-            )
-            self._warned_at = now
-            self._failed_writes = 0
+        if self._warned_at is not None and now - self._warned_at < WARN_EVERY:
+            return
+        if waiting is None:
+            waiting = len(self._unwritten())
+        log.warning(
+            "replica %s: %d store write(s) failed since the last warning; %d outcome(s) "
+            "waiting, retried with backoff; no claims while outcomes cannot be written: %s",
+            self.replica_id,
+            self._failed_writes,
+            waiting,
+            exc,
+        )
+        self._warned_at = now
+        self._failed_writes = 0
 
     def _outcome_writes_recovered(self) -> None:
         log.warning(

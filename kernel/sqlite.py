@@ -133,7 +133,10 @@ class SqliteStore(SqliteSessions):
         try:
             result = fn(conn)
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite has rolled back already after some errors (SQLITE_FULL among them); a
+            # second ROLLBACK would fail and hide the error that matters.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         return result

@@ -8,9 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 
 from leasecron.kernel import ScheduleManager, ScheduleRun, SimClock, SqliteStore
+from leasecron.kernel.cli import main
 from leasecron.kernel.retention import PRUNE_BATCH, prune_history
 from leasecron.kernel.rows import _run_params
 from leasecron.kernel.scheduler import DEFAULT_RETENTION_SECONDS
@@ -284,3 +289,42 @@ async def test_housekeeping_truncates_a_wal_that_a_long_reader_let_grow(tmp_path
     assert os.path.getsize(wal) == 0
     await c.stop()
     assert len(await c.manager.store.list_runs(None, 30_000)) == 20_000
+
+
+# -- leasecron run --retention-days ---------------------------------------------------------------
+
+
+def test_run_rejects_a_negative_retention_naming_the_field(tmp_path, capsys):
+    db = str(tmp_path / "cli.db")
+    argv = ["run", "--db", db, "--base-url", "http://127.0.0.1:9", "--retention-days", "-1"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("leasecron: error: retention_days: ")
+
+
+def test_a_leasecron_run_process_prunes_with_its_retention_days(tmp_path):
+    db = str(tmp_path / "proc.db")
+    store = SqliteStore(db, inline=True)
+    now = time.time()
+    seed_history(store, [final_row("two-days", "x", now - 2 * DAY)])
+    seed_history(store, [final_row("today", "x", now - 60)])
+    asyncio.run(store.close())
+    argv = ["run", "--db", db, "--base-url", "http://127.0.0.1:9", "--retention-days", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leasecron.kernel.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        left = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            conn = sqlite3.connect(db, timeout=5)
+            left = [row[0] for row in conn.execute("SELECT id FROM agno_schedule_runs")]
+            conn.close()
+            if left == ["today"]:
+                break
+            time.sleep(0.05)  # polling for the replica's first housekeeping pass, with a deadline
+        assert left == ["today"], proc.stderr.read().decode() if proc.poll() is not None else left
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
