@@ -39,7 +39,7 @@ from .store import Claim, FinishPlan, Store
 log = logging.getLogger("leasecron")
 
 DEFAULT_RETENTION_SECONDS = 30 * 86_400.0
-WARN_EVERY = 60.0  # seconds between warnings about failing outcome writes
+WARN_EVERY = 60.0  # seconds between warnings about failing store writes (outcomes, starts)
 
 EventHook = Callable[[str, dict[str, Any]], None]
 
