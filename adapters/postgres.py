@@ -630,10 +630,3 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             )
 
         await self._run("set_run_ids", op)
-
-    async def prune_runs(self, before: float) -> int:
-        """Delete final run rows created before `before`; returns how many."""
-        return await self._run(
-            "prune_runs",
-            lambda conn: self._count(conn, self._sql["prune_runs"], {"before": before}),
-        )

@@ -1,6 +1,6 @@
 """PostgresStore's schedules and run history: create, read, list, update, delete, trigger (a
-pending run), and the runs table read back. Every write locks its schedule row first and sends
-NOTIFY in its transaction (see postgres_sql.py, "Transactions and locks"). A mixin of
+pending run), the runs table read back and pruned. Every write locks its schedule row first and
+sends NOTIFY in its transaction (see postgres_sql.py, "Transactions and locks"). A mixin of
 PostgresStore: it uses the store's plumbing (`_run`, `_tx`, `_one`, `_count`, `_lock`,
 `_notify_others`, `notify`) and its formatted `_sql`."""
 
@@ -176,3 +176,13 @@ class PostgresSchedules:
             return _to_run(row) if row else None
 
         return await self._run("get_run", op)
+
+    async def prune_runs(self, before: float, limit: int | None = None) -> int:
+        """Delete final run rows created before `before`, at most `limit` (None: all) in this
+        transaction; returns how many. A plain DELETE: autovacuum gives the space back."""
+        return await self._run(
+            "prune_runs",
+            lambda conn: self._count(
+                conn, self._sql["prune_runs"], {"before": before, "limit": limit}
+            ),
+        )

@@ -230,9 +230,15 @@ LEASE_SQL = {
     # into one, so a batch may send it per row.
     "notify": """
         SELECT pg_notify(%(channel)s, '')""",
-    # Retention: final run rows older than a cut-off. Pending and running rows are never pruned.
+    # Retention: final run rows older than a cut-off, oldest first (the created_at index), at most
+    # %(limit)s of them (NULL: all), so one batch holds few row locks for a short time. Pending
+    # and running rows are never pruned. SKIP LOCKED: two replicas pruning at once take disjoint
+    # rows instead of queueing on each other's. A plain DELETE: autovacuum reclaims the space.
     "prune_runs": """
-        DELETE FROM {R} WHERE status NOT IN ('pending', 'running') AND created_at < %(before)s""",
+        DELETE FROM {R} WHERE id IN (
+            SELECT id FROM {R} WHERE status NOT IN ('pending', 'running')
+               AND created_at < %(before)s
+             ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)""",
 }
 
 # The wake-up channel, on the store's one dedicated listening connection (not a pooled one: a

@@ -512,6 +512,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
             raise ValidationError(name, f"{value!r} must be > 0")
     if args.max_concurrent < 1:
         raise ValidationError("max_concurrent", f"{args.max_concurrent!r} must be >= 1")
+    if not args.retention_days >= 0:
+        raise ValidationError("retention_days", f"{args.retention_days!r} must be >= 0")
     base = urlsplit(args.base_url)
     if base.scheme not in ("http", "https") or not base.netloc:
         raise ValidationError("base_url", f"{args.base_url!r} must be an http(s) URL")
@@ -534,6 +536,7 @@ async def _run_replica(args: argparse.Namespace, token: str | None) -> int:
         lease_seconds=args.lease_seconds,
         max_concurrent=args.max_concurrent,
         on_event=_hooks(replica_log, FireLog(_print_flush) if args.log_fires else None),
+        retention_seconds=args.retention_days * 86_400,
     )
     stop = asyncio.Event()
     try:
@@ -608,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log errors only (default: also warnings: failed attempts, lost leases)",
     )
+    p.add_argument("--retention-days", type=_number, default=30.0, help="0 keeps all run rows")
 
     p = sub.add_parser("add", parents=[common], help="create a schedule")
     p.add_argument("name")

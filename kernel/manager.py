@@ -14,6 +14,7 @@ from .clock import Clock, SystemClock
 from .errors import ScheduleExistsError, ScheduleNotFoundError, ValidationError
 from .model import Schedule, ScheduleRun
 from .policy import manual_key
+from .retention import prune_history
 from .slots import first_slot
 from .spec import MAX_PAYLOAD_BYTES, TIMING_FIELDS, check_timing, validate_fields
 from .store import SPEC_FIELDS, Store
@@ -200,9 +201,10 @@ class ScheduleManager:
 
     async def prune_runs(self, older_than_seconds: float) -> int:
         """Retention: delete finished run rows created more than `older_than_seconds` ago
-        (pending and running rows are kept). Returns how many were deleted."""
+        (pending and running rows are kept), in batches of 500 rows per transaction, then give
+        the space back where the store can (kernel/retention.py). Returns how many were deleted."""
         if isinstance(older_than_seconds, bool) or not isinstance(older_than_seconds, int | float):
             raise ValidationError("older_than_seconds", f"{older_than_seconds!r} must be a number")
         if older_than_seconds < 0:
             raise ValidationError("older_than_seconds", f"{older_than_seconds!r} must be >= 0")
-        return await self.store.prune_runs(await self._now() - older_than_seconds)
+        return await prune_history(self.store, await self._now() - older_than_seconds)

@@ -77,7 +77,8 @@ class Planner:
             created_at=now,
             replica=self.replica,
             lease_version=s.lease_version,
-            input=s.payload,
+            # input stays NULL: the attempt sends the schedule's payload, and a copy per run row
+            # would grow the history by the payload's size at every fire.
             **values,
         )
         if run.status == "running":

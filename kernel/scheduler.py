@@ -33,9 +33,13 @@ from .errors import StoreError
 from .heartbeat import Heartbeat
 from .model import Outcome, Schedule, ScheduleRun
 from .policy import Planner, StartDecision, fire_for
+from .retention import checkpoint, prune_history
 from .store import Claim, FinishPlan, Store
 
 log = logging.getLogger("leasecron")
+
+DEFAULT_RETENTION_SECONDS = 30 * 86_400.0
+WARN_EVERY = 60.0  # seconds between warnings about failing store writes (outcomes, starts)
 
 EventHook = Callable[[str, dict[str, Any]], None]
 
@@ -73,6 +77,10 @@ class Scheduler(Heartbeat):
     max_concurrent: attempts in flight at once on this replica.
     on_event: optional hook called as on_event(name, data) for "fire", "finish", "lease_lost",
         "store_error".
+    retention_seconds: final run rows older than this are pruned by the replica's housekeeping
+        (0 keeps every row).
+    housekeeping_interval: how often that housekeeping runs: prune, give the space back, and
+        checkpoint the store's write-ahead log so it stays bounded.
     """
 
     def __init__(
@@ -88,6 +96,8 @@ class Scheduler(Heartbeat):
         rng: random.Random | None = None,
         new_id: Callable[[], str] | None = None,
         on_event: EventHook | None = None,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        housekeeping_interval: float = 300.0,
     ):
         if poll_interval <= 0:
             raise ValueError("poll_interval: must be > 0")
@@ -95,6 +105,10 @@ class Scheduler(Heartbeat):
             raise ValueError("lease_seconds: must be > 0")
         if max_concurrent < 1:
             raise ValueError("max_concurrent: must be >= 1")
+        if not retention_seconds >= 0:
+            raise ValueError("retention_seconds: must be >= 0 (0 keeps every run row)")
+        if not housekeeping_interval > 0:
+            raise ValueError("housekeeping_interval: must be > 0")
         self.store = store
         self.dispatcher = dispatcher
         self.clock: Clock = clock or SystemClock()
@@ -105,6 +119,8 @@ class Scheduler(Heartbeat):
         self.rng = rng or random.Random()
         self.planner = Planner(self.replica_id, new_id or new_run_id, self.rng)
         self.on_event = on_event
+        self.retention_seconds = retention_seconds
+        self.housekeeping_interval = housekeeping_interval
         self._held: dict[str, Held] = {}
         self._in_flight = 0
         self._wake = asyncio.Event()
@@ -117,6 +133,11 @@ class Scheduler(Heartbeat):
         self._strays_possible = False  # a claim or start failed: we may hold leases unknowingly
         self._flush_last = False  # stop(): the flusher writes what is queued, then ends
         self._stopping = False
+        # Outcome writes failing (a full disk): no new claims until one lands; warnings at most
+        # once a minute, counting the failed writes since the last.
+        self.outcomes_failing = False
+        self._failed_writes = 0
+        self._warned_at: float | None = None
         self.fired = 0  # attempts sent by this replica
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -237,6 +258,18 @@ class Scheduler(Heartbeat):
                 backoff = min(backoff * 2, self.poll_interval)
 
     async def _loop(self) -> None:
+        # Housekeeping lives and dies with the loop, off the hot path: its own task, on its own
+        # timer, never inside a claim or finish transaction.
+        housekeeping = asyncio.create_task(
+            self._housekeeping_loop(), name=f"leasecron-housekeeping-{self.replica_id}"
+        )
+        try:
+            await self._claim_loop()
+        finally:
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
+
+    async def _claim_loop(self) -> None:
         await self._align()
         store_backoff = 0.0
         while not self._stopping:
@@ -246,6 +279,11 @@ class Scheduler(Heartbeat):
             try:
                 if self._strays_possible:
                     await self._hand_back_strays()
+                if self.outcomes_failing:
+                    # Nothing new starts while outcomes cannot be written: its outcome could not
+                    # be either. The flusher wakes us when a write lands again.
+                    await self.clock.wait(self._wake, self.poll_interval)
+                    continue
                 wake_at = min(wake_at, await self._fire_held(now))
                 capacity = self.max_concurrent - self._in_flight
                 if capacity > 0:
@@ -256,10 +294,16 @@ class Scheduler(Heartbeat):
                             self.replica_id, now, self.lease_seconds, capacity
                         )
                         if claims:
-                            await self._start(claims, now)
-                            # Yield before looking again: other tasks (and, in one process,
-                            # other replicas) get the loop between batches.
-                            await asyncio.sleep(0)
+                            if await self._start(claims, now):
+                                # Yield before looking again: other tasks (and, in one process,
+                                # other replicas) get the loop between batches.
+                                await asyncio.sleep(0)
+                                continue
+                            # The start failed (reported, its leases handed back, so the rows
+                            # are due again at once): back off, or a store that cannot write
+                            # (a full disk) would be claimed from in a tight loop.
+                            store_backoff = min(self.poll_interval, max(0.01, store_backoff * 2))
+                            await self.clock.wait(self._wake, store_backoff)
                             continue
                         wake_at = now + min(self.poll_interval, 0.005)  # lost a race; re-peek
                     elif due is not None:
@@ -277,6 +321,28 @@ class Scheduler(Heartbeat):
                 else:
                     log.exception("replica %s: loop iteration failed", self.replica_id)
             await self.clock.wait(self._wake, wake_at - self.clock.now())
+
+    async def _housekeeping_loop(self) -> None:
+        # A first pass at start: a replica that restarts often must still prune.
+        while not self._stopping:
+            try:
+                await self.housekeeping()
+            except StoreError as exc:
+                self._emit("store_error", operation=exc.operation, error=str(exc))
+            except Exception:
+                log.exception("replica %s: housekeeping failed", self.replica_id)
+            await self.clock.sleep(self.housekeeping_interval)
+
+    async def housekeeping(self) -> int:
+        """One housekeeping pass: prune run rows past retention (in batches; see
+        kernel/retention.py), give their space back, checkpoint. Returns the rows pruned."""
+        pruned = 0
+        if self.retention_seconds:
+            before = self.clock.now() - self.retention_seconds
+            pruned = await prune_history(self.store, before)
+        if not pruned:  # a prune that deleted rows has checkpointed already
+            await checkpoint(self.store)
+        return pruned
 
     def _unwritten(self) -> list[FinishPlan]:
         """Outcomes decided but not yet committed: their attempts have left the held set, but
@@ -310,11 +376,13 @@ class Scheduler(Heartbeat):
             self._quarantined(claim.schedule, quarantine.removeprefix("schedule disabled: "))
         return claim.schedule, claim.timing_version, decision
 
-    async def _start(self, claims: list[Claim], now: float) -> None:
+    async def _start(self, claims: list[Claim], now: float) -> bool:
         for claim in claims:
             if claim.quarantined is not None:
                 self._quarantined(claim.schedule, claim.quarantined)
-        await self._apply_start([self._plan(c, now) for c in claims if c.quarantined is None], now)
+        return await self._apply_start(
+            [self._plan(c, now) for c in claims if c.quarantined is None], now
+        )
 
     def _quarantined(self, schedule: Schedule, why: str) -> None:
         """A row the kernel could not use was disabled with its reason: a fault in the data,
@@ -330,7 +398,8 @@ class Scheduler(Heartbeat):
 
     async def _apply_start(
         self, items: list[tuple[Schedule, int, StartDecision]], now: float
-    ) -> None:
+    ) -> bool:
+        """Start the planned runs; False if the store failed (nothing was sent)."""
         try:
             results = await self.store.start(
                 self.replica_id, now, self.lease_seconds, [d.plan for _, _, d in items]
@@ -341,6 +410,7 @@ class Scheduler(Heartbeat):
             # at once instead of after the lease (a backward clock step can make that an hour).
             # If that fails too, the loop tries again (and they expire on their own).
             self._emit("store_error", operation=exc.operation, error=str(exc))
+            self._warn_write_failed(exc)
             busy = self._busy()
             idle = [
                 (schedule.id, schedule.lease_version)
@@ -352,7 +422,7 @@ class Scheduler(Heartbeat):
                     await self.store.expire_leases(self.replica_id, now, idle)
                 except StoreError:
                     self._strays_possible = True  # the loop tries again
-            return
+            return False
         for (schedule, timing_version, decision), started in zip(items, results, strict=True):
             held = self._held.get(schedule.id)
             if started is None:  # fenced out: lost, or re-timed since we read it
@@ -372,6 +442,7 @@ class Scheduler(Heartbeat):
             for run in decision.runs:
                 if run.id in started:
                     self._spawn(held, run, decision.delays.get(run.id, 0.0))
+        return True
 
     def _next_check(self, decision: StartDecision, now: float) -> float:
         """overlap=allow: when the holder should next re-read its row: the slot cursor, or the
@@ -568,6 +639,7 @@ class Scheduler(Heartbeat):
                     break
                 except StoreError as exc:
                     self._emit("store_error", operation=exc.operation, error=str(exc))
+                    self._outcome_write_failed(exc, len(batch) + len(self._finish_queue))
                     await self.clock.sleep(backoff)
                     backoff = min(backoff * 2, self.lease_seconds / 4)
                 except Exception as exc:
@@ -581,6 +653,47 @@ class Scheduler(Heartbeat):
             self._finishing = []
             if results is None:
                 continue
+            if self.outcomes_failing:
+                self._outcome_writes_recovered()
+                backoff = 0.05
             for (_, fut), recorded in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(recorded)
+
+    def _outcome_write_failed(self, exc: StoreError, waiting: int) -> None:
+        if not self.outcomes_failing:
+            self.outcomes_failing = True
+            self._wake.set()  # the loop stops claiming now, not at its next poll
+        self._warn_write_failed(exc, waiting)
+
+    def _warn_write_failed(self, exc: StoreError, waiting: int | None = None) -> None:
+        """A write (an outcome, or a start) failed: warn at most once per WARN_EVERY seconds,
+        counting the failures since the last warning."""
+        self._failed_writes += 1
+        now = self.clock.now()
+        if self._warned_at is not None and now - self._warned_at < WARN_EVERY:
+            return
+        if waiting is None:
+            waiting = len(self._unwritten())
+        log.warning(
+            "replica %s: %d store write(s) failed since the last warning; %d outcome(s) "
+            "waiting, retried with backoff; no claims while outcomes cannot be written: %s",
+            self.replica_id,
+            self._failed_writes,
+            waiting,
+            exc,
+        )
+        self._warned_at = now
+        self._failed_writes = 0
+
+    def _outcome_writes_recovered(self) -> None:
+        log.warning(
+            "replica %s: outcome writes succeed again (%d more failed since the last warning); "
+            "claiming resumes",
+            self.replica_id,
+            self._failed_writes,
+        )
+        self.outcomes_failing = False
+        self._failed_writes = 0
+        self._warned_at = None
+        self._wake.set()

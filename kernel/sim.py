@@ -317,6 +317,7 @@ class Simulation:
             max_concurrent=10,
             rng=random.Random(f"{self.config.seed}:replica:{replica_id}"),
             new_id=self.new_id,
+            retention_seconds=0,  # the check reads the whole history, however long the run
         )
         self.replicas[name] = sched
         self.offsets[replica_id] = clock.offset

@@ -45,6 +45,8 @@ from .sqlite_sql import _FAR, LEASE_SQL
 from .store import SPEC_FIELDS, Claim, FinishPlan, StartPlan, orphan_places
 from .writes import new_run_row_id
 
+WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL is cut back to after a checkpoint
+
 
 class SqliteStore(SqliteSessions):
     """The kernel's Store on one SQLite file.
@@ -108,10 +110,17 @@ class SqliteStore(SqliteSessions):
                 check_same_thread=False,
             )
             conn.row_factory = sqlite3.Row
+            # Before the first table exists (on an older file without it this only records the
+            # wish for its next VACUUM): the pages of pruned rows can then be handed back to the
+            # filesystem (reclaim_space) instead of only reused inside the file.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             # NORMAL in WAL mode: a commit survives a process crash; only an OS crash may lose
             # the last transactions, never corrupt the file.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # A burst of writes grows the WAL; after a checkpoint it is cut back to this size
+            # rather than kept at its high-water mark (checkpoint() truncates it to zero).
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._conn = conn
         return self._conn
 
@@ -137,7 +146,10 @@ class SqliteStore(SqliteSessions):
         try:
             result = fn(conn)
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite has rolled back already after some errors (SQLITE_FULL among them); a
+            # second ROLLBACK would fail and hide the error that matters.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         return result
@@ -541,10 +553,45 @@ class SqliteStore(SqliteSessions):
             ),
         )
 
-    async def prune_runs(self, before: float) -> int:
-        """Delete final run rows created before `before`; returns how many."""
+    async def prune_runs(self, before: float, limit: int | None = None) -> int:
+        """Delete final run rows created before `before`, at most `limit` (None: all) in this
+        transaction; returns how many. The pages they held stay in the file, free for new rows,
+        until reclaim_space() hands them back."""
+        params = {"before": before, "limit": -1 if limit is None else limit}
         return await self._run(
             "prune_runs",
             self._tx,
-            lambda conn: conn.execute(self._sql["prune_runs"], {"before": before}).rowcount,
+            lambda conn: conn.execute(self._sql["prune_runs"], params).rowcount,
         )
+
+    async def reclaim_space(self, max_pages: int = 1000) -> int:
+        """Give up to `max_pages` free pages back to the filesystem (incremental vacuum: free
+        pages move to the end of the file, which the next checkpoint truncates); returns how
+        many. 0 on a file created without auto_vacuum=INCREMENTAL (see README: VACUUM once)."""
+
+        def op() -> int:
+            conn = self._connect()
+            before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if before == 0:
+                return 0
+            # executescript steps the pragma to completion: execute() would free one page only.
+            conn.executescript(f"PRAGMA incremental_vacuum({int(max_pages)})")
+            return before - conn.execute("PRAGMA freelist_count").fetchone()[0]
+
+        return await self._run("reclaim_space", op)
+
+    async def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and truncate the WAL to zero bytes, without
+        waiting: a reader or writer in the way makes it a partial checkpoint (False), retried
+        at the next call. This is also when a file that reclaim_space() emptied shrinks."""
+
+        def op() -> bool:
+            conn = self._connect()
+            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            return busy == 0
+
+        return await self._run("checkpoint", op)

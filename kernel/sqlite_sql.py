@@ -190,7 +190,13 @@ LEASE_SQL = {
     "expire_lease": """
         UPDATE {S} SET lease_expires_at = :now, due_at = :now
          WHERE id = :id AND locked_by = :replica AND lease_version = :version""",
-    # Retention: final run rows older than a cut-off. Pending and running rows are never pruned.
+    # Retention: final run rows older than a cut-off, at most :limit of them (-1: all), so a
+    # replica pruning a large history holds the write lock for one short batch at a time.
+    # Pending and running rows are never pruned; final rows are never written again, so a prune
+    # racing a finish, or another replica's prune, cannot delete anything it should not (the
+    # second of two pruners finds the rows gone and deletes the next ones).
     "prune_runs": """
-        DELETE FROM {R} WHERE status NOT IN ('pending', 'running') AND created_at < :before""",
+        DELETE FROM {R} WHERE rowid IN (
+            SELECT rowid FROM {R} WHERE status NOT IN ('pending', 'running')
+               AND created_at < :before LIMIT :limit)""",
 }

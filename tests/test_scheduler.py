@@ -230,11 +230,13 @@ async def test_hand_back_spares_a_lease_whose_outcome_is_still_being_written(tmp
     # An attempt leaves the replica's held set before its outcome is written. While that write
     # keeps failing, a lost claim reply makes the replica hand back leases it does not track:
     # the finishing one must not be among them, or its run row (still `running`) would be taken
-    # for an orphan and re-delivered.
+    # for an orphan and re-delivered. (No claim is made while outcome writes fail, so the lost
+    # claim comes first and its hand-back is held up until the outcome write is failing.)
     c = Cluster(tmp_path / "handback.db", n=2, lease_seconds=30)
+    c.target.durations["a"] = 1.0
     hooked = HookedStore(c.stores[0])
     c.replicas[0].store = hooked
-    failed_finishes, lost_claims = [], []
+    failed_finishes, lost_claims, handed_back = [], [], []
 
     def fail_finish(*_):
         if len(failed_finishes) < 4:
@@ -242,21 +244,29 @@ async def test_hand_back_spares_a_lease_whose_outcome_is_still_being_written(tmp
             raise StoreError("finish", RuntimeError("disk unavailable"))
 
     def lose_claim_reply(claims):
-        if claims and failed_finishes and not lost_claims:
+        if any(cl.schedule.name == "b" for cl in claims) and not lost_claims:
             lost_claims.append(c.clock.now())
             raise StoreError("claim", RuntimeError("connection lost after commit"))
 
+    def hand_back_after_finishes_fail(*_):
+        if not failed_finishes:
+            raise StoreError("leases_of", RuntimeError("still down"))
+        handed_back.append(c.clock.now())
+
     hooked.before["finish"] = fail_finish
     hooked.after["claim"] = lose_claim_reply
-    a = await c.manager.create("a", interval_seconds=600, endpoint="/hooks/a")
+    hooked.before["leases_of"] = hand_back_after_finishes_fail
+    a = await c.manager.create("a", interval_seconds=600, endpoint="/agents/a/runs")
     await c.manager.create("b", run_at=T0 + 600.02, endpoint="/hooks/b")
     await c.replicas[0].start()
     await c.clock.advance(600.01)
     await c.replicas[1].start()
     await c.clock.advance(60)
     await c.stop()
-    assert len(failed_finishes) == 4 and lost_claims  # the race was staged
-    assert Counter(r.path for r in c.target.requests) == {"/hooks/a": 1, "/hooks/b": 1}
+    # the race was staged: the hand-back ran while a's outcome was still failing to be written
+    assert len(failed_finishes) == 4 and lost_claims
+    assert handed_back and failed_finishes[0] <= handed_back[0] < failed_finishes[-1]
+    assert Counter(r.path for r in c.target.requests) == {"/agents/a/runs": 1, "/hooks/b": 1}
     assert [r.status for r in await c.runs(a.id)] == ["success"]
 
 
