@@ -110,10 +110,12 @@ class SqliteStore(SqliteSessions):
                 check_same_thread=False,
             )
             conn.row_factory = sqlite3.Row
-            # Before the first table exists (on an older file without it this only records the
-            # wish for its next VACUUM): the pages of pruned rows can then be handed back to the
-            # filesystem (reclaim_space) instead of only reused inside the file.
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            # On a new, empty file, before the first table exists: the pages of pruned rows can
+            # then be handed back to the filesystem (reclaim_space) instead of only reused inside
+            # the file. An existing file is left as it is (setting it there writes the header,
+            # which fails on a read-only file; see README for converting an old one).
+            if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             # NORMAL in WAL mode: a commit survives a process crash; only an OS crash may lose
             # the last transactions, never corrupt the file.
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -205,6 +205,7 @@ async def test_prune_runs_takes_a_batch_and_concurrent_pruners_share_the_rows(op
 
 async def test_run_rows_do_not_copy_a_large_payload(tmp_path):
     c = Cluster(tmp_path / "payload.db", n=1)
+    c.manager.max_payload_bytes = 4 << 20  # above the default 1 MiB bound, as a user may set it
     payload = {"document": "p" * 2_000_000}  # 2 MB, sent with every fire
     s = await c.manager.create("big", interval_seconds=60, endpoint="/hooks/big", payload=payload)
     store = c.stores[0]
@@ -298,7 +299,7 @@ def test_run_rejects_a_negative_retention_naming_the_field(tmp_path, capsys):
     db = str(tmp_path / "cli.db")
     argv = ["run", "--db", db, "--base-url", "http://127.0.0.1:9", "--retention-days", "-1"]
     assert main(argv) == 2
-    assert capsys.readouterr().err.startswith("leasecron: error: retention_days: ")
+    assert capsys.readouterr().err.startswith("leasecron: error: --retention-days: ")
 
 
 def test_a_leasecron_run_process_prunes_with_its_retention_days(tmp_path):
