@@ -80,12 +80,15 @@ class Target:
         return [r for r in self.requests if r.method == "GET"]
 
 
-def run_target(poll_statuses, clock=None, post=None):
+def run_target(poll_statuses, clock=None, post=None, cancel=None):
     """A run target: POST answers `post` (default 202 run r1/s1 PENDING); the n-th GET answers
-    poll_statuses[n] (an int is an HTTP code, an Exception is raised, a dict is the JSON)."""
+    poll_statuses[n] (an int is an HTTP code, an Exception is raised, a dict is the JSON);
+    POST .../cancel answers `cancel` (default 200 {})."""
     polls = list(poll_statuses)
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("/cancel"):
+            return cancel if cancel is not None else httpx.Response(200, json={})
         if request.method == "POST":
             if post is not None:
                 return post
@@ -241,7 +244,7 @@ def test_on_started_before_polling_then_completed():
         status_code=202,
         run_id="r1",
         session_id="s1",
-        output={"answer": 42},
+        output={"content": {"answer": 42}, "content_type": "str"},
         extra={"polls": 1},
     )
     assert started == [("r1", "s1", 0)]
@@ -255,8 +258,14 @@ def test_on_started_before_polling_then_completed():
 @pytest.mark.parametrize(
     ("reply", "status", "retryable", "error", "output"),
     [
-        ({"status": "completed", "content": "hi"}, "success", False, None, "hi"),
-        ({"status": "COMPLETED"}, "success", False, None, None),
+        (
+            {"status": "completed", "content": "hi", "content_type": "markdown"},
+            "success",
+            False,
+            None,
+            {"content": "hi", "content_type": "markdown"},
+        ),
+        ({"status": "COMPLETED"}, "success", False, None, {"content": None, "content_type": "str"}),
         ({"status": "ERROR", "error": "model exploded"}, "failed", True, "model exploded", None),
         ({"status": "Error", "content": "tool failed"}, "failed", True, "tool failed", None),
         ({"status": "ERROR"}, "failed", True, "run ended with status ERROR", None),
@@ -266,7 +275,7 @@ def test_on_started_before_polling_then_completed():
             "paused",
             False,
             "run ended with status PAUSED",
-            None,
+            {"content": "?", "content_type": "str"},
         ),
     ],
 )
@@ -311,7 +320,7 @@ def test_backoff_delays_and_polling_through_404_errors_and_unknown_statuses():
 
     out = arun(main())
     assert out.status == "success"
-    assert out.output == "finally"
+    assert out.output == {"content": "finally", "content_type": "str"}
     assert out.extra == {"polls": 10}
     times = target.times[1:]  # [0] is the POST
     delays = [b - a for a, b in zip([T0, *times], times, strict=False)]
@@ -355,11 +364,18 @@ def test_timeout_on_the_sim_clock_keeps_run_ids():
         status_code=202,
         run_id="r1",
         session_id="s1",
-        error="run did not finish within 5s",
+        error="run did not finish within 5s; cancel accepted",
         retryable=True,
         extra={"polls": 4},
     )
-    assert [t - T0 for t in target.times[1:]] == pytest.approx([0.5, 1.3, 2.58, 4.628])
+    assert [t - T0 for t in target.times[1:]] == pytest.approx([0.5, 1.3, 2.58, 4.628, 5.0])
+    cancel = target.requests[-1]
+    assert (cancel.method, str(cancel.url)) == (
+        "POST",
+        "http://agentos.test/agents/a1/runs/r1/cancel?session_id=s1",
+    )
+    assert cancel.content == b"" and "Content-Type" not in cancel.headers
+    assert cancel.headers["Authorization"] == "Bearer s3cret"
 
 
 def test_timeout_covers_a_post_that_never_answers():
@@ -404,17 +420,23 @@ def test_poll_auth_failure_is_final():
 
 
 @pytest.mark.parametrize(
-    ("reply", "status", "retryable", "output", "error"),
+    ("reply", "shown"),
     [
-        (httpx.Response(200, json={"status": "COMPLETED", "content": "sync"}), "success", False,
-         "sync", None),
-        (httpx.Response(200, json={"status": "ERROR", "error": "bad"}), "failed", True, None,
-         "bad"),
-        (httpx.Response(200, json={"content": "no status"}), "success", False, "no status", None),
-        (httpx.Response(200, text="plain words"), "success", False, "plain words", None),
+        (httpx.Response(200, json={"status": "COMPLETED", "content": "sync"}),
+         '{"status":"COMPLETED","content":"sync"}'),
+        (httpx.Response(200, json={"status": "ERROR", "error": "bad"}),
+         '{"status":"ERROR","error":"bad"}'),
+        (httpx.Response(200, json={"content": "no status"}), '{"content":"no status"}'),
+        (httpx.Response(200, json={"run_id": "", "status": "PENDING"}),
+         '{"run_id":"","status":"PENDING"}'),
+        (httpx.Response(200, json=["r1"]), '["r1"]'),
+        (httpx.Response(200, text="plain words"), "plain words"),
+        (httpx.Response(200), "an empty body"),
     ],
 )  # fmt: skip
-def test_run_endpoint_answering_synchronously(reply, status, retryable, output, error):
+def test_run_endpoint_reply_without_a_run_id_is_not_a_success(reply, shown):
+    # Nothing to poll, cancel or attach to: whatever the target did, it was not an AgentOS run,
+    # and asking again would get the same answer.
     target = run_target([{"status": "RUNNING"}], post=reply)
     started = []
 
@@ -426,8 +448,12 @@ def test_run_endpoint_answering_synchronously(reply, status, retryable, output, 
             return await d.dispatch(make_fire("/agents/a1/runs"), on_started)
 
     out = arun(main())
-    assert (out.status, out.retryable, out.output, out.error) == (status, retryable, output, error)
-    assert out.status_code == 200
+    assert out == Outcome(
+        status="failed",
+        status_code=200,
+        error=f"the reply was not an AgentOS run reply (no run_id): {shown}",
+        retryable=False,
+    )
     assert target.gets() == []
     assert started == []
 
@@ -445,7 +471,8 @@ def test_final_status_in_the_start_reply_needs_no_poll():
             return await d.dispatch(make_fire("/agents/a1/runs"), on_started)
 
     out = arun(main())
-    assert (out.status, out.output, out.run_id) == ("success", "quick", "r7")
+    assert (out.status, out.run_id) == ("success", "r7")
+    assert out.output == {"content": "quick", "content_type": "str"}
     assert started == [("r7", "s7")]
     assert target.gets() == []
 
@@ -807,7 +834,7 @@ def test_loopback_run_endpoint(loopback):
         status_code=202,
         run_id="r1",
         session_id="s1",
-        output="real",
+        output={"content": "real", "content_type": "str"},
         extra={"polls": 1},
     )
     assert started == [("r1", "s1")]
