@@ -54,7 +54,7 @@ OUTPUT_BYTES = 64 * 1024  # Outcome.output is cut to about this size
 MIN_POLL_GAP = 0.05  # polls after the first are never closer than this (no hot loop)
 CANCEL_TIMEOUT = 5.0  # default bound of the AgentOS cancel sent when a run times out
 REDACTED = "[redacted]"
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 7230 token
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 7230 token (fullmatch)
 # Statuses after which an attached run has nothing more to give: a new run is started instead.
 RESTART_RUN_STATUSES = frozenset({"CANCELLED", "ERROR"})
 # What a PAUSED run says it waits for, kept in the run row's output beside its content.
@@ -130,7 +130,7 @@ def validate_headers(token: str | None, headers: dict[str, str] | None) -> None:
     if not isinstance(headers, dict):
         raise ValidationError("headers", f"must be a dict of names to values, not {headers!r}")
     for name, value in headers.items():
-        if not isinstance(name, str) or not HEADER_NAME_RE.match(name):
+        if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
             raise ValidationError("headers", f"header name {name!r} is not an RFC 7230 token")
         if not isinstance(value, str):
             raise ValidationError(

@@ -863,3 +863,310 @@ def test_loopback_connection_refused():
     out = arun(main())
     assert (out.status, out.retryable, out.status_code) == ("failed", True, None)
     assert out.error.startswith("ConnectError: ")
+
+
+# -- cancel on timeout, attach to an earlier run ----------------------------------------------
+
+
+def test_timeout_while_attached_cancels_the_attached_run():
+    clock = SimClock(T0)
+    target = run_target([{"status": "RUNNING"}], clock)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            fire = make_fire(
+                "/workflows/w1/runs", timeout_seconds=2.0, run_id="r0", session_id="s0"
+            )
+            task = asyncio.create_task(d.dispatch(fire))
+            await clock.advance(3)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.run_id, out.session_id, out.status_code) == ("timeout", "r0", "s0", 200)
+    assert out.error == "run did not finish within 2s; cancel accepted"
+    assert [(r.method, str(r.url)) for r in target.requests] == [
+        ("GET", "http://agentos.test/workflows/w1/runs/r0?session_id=s0"),
+        ("GET", "http://agentos.test/workflows/w1/runs/r0?session_id=s0"),
+        ("GET", "http://agentos.test/workflows/w1/runs/r0?session_id=s0"),
+        ("POST", "http://agentos.test/workflows/w1/runs/r0/cancel?session_id=s0"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (httpx.Response(404, json={"detail": "Run not found"}),
+         'cancel refused: HTTP 404 Not Found: {"detail":"Run not found"}'),
+        (httpx.Response(401, text="no"), "cancel refused: HTTP 401 Unauthorized: no"),
+        (httpx.ConnectError("refused"), "cancel failed: ConnectError: refused"),
+        (RuntimeError("boom"), "cancel failed: RuntimeError: boom"),
+        (None, "cancel failed: no answer within 2s"),
+    ],
+)  # fmt: skip
+def test_what_became_of_the_cancel_is_recorded(answer, error):
+    clock = SimClock(T0)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/cancel"):
+            if request.method == "POST":
+                return httpx.Response(202, json={"run_id": "r1", "session_id": "s1"})
+            return httpx.Response(200, json={"status": "RUNNING"})
+        if answer is None:
+            await asyncio.Event().wait()  # never answers: the cancel's own bound ends it
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def main():
+        d = HttpDispatcher(
+            BASE, transport=httpx.MockTransport(handler), clock=clock, cancel_timeout=2.0
+        )
+        async with d:
+            task = asyncio.create_task(d.dispatch(make_fire("/agents/a1/runs", timeout_seconds=5)))
+            await clock.advance(5)
+            await clock.advance(2)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.retryable, out.run_id) == ("timeout", True, "r1")
+    assert out.error == f"run did not finish within 5s; {error}"
+
+
+def test_no_cancel_without_a_run_or_on_a_local_cancellation():
+    clock = SimClock(T0)
+    target = run_target([{"status": "RUNNING"}], clock)
+
+    async def never(request):
+        await asyncio.Event().wait()
+
+    async def main():
+        # the POST never answered: there is no run to cancel
+        silent = HttpDispatcher(BASE, transport=httpx.MockTransport(never), clock=clock)
+        async with silent, dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(
+                silent.dispatch(make_fire("/agents/a1/runs", timeout_seconds=1))
+            )
+            await clock.advance(1)
+            unstarted = await task
+            # stop() or a lost lease cancels the attempt: the run goes on for the next holder
+            task = asyncio.create_task(d.dispatch(make_fire("/agents/a1/runs", timeout_seconds=9)))
+            await clock.advance(2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await clock.advance(20)
+            return unstarted
+
+    unstarted = arun(main())
+    assert (unstarted.status, unstarted.error) == ("timeout", "run did not finish within 1s")
+    assert [r.method for r in target.requests] == ["POST", "GET", "GET"]
+
+
+ATTACHED = "http://agentos.test/agents/a1/runs/r0?session_id=s0"
+POLLED = "http://agentos.test/agents/a1/runs/r1?session_id=s1"
+STARTED = "http://agentos.test/agents/a1/runs"
+
+
+@pytest.mark.parametrize(
+    ("polls", "status", "run_id", "calls"),
+    [
+        ([{"status": "COMPLETED", "content": "kept"}], "success", "r0", [("GET", ATTACHED)]),
+        ([{"status": "RUNNING"}, 503, httpx.ReadTimeout("slow"), {"status": "COMPLETED"}],
+         "success", "r0", [("GET", ATTACHED)] * 4),
+        ([{"status": "PAUSED"}], "paused", "r0", [("GET", ATTACHED)]),
+        ([404, {"status": "COMPLETED"}], "success", "r1",
+         [("GET", ATTACHED), ("POST", STARTED), ("GET", POLLED)]),
+        ([{"status": "CANCELLED"}, {"status": "COMPLETED"}], "success", "r1",
+         [("GET", ATTACHED), ("POST", STARTED), ("GET", POLLED)]),
+        ([{"status": "error"}, {"status": "COMPLETED"}], "success", "r1",
+         [("GET", ATTACHED), ("POST", STARTED), ("GET", POLLED)]),
+        ([401], "failed", "r0", [("GET", ATTACHED)]),
+    ],
+)  # fmt: skip
+def test_a_fire_with_a_run_id_attaches_before_it_starts_another(polls, status, run_id, calls):
+    clock = SimClock(T0)
+    target = run_target(polls, clock)
+    started = []
+
+    async def on_started(*ids):
+        started.append(ids)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            fire = make_fire("/agents/a1/runs", run_id="r0", session_id="s0")
+            task = asyncio.create_task(d.dispatch(fire, on_started))
+            await clock.advance(30)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.run_id) == (status, run_id)
+    assert [(r.method, str(r.url)) for r in target.requests] == calls
+    assert target.times[0] == T0  # an attach looks at once: the run may be long over
+    assert started == ([("r1", "s1")] if run_id == "r1" else [])
+    if status == "success" and run_id == "r0":
+        assert out.status_code == 200  # the poll's: nothing was started
+
+
+def test_paused_output_keeps_what_the_run_waits_for():
+    clock = SimClock(T0)
+    paused = {
+        "status": "PAUSED",
+        "content_type": "str",
+        "paused_step_name": "boom",
+        "paused_step_index": 1,
+        "error_requirements": [
+            {"step_name": "boom", "step_index": 1, "error_message": "x", "decision": None}
+        ],
+        "requirements": [{"kind": "confirmation"}],
+        "metrics": {"ignored": True},
+    }
+    target = run_target([paused], clock)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(d.dispatch(make_fire("/workflows/w1/runs")))
+            await clock.advance(1)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.retryable, out.error) == (
+        "paused",
+        False,
+        "run ended with status PAUSED",
+    )
+    assert out.output == {
+        "content": None,
+        "content_type": "str",
+        "paused_step_name": "boom",
+        "paused_step_index": 1,
+        "error_requirements": paused["error_requirements"],
+        "requirements": [{"kind": "confirmation"}],
+    }
+
+
+def test_constructor_checks_cancel_timeout():
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValidationError) as info:
+            HttpDispatcher(BASE, cancel_timeout=bad)
+        assert info.value.field == "cancel_timeout"
+
+
+# -- header checks, token redaction, empty bodies ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "headers", "field"),
+    [
+        ("s3cret\r\nX-Evil: 1", None, "token"),
+        ("s3cret\n", None, "token"),
+        ("s3\x00cret", None, "token"),
+        ("s3\x7fcret", None, "token"),
+        ("s3\x85cret", None, "token"),
+        (7, None, "token"),
+        ("tok", {"X-A": "v\r\nX-Evil: 1"}, "headers"),
+        ("tok", {"X-A": "v\rw"}, "headers"),
+        ("tok", {"X-A": "v\tw"}, "headers"),
+        ("tok", {"X-A": 3}, "headers"),
+        ("tok", {"X-A\r\nX-Evil": "1"}, "headers"),
+        ("tok", {"X-A\n": "1"}, "headers"),
+        ("tok", {"Bad Name": "v"}, "headers"),
+        ("tok", {"X-A:": "v"}, "headers"),
+        ("tok", {"": "v"}, "headers"),
+        ("tok", {"Ünïcode": "v"}, "headers"),
+        ("tok", [("X-A", "v")], "headers"),
+    ],
+)
+def test_header_injection_is_refused_when_built(token, headers, field):
+    with pytest.raises(ValidationError) as info:
+        HttpDispatcher(BASE, token, headers=headers)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    if field == "token" and isinstance(token, str):
+        assert "s3" not in str(info.value)  # the secret is never echoed
+
+
+def test_header_names_that_are_tokens_and_plain_values_are_sent():
+    target = Target(lambda r: httpx.Response(204))
+    headers = {"X-Tenant": "acme corp / eu", "x_trace.id~1": "a=b; c", "X-Empty": ""}
+
+    async def main():
+        async with dispatcher(target, token="abc.DEF-123_~+/=", headers=headers) as d:
+            return await d.dispatch(make_fire())
+
+    assert arun(main()).status == "success"
+    [req] = target.requests
+    assert req.headers["Authorization"] == "Bearer abc.DEF-123_~+/="
+    assert req.headers["X-Tenant"] == "acme corp / eu"
+    assert req.headers["x_trace.id~1"] == "a=b; c"
+
+
+def test_the_token_is_redacted_from_output_and_errors():
+    def echo(request: httpx.Request) -> httpx.Response:
+        auth = request.headers["authorization"]
+        if request.url.path == "/echo":
+            body = {"headers": {"authorization": auth}, "seen": [f"x {auth} y", 1], "s3cret": True}
+            return httpx.Response(200, json=body)
+        if request.url.path == "/fail":
+            return httpx.Response(500, text=f"rejected {auth}")
+        if request.url.path == "/edge":  # the token right across the 64 KiB cut
+            return httpx.Response(200, text="x" * 65533 + "s3cret" + "y" * 100)
+        if request.url.path == "/long-error":  # and across the 500-character error cut
+            return httpx.Response(500, text="E" * 498 + "s3cret")
+        raise RuntimeError(f"handler saw {auth}")
+
+    async def main():
+        async with dispatcher(Target(echo)) as d:
+            return [
+                await d.dispatch(make_fire(path))
+                for path in ("/echo", "/fail", "/edge", "/long-error", "/raise")
+            ]
+
+    echoed, failed, edge, long_error, raised = arun(main())
+    assert echoed.output == {
+        "headers": {"authorization": "Bearer [redacted]"},
+        "seen": ["x Bearer [redacted] y", 1],
+        "[redacted]": True,
+    }
+    assert failed.error == "HTTP 500 Internal Server Error: rejected Bearer [redacted]"
+    assert edge.output == "x" * 65533 + "[re" and edge.extra == {"output_truncated": True}
+    assert long_error.error == "HTTP 500 Internal Server Error: " + "E" * 498 + "[r…"
+    assert raised.error == "RuntimeError('handler saw Bearer [redacted]')"
+
+
+def test_the_token_is_redacted_from_run_output_and_poll_errors():
+    clock = SimClock(T0)
+    done = {"status": "COMPLETED", "content": {"said": ["token s3cret"]}, "content_type": "json"}
+    target = run_target([done], clock)
+    failing = run_target([403], clock)
+    failing.handler = lambda r: (
+        httpx.Response(202, json={"run_id": "r1", "session_id": "s1"})
+        if r.method == "POST"
+        else httpx.Response(403, text=f"no for {r.headers['authorization']}")
+    )
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d, dispatcher(failing, clock=clock) as f:
+            tasks = [asyncio.create_task(x.dispatch(make_fire("/agents/a1/runs"))) for x in (d, f)]
+            await clock.advance(1)
+            return [await t for t in tasks]
+
+    completed, refused = arun(main())
+    assert completed.output == {"content": {"said": ["token [redacted]"]}, "content_type": "json"}
+    assert refused.error == "poll: HTTP 403 Forbidden: no for Bearer [redacted]"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+def test_no_payload_sends_no_body_and_no_content_type(method):
+    target = Target(lambda r: httpx.Response(200, json={"ok": True}))
+
+    async def main():
+        async with dispatcher(target) as d:
+            none = await d.dispatch(make_fire(method=method, payload=None))
+            empty = await d.dispatch(make_fire(method=method, payload={}))
+            return none, empty
+
+    none, empty = arun(main())
+    assert none.status == empty.status == "success"
+    bare, braces = target.requests
+    assert bare.content == b"" and "Content-Type" not in bare.headers
+    assert (braces.content, braces.headers["Content-Type"]) == (b"{}", "application/json")
