@@ -1170,3 +1170,116 @@ def test_no_payload_sends_no_body_and_no_content_type(method):
     bare, braces = target.requests
     assert bare.content == b"" and "Content-Type" not in bare.headers
     assert (braces.content, braces.headers["Content-Type"]) == (b"{}", "application/json")
+
+
+class _AgentOSHandler(BaseHTTPRequestHandler):
+    """A loopback AgentOS: POST /workflows/wf/runs starts a background run (the first keeps
+    running, later ones are COMPLETED at once), GET <run>?session_id= polls it, and POST
+    <run>/cancel?session_id= cancels it (200 {})."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, str, str | None]]
+    runs: dict[str, dict]
+
+    def _reply(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        parts = urlsplit(self.path)
+        session = dict(parse_qsl(parts.query)).get("session_id")
+        path = parts.path.split("/")[4:]  # after /workflows/wf/runs
+        run = self.runs.get(path[0]) if path else None
+        if run is not None and run["session_id"] != session:
+            run = None
+        return path, run
+
+    def do_POST(self):
+        path, run = self._route()
+        if not path:
+            n = len(self.runs) + 1
+            run_id = f"wr{n}"
+            status = "RUNNING" if n == 1 else "COMPLETED"
+            self.runs[run_id] = {"run_id": run_id, "session_id": f"ws{n}", "status": status}
+            self._reply(202, {"run_id": run_id, "session_id": f"ws{n}", "status": "PENDING"})
+        elif path[1:] == ["cancel"] and run is not None:
+            run["status"] = "CANCELLED"
+            self._reply(200, {})
+        else:
+            self._reply(404, {"detail": "Run not found"})
+
+    def do_GET(self):
+        _, run = self._route()
+        if run is None:
+            self._reply(404, {"detail": "Run not found"})
+        else:
+            done = {"content": f"{run['run_id']} done", "content_type": "str"}
+            self._reply(200, {**run, **(done if run["status"] == "COMPLETED" else {})})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_loopback_agentos_cancel_on_timeout_then_retry_attaches():
+    handler = type("Handler", (_AgentOSHandler,), {"seen": [], "runs": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    clock = SimClock(T0)
+
+    async def main():
+        started = asyncio.Event()
+
+        async def on_started(run_id, session_id):
+            started.set()
+
+        # The deadline falls while the run is RUNNING (the next poll would be 10 s away).
+        async with HttpDispatcher(base, "tok", clock=clock, poll_initial=10.0) as d:
+            fire = make_fire("/workflows/wf/runs", timeout_seconds=1)
+            task = asyncio.create_task(d.dispatch(fire, on_started))
+            await started.wait()
+            await clock.advance(1)
+            timed_out = await task
+        # Its retry attaches, finds the run CANCELLED and starts one; a re-delivery of that
+        # attempt attaches to the new run and takes its result without starting anything.
+        async with HttpDispatcher(base, "tok", clock=clock, poll_initial=0.0) as d:
+            retry = make_fire("/workflows/wf/runs", attempt=2, run_id="wr1", session_id="ws1")
+            retried = await d.dispatch(retry)
+            again = make_fire("/workflows/wf/runs", attempt=2, run_id="wr2", session_id="ws2")
+            redelivered = await d.dispatch(again)
+        return timed_out, retried, redelivered
+
+    try:
+        timed_out, retried, redelivered = arun(main())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (timed_out.status, timed_out.run_id, timed_out.session_id) == ("timeout", "wr1", "ws1")
+    assert timed_out.error == "run did not finish within 1s; cancel accepted"
+    assert (retried.status, retried.run_id, retried.status_code) == ("success", "wr2", 202)
+    assert retried.output == {"content": "wr2 done", "content_type": "str"}
+    assert (redelivered.status, redelivered.run_id, redelivered.status_code) == (
+        "success",
+        "wr2",
+        200,
+    )
+    assert [(m, p) for m, p, _ in handler.seen] == [
+        ("POST", "/workflows/wf/runs"),
+        ("POST", "/workflows/wf/runs/wr1/cancel?session_id=ws1"),
+        ("GET", "/workflows/wf/runs/wr1?session_id=ws1"),
+        ("POST", "/workflows/wf/runs"),
+        ("GET", "/workflows/wf/runs/wr2?session_id=ws2"),
+        ("GET", "/workflows/wf/runs/wr2?session_id=ws2"),
+    ]
+    assert {auth for _, _, auth in handler.seen} == {"Bearer tok"}
+    assert handler.runs["wr1"]["status"] == "CANCELLED"
