@@ -124,11 +124,12 @@ LEASE_SQL = {
          WHERE id = %(id)s AND status = 'pending'""",
     "insert_run": """
         INSERT INTO {R} (id, schedule_id, attempt, scheduled_for, trigger, status,
-               idempotency_key, due_at, error, replica, lease_version, reclaim,
-               triggered_at, completed_at, input, created_at)
+               idempotency_key, due_at, run_id, session_id, error, replica, lease_version,
+               reclaim, triggered_at, completed_at, input, created_at)
         VALUES (%(id)s, %(schedule_id)s, %(attempt)s, %(scheduled_for)s, %(trigger)s, %(status)s,
-               %(idempotency_key)s, %(due_at)s, %(error)s, %(replica)s, %(lease_version)s,
-               %(reclaim)s, %(triggered_at)s, %(completed_at)s, %(input)s, %(created_at)s)""",
+               %(idempotency_key)s, %(due_at)s, %(run_id)s, %(session_id)s, %(error)s,
+               %(replica)s, %(lease_version)s, %(reclaim)s, %(triggered_at)s, %(completed_at)s,
+               %(input)s, %(created_at)s)""",
     # Heartbeat: extend the lease only for the (holder, version) that owns it. A holder whose
     # lease was taken gets rowcount 0 and stops; it can never extend someone else's lease.
     "heartbeat": """

@@ -10,9 +10,16 @@ and the scheduler decides the rest.
   background run is started, `on_started(run_id, session_id)` is awaited at once, then
   `GET /<kind>/<id>/runs/<run_id>?session_id=...` is polled with backoff on the injected clock
   until the run reaches COMPLETED, ERROR, CANCELLED or PAUSED. The whole exchange is bounded by
-  `fire.timeout_seconds` of that clock.
-* any other endpoint: one request (JSON body for POST/PUT/PATCH), success on 2xx, bounded by an
-  httpx timeout of `fire.timeout_seconds`.
+  `fire.timeout_seconds` of that clock; at that deadline the run is cancelled on the AgentOS
+  (`POST .../runs/<run_id>/cancel`), which ignores Idempotency-Key and would otherwise keep
+  working beside a retry. A fire that carries a `run_id` (a re-delivery, or a retry after a
+  timeout) attaches to that run by polling it, and starts a new one only if it is gone (404) or
+  ended CANCELLED or ERROR.
+* any other endpoint: one request (a JSON body for POST/PUT/PATCH when there is a payload),
+  success on 2xx, bounded by an httpx timeout of `fire.timeout_seconds`.
+
+The bearer token never leaves in an Outcome: it is replaced by "[redacted]" in what a target
+echoes back (error text and output, nested JSON strings included).
 
 `dispatch()` never raises except `asyncio.CancelledError`: every failure becomes an Outcome.
 """
@@ -23,6 +30,7 @@ import asyncio
 import email.utils
 import json
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from typing import Any, Protocol
@@ -44,6 +52,13 @@ RETRY_AFTER_CODES = frozenset({429, 503})
 ERROR_CHARS = 500  # at most this much of a reply body goes into Outcome.error
 OUTPUT_BYTES = 64 * 1024  # Outcome.output is cut to about this size
 MIN_POLL_GAP = 0.05  # polls after the first are never closer than this (no hot loop)
+CANCEL_TIMEOUT = 5.0  # default bound of the AgentOS cancel sent when a run times out
+REDACTED = "[redacted]"
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 7230 token (fullmatch)
+# Statuses after which an attached run has nothing more to give: a new run is started instead.
+RESTART_RUN_STATUSES = frozenset({"CANCELLED", "ERROR"})
+# What a PAUSED run says it waits for, kept in the run row's output beside its content.
+PAUSE_KEYS = ("requirements", "error_requirements", "paused_step_name", "paused_step_index")
 # AgentOS run statuses (case-insensitive) that end polling, and what they become.
 FINAL_RUN_STATUSES = {
     "COMPLETED": ("success", False),
@@ -95,6 +110,40 @@ def validate_endpoint(endpoint: str, allowed_hosts: Iterable[str] = ()) -> None:
         )
 
 
+def _control_char(text: str) -> str | None:
+    """The first control character (C0, DEL or C1) in `text`, if any."""
+    return next((c for c in text if unicodedata.category(c) == "Cc"), None)
+
+
+def validate_headers(token: str | None, headers: dict[str, str] | None) -> None:
+    """Raise ValidationError("token" | "headers", ...) unless every header would go on the wire
+    as given: names RFC 7230 tokens, values and the token free of CR, LF and other control
+    characters (which would let a value end its header line and start another)."""
+    if token is not None:
+        if not isinstance(token, str):
+            raise ValidationError("token", f"must be a string, not {type(token).__name__}")
+        bad = _control_char(token)
+        if bad is not None:  # never echo the token itself
+            raise ValidationError("token", f"must not contain control characters (found {bad!r})")
+    if headers is None:
+        return
+    if not isinstance(headers, dict):
+        raise ValidationError("headers", f"must be a dict of names to values, not {headers!r}")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
+            raise ValidationError("headers", f"header name {name!r} is not an RFC 7230 token")
+        if not isinstance(value, str):
+            raise ValidationError(
+                "headers", f"value of header {name!r} must be a string, not {type(value).__name__}"
+            )
+        bad = _control_char(value)
+        if bad is not None:
+            raise ValidationError(
+                "headers",
+                f"value of header {name!r} must not contain control characters (found {bad!r})",
+            )
+
+
 def _form_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -140,32 +189,57 @@ def _exc_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+class _Redactor:
+    """Replaces a secret wherever it appears in a string or a JSON value's strings."""
+
+    __slots__ = ("margin", "secret")
+
+    def __init__(self, secret: str | None):
+        self.secret = secret or None
+        # A body cut at N bytes is read to N + margin, so a secret across the cut is still
+        # whole when it is replaced (and the text cut after).
+        self.margin = len(secret.encode()) if secret else 0
+
+    def __call__(self, value: Any) -> Any:
+        if self.secret is None:
+            return value
+        if isinstance(value, str):
+            return value.replace(self.secret, REDACTED) if self.secret in value else value
+        if isinstance(value, dict):
+            return {self(k): self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        return value
+
+
 class _Reply:
-    """A read reply: status, headers and (possibly cut) body bytes."""
+    """A read reply: status, headers and (possibly cut) body bytes; text and JSON come out with
+    the secret redacted."""
 
-    __slots__ = ("body", "code", "encoding", "headers", "reason", "truncated")
+    __slots__ = ("body", "code", "encoding", "headers", "reason", "redact", "truncated")
 
-    def __init__(self, response: httpx.Response, body: bytes, truncated: bool):
+    def __init__(self, response: httpx.Response, body: bytes, truncated: bool, redact: _Redactor):
         self.code = response.status_code
         self.reason = response.reason_phrase
         self.headers = response.headers
         self.encoding = response.encoding or "utf-8"
         self.body = body
         self.truncated = truncated
+        self.redact = redact
 
     @property
     def ok(self) -> bool:
         return 200 <= self.code < 300
 
     def text(self) -> str:
-        return self.body.decode(self.encoding, errors="replace")
+        return self.redact(self.body.decode(self.encoding, errors="replace"))
 
     def json(self) -> Any:
         """The body as JSON, or None when it is empty, cut or not JSON."""
         if not self.body or self.truncated:
             return None
         try:
-            return json.loads(self.body)
+            return self.redact(json.loads(self.body))
         except ValueError:
             return None
 
@@ -205,7 +279,9 @@ class HttpDispatcher:
         poll_initial: float = 0.5,
         poll_max: float = 10.0,
         poll_factor: float = 1.6,
+        cancel_timeout: float = CANCEL_TIMEOUT,
     ):
+        validate_headers(token, headers)
         if max_connections < 1:
             raise ValidationError("max_connections", f"{max_connections!r} must be >= 1")
         if poll_initial < 0:
@@ -214,6 +290,8 @@ class HttpDispatcher:
             raise ValidationError("poll_max", f"{poll_max!r} must be > 0")
         if poll_factor < 1:
             raise ValidationError("poll_factor", f"{poll_factor!r} must be >= 1")
+        if not cancel_timeout > 0:
+            raise ValidationError("cancel_timeout", f"{cancel_timeout!r} must be > 0")
         self.base_url = base_url
         self.token = token
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -222,6 +300,8 @@ class HttpDispatcher:
         self.poll_initial = float(poll_initial)
         self.poll_max = float(poll_max)
         self.poll_factor = float(poll_factor)
+        self.cancel_timeout = float(cancel_timeout)
+        self._redact = _Redactor(token)
         self._given_transport = transport
         self._transport: httpx.AsyncBaseTransport | None = None
         base_headers = dict(headers or {})
@@ -281,6 +361,12 @@ class HttpDispatcher:
         return target
 
     async def dispatch(self, fire: Fire, on_started: OnStarted | None = None) -> Outcome:
+        outcome = await self._dispatch(fire, on_started)
+        # Bodies are redacted as they are read; this catches the rest (exception texts).
+        outcome.error = self._redact(outcome.error)
+        return outcome
+
+    async def _dispatch(self, fire: Fire, on_started: OnStarted | None) -> Outcome:
         method = fire.method.upper() if isinstance(fire.method, str) else fire.method
         try:
             url, match = self._target(method, fire.endpoint)
@@ -315,7 +401,8 @@ class HttpDispatcher:
         content: bytes | None = None,
         content_type: bytes | None = None,
     ) -> _Reply:
-        """One request; reads at most `cap` + 1 body bytes (all of it when cap is None)."""
+        """One request; reads at most `cap` + 1 body bytes (all of it when cap is None), and
+        the redaction margin beyond that."""
         if content_type is not None:
             headers = [*headers, (b"Content-Type", content_type)]
         request = httpx.Request(
@@ -334,22 +421,25 @@ class HttpDispatcher:
         except httpx.ResponseNotRead:
             pass
         else:
-            truncated = cap is not None and len(body) > cap
-            return _Reply(response, body[:cap] if truncated else body, truncated)
+            return self._reply(response, body, cap)
+        keep = None if cap is None else cap + self._redact.margin
         try:
             chunks: list[bytes] = []
             size = 0
-            truncated = False
             async for chunk in response.aiter_bytes():
                 chunks.append(chunk)
                 size += len(chunk)
-                if cap is not None and size > cap:
-                    truncated = True
+                if keep is not None and size > keep:
                     break
         finally:
             await response.aclose()
-        body = b"".join(chunks)
-        return _Reply(response, body[:cap] if truncated else body, truncated)
+        return self._reply(response, b"".join(chunks), cap)
+
+    def _reply(self, response: httpx.Response, body: bytes, cap: int | None) -> _Reply:
+        truncated = cap is not None and len(body) > cap
+        if truncated:
+            body = body[: cap + self._redact.margin]
+        return _Reply(response, body, truncated, self._redact)
 
     def _failure(self, reply: _Reply) -> Outcome:
         """The Outcome of a non-2xx reply."""
@@ -397,7 +487,7 @@ class HttpDispatcher:
 
     async def _plain(self, fire: Fire, method: str, url: httpx.URL) -> Outcome:
         content = content_type = None
-        if method in ("POST", "PUT", "PATCH"):
+        if method in ("POST", "PUT", "PATCH") and fire.payload is not None:
             content = json.dumps(fire.payload, separators=(",", ":")).encode()
             content_type = b"application/json"
         try:
@@ -419,31 +509,70 @@ class HttpDispatcher:
 
     # -- run endpoints (AgentOS protocol) ----------------------------------------------------
 
-    async def _run_bounded(
-        self, fire: Fire, url: httpx.URL, match: re.Match[str], on_started: OnStarted | None
-    ) -> Outcome:
-        """Run the protocol under a deadline of fire.timeout_seconds on the injected clock."""
-        state = _RunState()
+    async def _within(self, seconds: float, coro: Awaitable[Any]) -> tuple[bool, Any]:
+        """Run `coro` for at most `seconds` of the injected clock: (True, its result) or, once
+        the time is up, (False, None) after it was cancelled and has wound down."""
         done = asyncio.Event()
-        task = asyncio.create_task(self._run(fire, url, match, on_started, state))
+        task = asyncio.ensure_future(coro)
         task.add_done_callback(lambda _: done.set())
         try:
-            finished = await self.clock.wait(done, fire.timeout_seconds)
+            finished = await self.clock.wait(done, seconds)
         finally:
             if not task.done():
                 task.cancel()
         if finished:
-            return task.result()
-        await asyncio.wait({task})  # let the cancelled protocol close its response
+            return True, task.result()
+        await asyncio.wait({task})  # let the cancelled request close its response
+        return False, None
+
+    async def _run_bounded(
+        self, fire: Fire, url: httpx.URL, match: re.Match[str], on_started: OnStarted | None
+    ) -> Outcome:
+        """Run the protocol under a deadline of fire.timeout_seconds on the injected clock; past
+        it, cancel the run on the AgentOS before the timeout is reported. (A cancellation of
+        ours, from stop() or a lost lease, raises past all this: the run keeps going and the
+        next holder attaches to it.)"""
+        state = _RunState()
+        finished, outcome = await self._within(
+            fire.timeout_seconds, self._run(fire, url, match, on_started, state)
+        )
+        if finished:
+            return outcome
+        error = f"run did not finish within {fire.timeout_seconds:g}s"
+        if state.run_id is not None:
+            error += "; " + await self._cancel_run(fire, url, state)
         return Outcome(
             status="timeout",
             status_code=state.status_code,
             run_id=state.run_id,
             session_id=state.session_id,
-            error=f"run did not finish within {fire.timeout_seconds:g}s",
+            error=error,
             retryable=True,
             extra={"polls": state.polls},
         )
+
+    async def _cancel_run(self, fire: Fire, url: httpx.URL, state: _RunState) -> str:
+        """POST <endpoint>/<run_id>/cancel, bounded by cancel_timeout; says how it went."""
+        assert state.run_id is not None
+        cancel_url = _run_url(url, state.run_id, state.session_id, "/cancel")
+        request = self._send(
+            "POST",
+            cancel_url,
+            cap=ERROR_CHARS,
+            headers=self._fire_headers(fire),
+            timeout=self.cancel_timeout,
+        )
+        try:
+            finished, reply = await self._within(self.cancel_timeout, request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return f"cancel failed: {_short(_exc_text(exc))}"
+        if not finished:
+            return f"cancel failed: no answer within {self.cancel_timeout:g}s"
+        if reply.ok:
+            return "cancel accepted"
+        return f"cancel refused: {self._failure(reply).error}"
 
     async def _run(
         self,
@@ -476,6 +605,13 @@ class HttpDispatcher:
         state: _RunState,
     ) -> Outcome:
         headers = self._fire_headers(fire)
+        if fire.run_id:
+            # An earlier delivery started a run: follow it rather than start a second one.
+            state.run_id, state.session_id = fire.run_id, fire.session_id
+            attached = await self._poll(url, headers, state, fire.timeout_seconds, attach=True)
+            if attached is not None:
+                return attached
+            state.run_id = state.session_id = state.status_code = None
         try:
             reply = await self._send(
                 "POST",
@@ -490,38 +626,61 @@ class HttpDispatcher:
             return self._request_error(exc)
         if not reply.ok:
             return self._failure(reply)
-        state.status_code = reply.code
         body = reply.json()
-        if not isinstance(body, dict):
-            return Outcome(status="success", status_code=reply.code, output=reply.output())
-        state.run_id = _str_or_none(body.get("run_id"))
+        run_id = _str_or_none(body.get("run_id")) if isinstance(body, dict) else None
+        if run_id is None:
+            # Whatever it did, we cannot follow it, cancel it or attach to it: not a success,
+            # and not worth repeating (it would answer the same).
+            text = _short(reply.text(), 200) if reply.body else "an empty body"
+            return Outcome(
+                status="failed",
+                status_code=reply.code,
+                error=f"the reply was not an AgentOS run reply (no run_id): {text}",
+                retryable=False,
+            )
+        assert isinstance(body, dict)
+        state.status_code = reply.code
+        state.run_id = run_id
         state.session_id = _str_or_none(body.get("session_id"))
-        if state.run_id is None:  # a synchronous target: the reply is the result
-            return self._run_result(body, state, default="success")
         if on_started is not None:
             await on_started(state.run_id, state.session_id)
         final = self._run_result(body, state, default=None)
         if final is not None:  # the start reply already carries a final status
             return final
+        outcome = await self._poll(url, headers, state, fire.timeout_seconds, attach=False)
+        assert outcome is not None
+        return outcome
 
-        # Poll beside the run endpoint: <endpoint>/<run_id>, on the same origin and base path.
-        run_path = url.raw_path.split(b"?")[0].rstrip(b"/").decode()
-        query = f"?{urlencode({'session_id': state.session_id})}" if state.session_id else ""
-        poll_url = url.copy_with(
-            raw_path=f"{run_path}/{quote(state.run_id, safe='')}{query}".encode()
-        )
+    async def _poll(
+        self,
+        url: httpx.URL,
+        headers: list[tuple[bytes, bytes]],
+        state: _RunState,
+        timeout: float,
+        *,
+        attach: bool,
+    ) -> Outcome | None:
+        """Poll state.run_id until it ends. Attached to an earlier delivery's run, it looks at
+        once, and returns None when that run is gone (404) or ended CANCELLED or ERROR: a new
+        one is to be started. A run we started ourselves may not be visible yet: 404 polls on."""
+        assert state.run_id is not None
+        poll_url = _run_url(url, state.run_id, state.session_id)
         delay = self.poll_initial
+        look_now = attach  # an earlier delivery's run may be long over
         while True:
-            await self.clock.sleep(delay)
-            delay = min(self.poll_max, max(delay * self.poll_factor, MIN_POLL_GAP))
+            if look_now:
+                look_now = False
+            else:
+                await self.clock.sleep(delay)
+                delay = min(self.poll_max, max(delay * self.poll_factor, MIN_POLL_GAP))
             state.polls += 1
             try:
-                poll = await self._send(
-                    "GET", poll_url, cap=None, headers=headers, timeout=fire.timeout_seconds
-                )
+                poll = await self._send("GET", poll_url, cap=None, headers=headers, timeout=timeout)
             except httpx.HTTPError:
                 continue  # transport trouble: try again after the next backoff step
             if not poll.ok:
+                if attach and poll.code == 404:
+                    return None
                 if poll.code == 404 or poll.code >= 500 or poll.code in RETRYABLE_CODES:
                     continue  # not visible yet, or the target is busy: keep polling
                 failure = self._failure(poll)
@@ -531,10 +690,15 @@ class HttpDispatcher:
                 failure.retry_after = None
                 return failure
             run = poll.json()
-            if isinstance(run, dict):
-                final = self._run_result(run, state, default=None)
-                if final is not None:
-                    return final
+            if not isinstance(run, dict):
+                continue
+            if attach:
+                state.status_code = state.status_code or poll.code
+                if str(run.get("status") or "").upper() in RESTART_RUN_STATUSES:
+                    return None
+            final = self._run_result(run, state, default=None)
+            if final is not None:
+                return final
 
     @staticmethod
     def _run_result(body: dict[str, Any], state: _RunState, default: str | None) -> Outcome | None:
@@ -548,12 +712,18 @@ class HttpDispatcher:
         outcome_status, retryable = mapped
         error = None
         output = None
-        if outcome_status == "success":
-            output = _small(body.get("content"))
-        elif outcome_status == "failed":
+        if outcome_status in ("success", "paused"):
+            # Stored as the AgentOS gives it: content and its type; a pause adds what it waits for.
+            output = {
+                "content": _small(body.get("content")),
+                "content_type": _str_or_none(body.get("content_type")) or "str",
+            }
+            if outcome_status == "paused":
+                output.update({k: _small(body[k]) for k in PAUSE_KEYS if k in body})
+        if outcome_status == "failed":
             detail = body.get("error") or body.get("content")
             error = _short(str(detail)) if detail else f"run ended with status {status}"
-        else:
+        elif outcome_status != "success":
             error = f"run ended with status {status}"
         return Outcome(
             status=outcome_status,
@@ -565,6 +735,14 @@ class HttpDispatcher:
             output=output,
             extra={"polls": state.polls},
         )
+
+
+def _run_url(url: httpx.URL, run_id: str, session_id: str | None, suffix: str = "") -> httpx.URL:
+    """<endpoint>/<run_id><suffix>?session_id=...: beside the run endpoint, on its origin and
+    base path."""
+    run_path = url.raw_path.split(b"?")[0].rstrip(b"/").decode()
+    query = f"?{urlencode({'session_id': session_id})}" if session_id else ""
+    return url.copy_with(raw_path=f"{run_path}/{quote(run_id, safe='')}{suffix}{query}".encode())
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -107,6 +107,10 @@ class Fire:
     idempotency_key: str  # stable for one slot across attempts and reclaims
     timeout_seconds: float
     trigger: str = "schedule"
+    # The AgentOS run an earlier delivery of this attempt (or the attempt it retries) started:
+    # a run endpoint attaches to it before it would start another one.
+    run_id: str | None = None
+    session_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -55,6 +55,8 @@ def fire_for(s: Schedule, run: ScheduleRun) -> Fire:
         idempotency_key=run.idempotency_key,
         timeout_seconds=s.timeout_seconds,
         trigger=run.trigger,
+        run_id=run.run_id,
+        session_id=run.session_id,
     )
 
 
@@ -133,7 +135,9 @@ class Planner:
         allow = s.overlap == "allow"
 
         # 1. Orphans: attempts in flight under a holder whose lease expired. Re-deliver each with
-        # the same attempt number and idempotency key (the target may have seen it already).
+        # the same attempt number and idempotency key (the target may have seen it already), and
+        # with the run it started, if any: the re-delivery attaches to that run instead of
+        # starting a second one (an AgentOS ignores Idempotency-Key).
         for orphan in claim.running:
             if orphan.id in in_flight:
                 continue
@@ -150,6 +154,8 @@ class Planner:
                     scheduled_for=orphan.scheduled_for,
                     idempotency_key=orphan.idempotency_key,
                     reclaim=orphan.reclaim + 1,
+                    run_id=orphan.run_id,
+                    session_id=orphan.session_id,
                 )
                 d.runs.append(replacement)
             plan.lost_runs.append((orphan.id, replacement, error))
@@ -310,6 +316,11 @@ class Planner:
                 scheduled_for=run.scheduled_for,
                 idempotency_key=run.idempotency_key,
                 due_at=now + self.retry_delay(s, run.attempt, outcome.retry_after),
+                # A run that timed out (a cancel is cooperative) or whose polling broke off may
+                # still be going: the retry attaches to it first and starts a new one only once
+                # it is over (one poll, for a run that ended ERROR).
+                run_id=outcome.run_id,
+                session_id=outcome.session_id,
             )
             plan.retry.triggered_at = None
         # A one-off is done once its slot's last attempt ends.

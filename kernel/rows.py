@@ -91,6 +91,8 @@ def _run_params(run: ScheduleRun) -> dict[str, Any]:
         "status": run.status,
         "idempotency_key": run.idempotency_key,
         "due_at": run.due_at,
+        "run_id": run.run_id,
+        "session_id": run.session_id,
         "error": run.error,
         "replica": run.replica,
         "lease_version": run.lease_version,

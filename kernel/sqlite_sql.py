@@ -93,11 +93,11 @@ LEASE_SQL = {
          WHERE id = :id AND status = 'pending'""",
     "insert_run": """
         INSERT INTO {R} (id, schedule_id, attempt, scheduled_for, trigger, status,
-               idempotency_key, due_at, error, replica, lease_version, reclaim,
-               triggered_at, completed_at, input, created_at)
+               idempotency_key, due_at, run_id, session_id, error, replica, lease_version,
+               reclaim, triggered_at, completed_at, input, created_at)
         VALUES (:id, :schedule_id, :attempt, :scheduled_for, :trigger, :status,
-               :idempotency_key, :due_at, :error, :replica, :lease_version, :reclaim,
-               :triggered_at, :completed_at, :input, :created_at)""",
+               :idempotency_key, :due_at, :run_id, :session_id, :error, :replica, :lease_version,
+               :reclaim, :triggered_at, :completed_at, :input, :created_at)""",
     # Heartbeat: extend the lease only for the (holder, version) that owns it. A holder whose
     # lease was taken gets rowcount 0 and stops; it can never extend someone else's lease.
     "heartbeat": """

@@ -1,5 +1,6 @@
 """Shared test parts: an in-process HTTP target that speaks the AgentOS run protocol on an httpx
-MockTransport and records every request, and a cluster of replicas on one SQLite file."""
+MockTransport (start, poll, cancel) and records every request, and a cluster of replicas on one
+SQLite file."""
 
 from __future__ import annotations
 
@@ -41,14 +42,21 @@ class Request:
 class AgentRun:
     run_id: str
     session_id: str
-    done_at: float
+    done_at: float  # float("inf"): it keeps running until cancelled
     final: str
+    cancelled_at: float | None = None
+
+
+RUN_PATH = r"^/(agents|teams|workflows)/([^/]+)/runs"
 
 
 @dataclass
 class Target:
     """Records requests; answers plain endpoints from a per-path script of status codes and
-    agent runs with RUNNING until their duration has passed on the clock."""
+    AgentOS runs (agents, teams, workflows) with RUNNING until their duration has passed on the
+    clock (float("inf"): until cancelled). `POST <run>/cancel` answers 200 {} and, unless
+    `cancel_delay` is None, ends the run CANCELLED that much later (cooperative, like the real
+    one); cancels are recorded in `cancels`, not in `requests`."""
 
     clock: SimClock
     requests: list[Request] = field(default_factory=list)
@@ -56,18 +64,44 @@ class Target:
     durations: dict[str, float] = field(default_factory=dict)  # agent id -> run seconds
     finals: dict[str, list[str]] = field(default_factory=dict)  # agent id -> final statuses
     runs: dict[str, AgentRun] = field(default_factory=dict)
+    cancels: list[tuple[float, str, str | None]] = field(default_factory=list)  # at, run, session
+    cancel_delay: float | None = 0.0
     on_request: object = None  # optional callback(request) run before answering
     _ids: itertools.count = field(default_factory=itertools.count)
+
+    def _run(self, request: httpx.Request, match: re.Match) -> AgentRun | None:
+        run = self.runs.get(match.group(3))
+        session = request.url.params.get("session_id")
+        return run if run is not None and session == run.session_id else None
+
+    def status(self, run: AgentRun) -> str:
+        now = self.clock.now()
+        if run.cancelled_at is not None and now >= run.cancelled_at and now < run.done_at:
+            return "CANCELLED"
+        return run.final if now >= run.done_at else "RUNNING"
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if request.method == "GET":
-            m = re.match(r"^/agents/([^/]+)/runs/([^/]+)$", path)
-            run = self.runs.get(m.group(2)) if m else None
+            m = re.match(RUN_PATH + r"/([^/]+)$", path)
+            run = self._run(request, m) if m else None
             if run is None:
-                return httpx.Response(404, json={"detail": "no such run"})
-            status = run.final if self.clock.now() >= run.done_at else "RUNNING"
-            return httpx.Response(200, json={"status": status, "content": f"{status} content"})
+                return httpx.Response(404, json={"detail": "Run not found"})
+            status = self.status(run)
+            body = {"run_id": run.run_id, "session_id": run.session_id, "status": status}
+            if status != "RUNNING":
+                body.update(content=f"{status} content", content_type="str")
+            return httpx.Response(200, json=body)
+        m = re.match(RUN_PATH + r"/([^/]+)/cancel$", path)
+        if request.method == "POST" and m:
+            run = self._run(request, m)
+            session = request.url.params.get("session_id")
+            self.cancels.append((self.clock.now(), m.group(3), session))
+            if run is None:
+                return httpx.Response(404, json={"detail": "Run not found"})
+            if self.cancel_delay is not None and run.cancelled_at is None:
+                run.cancelled_at = self.clock.now() + self.cancel_delay
+            return httpx.Response(200, json={})
         rec = Request(
             at=self.clock.now(),
             method=request.method,
@@ -82,9 +116,9 @@ class Target:
         self.requests.append(rec)
         if callable(self.on_request):
             self.on_request(rec)
-        m = re.match(r"^/agents/([^/]+)/runs$", path)
+        m = re.match(RUN_PATH + "$", path)
         if m:
-            agent = m.group(1)
+            agent = m.group(2)
             n = next(self._ids)
             finals = self.finals.get(agent, ["COMPLETED"])
             run = AgentRun(
@@ -94,7 +128,9 @@ class Target:
                 finals[min(len([r for r in self.requests if r.path == path]) - 1, len(finals) - 1)],
             )
             self.runs[run.run_id] = run
-            return httpx.Response(200, json={"run_id": run.run_id, "session_id": run.session_id})
+            return httpx.Response(
+                202, json={"run_id": run.run_id, "session_id": run.session_id, "status": "PENDING"}
+            )
         script = self.codes.get(path, [200])
         count = sum(1 for r in self.requests if r.path == path)
         code = script[min(count - 1, len(script) - 1)]
@@ -102,6 +138,10 @@ class Target:
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handler)
+
+    def posts(self, path: str) -> list[Request]:
+        """The run starts (or plain POSTs) sent to `path`."""
+        return [r for r in self.requests if r.method == "POST" and r.path == path]
 
     def keys(self) -> Counter:
         return Counter((r.key, r.attempt) for r in self.requests)

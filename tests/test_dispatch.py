@@ -80,12 +80,15 @@ class Target:
         return [r for r in self.requests if r.method == "GET"]
 
 
-def run_target(poll_statuses, clock=None, post=None):
+def run_target(poll_statuses, clock=None, post=None, cancel=None):
     """A run target: POST answers `post` (default 202 run r1/s1 PENDING); the n-th GET answers
-    poll_statuses[n] (an int is an HTTP code, an Exception is raised, a dict is the JSON)."""
+    poll_statuses[n] (an int is an HTTP code, an Exception is raised, a dict is the JSON);
+    POST .../cancel answers `cancel` (default 200 {})."""
     polls = list(poll_statuses)
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("/cancel"):
+            return cancel if cancel is not None else httpx.Response(200, json={})
         if request.method == "POST":
             if post is not None:
                 return post
@@ -241,7 +244,7 @@ def test_on_started_before_polling_then_completed():
         status_code=202,
         run_id="r1",
         session_id="s1",
-        output={"answer": 42},
+        output={"content": {"answer": 42}, "content_type": "str"},
         extra={"polls": 1},
     )
     assert started == [("r1", "s1", 0)]
@@ -255,8 +258,14 @@ def test_on_started_before_polling_then_completed():
 @pytest.mark.parametrize(
     ("reply", "status", "retryable", "error", "output"),
     [
-        ({"status": "completed", "content": "hi"}, "success", False, None, "hi"),
-        ({"status": "COMPLETED"}, "success", False, None, None),
+        (
+            {"status": "completed", "content": "hi", "content_type": "markdown"},
+            "success",
+            False,
+            None,
+            {"content": "hi", "content_type": "markdown"},
+        ),
+        ({"status": "COMPLETED"}, "success", False, None, {"content": None, "content_type": "str"}),
         ({"status": "ERROR", "error": "model exploded"}, "failed", True, "model exploded", None),
         ({"status": "Error", "content": "tool failed"}, "failed", True, "tool failed", None),
         ({"status": "ERROR"}, "failed", True, "run ended with status ERROR", None),
@@ -266,7 +275,7 @@ def test_on_started_before_polling_then_completed():
             "paused",
             False,
             "run ended with status PAUSED",
-            None,
+            {"content": "?", "content_type": "str"},
         ),
     ],
 )
@@ -311,7 +320,7 @@ def test_backoff_delays_and_polling_through_404_errors_and_unknown_statuses():
 
     out = arun(main())
     assert out.status == "success"
-    assert out.output == "finally"
+    assert out.output == {"content": "finally", "content_type": "str"}
     assert out.extra == {"polls": 10}
     times = target.times[1:]  # [0] is the POST
     delays = [b - a for a, b in zip([T0, *times], times, strict=False)]
@@ -355,11 +364,18 @@ def test_timeout_on_the_sim_clock_keeps_run_ids():
         status_code=202,
         run_id="r1",
         session_id="s1",
-        error="run did not finish within 5s",
+        error="run did not finish within 5s; cancel accepted",
         retryable=True,
         extra={"polls": 4},
     )
-    assert [t - T0 for t in target.times[1:]] == pytest.approx([0.5, 1.3, 2.58, 4.628])
+    assert [t - T0 for t in target.times[1:]] == pytest.approx([0.5, 1.3, 2.58, 4.628, 5.0])
+    cancel = target.requests[-1]
+    assert (cancel.method, str(cancel.url)) == (
+        "POST",
+        "http://agentos.test/agents/a1/runs/r1/cancel?session_id=s1",
+    )
+    assert cancel.content == b"" and "Content-Type" not in cancel.headers
+    assert cancel.headers["Authorization"] == "Bearer s3cret"
 
 
 def test_timeout_covers_a_post_that_never_answers():
@@ -404,17 +420,23 @@ def test_poll_auth_failure_is_final():
 
 
 @pytest.mark.parametrize(
-    ("reply", "status", "retryable", "output", "error"),
+    ("reply", "shown"),
     [
-        (httpx.Response(200, json={"status": "COMPLETED", "content": "sync"}), "success", False,
-         "sync", None),
-        (httpx.Response(200, json={"status": "ERROR", "error": "bad"}), "failed", True, None,
-         "bad"),
-        (httpx.Response(200, json={"content": "no status"}), "success", False, "no status", None),
-        (httpx.Response(200, text="plain words"), "success", False, "plain words", None),
+        (httpx.Response(200, json={"status": "COMPLETED", "content": "sync"}),
+         '{"status":"COMPLETED","content":"sync"}'),
+        (httpx.Response(200, json={"status": "ERROR", "error": "bad"}),
+         '{"status":"ERROR","error":"bad"}'),
+        (httpx.Response(200, json={"content": "no status"}), '{"content":"no status"}'),
+        (httpx.Response(200, json={"run_id": "", "status": "PENDING"}),
+         '{"run_id":"","status":"PENDING"}'),
+        (httpx.Response(200, json=["r1"]), '["r1"]'),
+        (httpx.Response(200, text="plain words"), "plain words"),
+        (httpx.Response(200), "an empty body"),
     ],
 )  # fmt: skip
-def test_run_endpoint_answering_synchronously(reply, status, retryable, output, error):
+def test_run_endpoint_reply_without_a_run_id_is_not_a_success(reply, shown):
+    # Nothing to poll, cancel or attach to: whatever the target did, it was not an AgentOS run,
+    # and asking again would get the same answer.
     target = run_target([{"status": "RUNNING"}], post=reply)
     started = []
 
@@ -426,8 +448,12 @@ def test_run_endpoint_answering_synchronously(reply, status, retryable, output, 
             return await d.dispatch(make_fire("/agents/a1/runs"), on_started)
 
     out = arun(main())
-    assert (out.status, out.retryable, out.output, out.error) == (status, retryable, output, error)
-    assert out.status_code == 200
+    assert out == Outcome(
+        status="failed",
+        status_code=200,
+        error=f"the reply was not an AgentOS run reply (no run_id): {shown}",
+        retryable=False,
+    )
     assert target.gets() == []
     assert started == []
 
@@ -445,7 +471,8 @@ def test_final_status_in_the_start_reply_needs_no_poll():
             return await d.dispatch(make_fire("/agents/a1/runs"), on_started)
 
     out = arun(main())
-    assert (out.status, out.output, out.run_id) == ("success", "quick", "r7")
+    assert (out.status, out.run_id) == ("success", "r7")
+    assert out.output == {"content": "quick", "content_type": "str"}
     assert started == [("r7", "s7")]
     assert target.gets() == []
 
@@ -807,7 +834,7 @@ def test_loopback_run_endpoint(loopback):
         status_code=202,
         run_id="r1",
         session_id="s1",
-        output="real",
+        output={"content": "real", "content_type": "str"},
         extra={"polls": 1},
     )
     assert started == [("r1", "s1")]
@@ -836,3 +863,423 @@ def test_loopback_connection_refused():
     out = arun(main())
     assert (out.status, out.retryable, out.status_code) == ("failed", True, None)
     assert out.error.startswith("ConnectError: ")
+
+
+# -- cancel on timeout, attach to an earlier run ----------------------------------------------
+
+
+def test_timeout_while_attached_cancels_the_attached_run():
+    clock = SimClock(T0)
+    target = run_target([{"status": "RUNNING"}], clock)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            fire = make_fire(
+                "/workflows/w1/runs", timeout_seconds=2.0, run_id="r0", session_id="s0"
+            )
+            task = asyncio.create_task(d.dispatch(fire))
+            await clock.advance(3)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.run_id, out.session_id, out.status_code) == ("timeout", "r0", "s0", 200)
+    assert out.error == "run did not finish within 2s; cancel accepted"
+    assert [(r.method, str(r.url)) for r in target.requests] == [
+        ("GET", "http://agentos.test/workflows/w1/runs/r0?session_id=s0"),
+        ("GET", "http://agentos.test/workflows/w1/runs/r0?session_id=s0"),
+        ("GET", "http://agentos.test/workflows/w1/runs/r0?session_id=s0"),
+        ("POST", "http://agentos.test/workflows/w1/runs/r0/cancel?session_id=s0"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (httpx.Response(404, json={"detail": "Run not found"}),
+         'cancel refused: HTTP 404 Not Found: {"detail":"Run not found"}'),
+        (httpx.Response(401, text="no"), "cancel refused: HTTP 401 Unauthorized: no"),
+        (httpx.ConnectError("refused"), "cancel failed: ConnectError: refused"),
+        (RuntimeError("boom"), "cancel failed: RuntimeError: boom"),
+        (None, "cancel failed: no answer within 2s"),
+    ],
+)  # fmt: skip
+def test_what_became_of_the_cancel_is_recorded(answer, error):
+    clock = SimClock(T0)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/cancel"):
+            if request.method == "POST":
+                return httpx.Response(202, json={"run_id": "r1", "session_id": "s1"})
+            return httpx.Response(200, json={"status": "RUNNING"})
+        if answer is None:
+            await asyncio.Event().wait()  # never answers: the cancel's own bound ends it
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def main():
+        d = HttpDispatcher(
+            BASE, transport=httpx.MockTransport(handler), clock=clock, cancel_timeout=2.0
+        )
+        async with d:
+            task = asyncio.create_task(d.dispatch(make_fire("/agents/a1/runs", timeout_seconds=5)))
+            await clock.advance(5)
+            await clock.advance(2)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.retryable, out.run_id) == ("timeout", True, "r1")
+    assert out.error == f"run did not finish within 5s; {error}"
+
+
+def test_no_cancel_without_a_run_or_on_a_local_cancellation():
+    clock = SimClock(T0)
+    target = run_target([{"status": "RUNNING"}], clock)
+
+    async def never(request):
+        await asyncio.Event().wait()
+
+    async def main():
+        # the POST never answered: there is no run to cancel
+        silent = HttpDispatcher(BASE, transport=httpx.MockTransport(never), clock=clock)
+        async with silent, dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(
+                silent.dispatch(make_fire("/agents/a1/runs", timeout_seconds=1))
+            )
+            await clock.advance(1)
+            unstarted = await task
+            # stop() or a lost lease cancels the attempt: the run goes on for the next holder
+            task = asyncio.create_task(d.dispatch(make_fire("/agents/a1/runs", timeout_seconds=9)))
+            await clock.advance(2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await clock.advance(20)
+            return unstarted
+
+    unstarted = arun(main())
+    assert (unstarted.status, unstarted.error) == ("timeout", "run did not finish within 1s")
+    assert [r.method for r in target.requests] == ["POST", "GET", "GET"]
+
+
+ATTACHED = "http://agentos.test/agents/a1/runs/r0?session_id=s0"
+POLLED = "http://agentos.test/agents/a1/runs/r1?session_id=s1"
+STARTED = "http://agentos.test/agents/a1/runs"
+
+
+@pytest.mark.parametrize(
+    ("polls", "status", "run_id", "calls"),
+    [
+        ([{"status": "COMPLETED", "content": "kept"}], "success", "r0", [("GET", ATTACHED)]),
+        ([{"status": "RUNNING"}, 503, httpx.ReadTimeout("slow"), {"status": "COMPLETED"}],
+         "success", "r0", [("GET", ATTACHED)] * 4),
+        ([{"status": "PAUSED"}], "paused", "r0", [("GET", ATTACHED)]),
+        ([404, {"status": "COMPLETED"}], "success", "r1",
+         [("GET", ATTACHED), ("POST", STARTED), ("GET", POLLED)]),
+        ([{"status": "CANCELLED"}, {"status": "COMPLETED"}], "success", "r1",
+         [("GET", ATTACHED), ("POST", STARTED), ("GET", POLLED)]),
+        ([{"status": "error"}, {"status": "COMPLETED"}], "success", "r1",
+         [("GET", ATTACHED), ("POST", STARTED), ("GET", POLLED)]),
+        ([401], "failed", "r0", [("GET", ATTACHED)]),
+    ],
+)  # fmt: skip
+def test_a_fire_with_a_run_id_attaches_before_it_starts_another(polls, status, run_id, calls):
+    clock = SimClock(T0)
+    target = run_target(polls, clock)
+    started = []
+
+    async def on_started(*ids):
+        started.append(ids)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            fire = make_fire("/agents/a1/runs", run_id="r0", session_id="s0")
+            task = asyncio.create_task(d.dispatch(fire, on_started))
+            await clock.advance(30)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.run_id) == (status, run_id)
+    assert [(r.method, str(r.url)) for r in target.requests] == calls
+    assert target.times[0] == T0  # an attach looks at once: the run may be long over
+    assert started == ([("r1", "s1")] if run_id == "r1" else [])
+    if status == "success" and run_id == "r0":
+        assert out.status_code == 200  # the poll's: nothing was started
+
+
+def test_paused_output_keeps_what_the_run_waits_for():
+    clock = SimClock(T0)
+    paused = {
+        "status": "PAUSED",
+        "content_type": "str",
+        "paused_step_name": "boom",
+        "paused_step_index": 1,
+        "error_requirements": [
+            {"step_name": "boom", "step_index": 1, "error_message": "x", "decision": None}
+        ],
+        "requirements": [{"kind": "confirmation"}],
+        "metrics": {"ignored": True},
+    }
+    target = run_target([paused], clock)
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d:
+            task = asyncio.create_task(d.dispatch(make_fire("/workflows/w1/runs")))
+            await clock.advance(1)
+            return await task
+
+    out = arun(main())
+    assert (out.status, out.retryable, out.error) == (
+        "paused",
+        False,
+        "run ended with status PAUSED",
+    )
+    assert out.output == {
+        "content": None,
+        "content_type": "str",
+        "paused_step_name": "boom",
+        "paused_step_index": 1,
+        "error_requirements": paused["error_requirements"],
+        "requirements": [{"kind": "confirmation"}],
+    }
+
+
+def test_constructor_checks_cancel_timeout():
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValidationError) as info:
+            HttpDispatcher(BASE, cancel_timeout=bad)
+        assert info.value.field == "cancel_timeout"
+
+
+# -- header checks, token redaction, empty bodies ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "headers", "field"),
+    [
+        ("s3cret\r\nX-Evil: 1", None, "token"),
+        ("s3cret\n", None, "token"),
+        ("s3\x00cret", None, "token"),
+        ("s3\x7fcret", None, "token"),
+        ("s3\x85cret", None, "token"),
+        (7, None, "token"),
+        ("tok", {"X-A": "v\r\nX-Evil: 1"}, "headers"),
+        ("tok", {"X-A": "v\rw"}, "headers"),
+        ("tok", {"X-A": "v\tw"}, "headers"),
+        ("tok", {"X-A": 3}, "headers"),
+        ("tok", {"X-A\r\nX-Evil": "1"}, "headers"),
+        ("tok", {"X-A\n": "1"}, "headers"),
+        ("tok", {"Bad Name": "v"}, "headers"),
+        ("tok", {"X-A:": "v"}, "headers"),
+        ("tok", {"": "v"}, "headers"),
+        ("tok", {"Ünïcode": "v"}, "headers"),
+        ("tok", [("X-A", "v")], "headers"),
+    ],
+)
+def test_header_injection_is_refused_when_built(token, headers, field):
+    with pytest.raises(ValidationError) as info:
+        HttpDispatcher(BASE, token, headers=headers)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    if field == "token" and isinstance(token, str):
+        assert "s3" not in str(info.value)  # the secret is never echoed
+
+
+def test_header_names_that_are_tokens_and_plain_values_are_sent():
+    target = Target(lambda r: httpx.Response(204))
+    headers = {"X-Tenant": "acme corp / eu", "x_trace.id~1": "a=b; c", "X-Empty": ""}
+
+    async def main():
+        async with dispatcher(target, token="abc.DEF-123_~+/=", headers=headers) as d:
+            return await d.dispatch(make_fire())
+
+    assert arun(main()).status == "success"
+    [req] = target.requests
+    assert req.headers["Authorization"] == "Bearer abc.DEF-123_~+/="
+    assert req.headers["X-Tenant"] == "acme corp / eu"
+    assert req.headers["x_trace.id~1"] == "a=b; c"
+
+
+def test_the_token_is_redacted_from_output_and_errors():
+    def echo(request: httpx.Request) -> httpx.Response:
+        auth = request.headers["authorization"]
+        if request.url.path == "/echo":
+            body = {"headers": {"authorization": auth}, "seen": [f"x {auth} y", 1], "s3cret": True}
+            return httpx.Response(200, json=body)
+        if request.url.path == "/fail":
+            return httpx.Response(500, text=f"rejected {auth}")
+        if request.url.path == "/edge":  # the token right across the 64 KiB cut
+            return httpx.Response(200, text="x" * 65533 + "s3cret" + "y" * 100)
+        if request.url.path == "/long-error":  # and across the 500-character error cut
+            return httpx.Response(500, text="E" * 498 + "s3cret")
+        raise RuntimeError(f"handler saw {auth}")
+
+    async def main():
+        async with dispatcher(Target(echo)) as d:
+            return [
+                await d.dispatch(make_fire(path))
+                for path in ("/echo", "/fail", "/edge", "/long-error", "/raise")
+            ]
+
+    echoed, failed, edge, long_error, raised = arun(main())
+    assert echoed.output == {
+        "headers": {"authorization": "Bearer [redacted]"},
+        "seen": ["x Bearer [redacted] y", 1],
+        "[redacted]": True,
+    }
+    assert failed.error == "HTTP 500 Internal Server Error: rejected Bearer [redacted]"
+    assert edge.output == "x" * 65533 + "[re" and edge.extra == {"output_truncated": True}
+    assert long_error.error == "HTTP 500 Internal Server Error: " + "E" * 498 + "[r…"
+    assert raised.error == "RuntimeError('handler saw Bearer [redacted]')"
+
+
+def test_the_token_is_redacted_from_run_output_and_poll_errors():
+    clock = SimClock(T0)
+    done = {"status": "COMPLETED", "content": {"said": ["token s3cret"]}, "content_type": "json"}
+    target = run_target([done], clock)
+    failing = run_target([403], clock)
+    failing.handler = lambda r: (
+        httpx.Response(202, json={"run_id": "r1", "session_id": "s1"})
+        if r.method == "POST"
+        else httpx.Response(403, text=f"no for {r.headers['authorization']}")
+    )
+
+    async def main():
+        async with dispatcher(target, clock=clock) as d, dispatcher(failing, clock=clock) as f:
+            tasks = [asyncio.create_task(x.dispatch(make_fire("/agents/a1/runs"))) for x in (d, f)]
+            await clock.advance(1)
+            return [await t for t in tasks]
+
+    completed, refused = arun(main())
+    assert completed.output == {"content": {"said": ["token [redacted]"]}, "content_type": "json"}
+    assert refused.error == "poll: HTTP 403 Forbidden: no for Bearer [redacted]"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+def test_no_payload_sends_no_body_and_no_content_type(method):
+    target = Target(lambda r: httpx.Response(200, json={"ok": True}))
+
+    async def main():
+        async with dispatcher(target) as d:
+            none = await d.dispatch(make_fire(method=method, payload=None))
+            empty = await d.dispatch(make_fire(method=method, payload={}))
+            return none, empty
+
+    none, empty = arun(main())
+    assert none.status == empty.status == "success"
+    bare, braces = target.requests
+    assert bare.content == b"" and "Content-Type" not in bare.headers
+    assert (braces.content, braces.headers["Content-Type"]) == (b"{}", "application/json")
+
+
+class _AgentOSHandler(BaseHTTPRequestHandler):
+    """A loopback AgentOS: POST /workflows/wf/runs starts a background run (the first keeps
+    running, later ones are COMPLETED at once), GET <run>?session_id= polls it, and POST
+    <run>/cancel?session_id= cancels it (200 {})."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, str, str | None]]
+    runs: dict[str, dict]
+
+    def _reply(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        parts = urlsplit(self.path)
+        session = dict(parse_qsl(parts.query)).get("session_id")
+        path = parts.path.split("/")[4:]  # after /workflows/wf/runs
+        run = self.runs.get(path[0]) if path else None
+        if run is not None and run["session_id"] != session:
+            run = None
+        return path, run
+
+    def do_POST(self):
+        path, run = self._route()
+        if not path:
+            n = len(self.runs) + 1
+            run_id = f"wr{n}"
+            status = "RUNNING" if n == 1 else "COMPLETED"
+            self.runs[run_id] = {"run_id": run_id, "session_id": f"ws{n}", "status": status}
+            self._reply(202, {"run_id": run_id, "session_id": f"ws{n}", "status": "PENDING"})
+        elif path[1:] == ["cancel"] and run is not None:
+            run["status"] = "CANCELLED"
+            self._reply(200, {})
+        else:
+            self._reply(404, {"detail": "Run not found"})
+
+    def do_GET(self):
+        _, run = self._route()
+        if run is None:
+            self._reply(404, {"detail": "Run not found"})
+        else:
+            done = {"content": f"{run['run_id']} done", "content_type": "str"}
+            self._reply(200, {**run, **(done if run["status"] == "COMPLETED" else {})})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_loopback_agentos_cancel_on_timeout_then_retry_attaches():
+    handler = type("Handler", (_AgentOSHandler,), {"seen": [], "runs": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    clock = SimClock(T0)
+
+    async def main():
+        started = asyncio.Event()
+
+        async def on_started(run_id, session_id):
+            started.set()
+
+        # The deadline falls while the run is RUNNING (the next poll would be 10 s away).
+        async with HttpDispatcher(base, "tok", clock=clock, poll_initial=10.0) as d:
+            fire = make_fire("/workflows/wf/runs", timeout_seconds=1)
+            task = asyncio.create_task(d.dispatch(fire, on_started))
+            await started.wait()
+            await clock.advance(1)
+            timed_out = await task
+        # Its retry attaches, finds the run CANCELLED and starts one; a re-delivery of that
+        # attempt attaches to the new run and takes its result without starting anything.
+        async with HttpDispatcher(base, "tok", clock=clock, poll_initial=0.0) as d:
+            retry = make_fire("/workflows/wf/runs", attempt=2, run_id="wr1", session_id="ws1")
+            retried = await d.dispatch(retry)
+            again = make_fire("/workflows/wf/runs", attempt=2, run_id="wr2", session_id="ws2")
+            redelivered = await d.dispatch(again)
+        return timed_out, retried, redelivered
+
+    try:
+        timed_out, retried, redelivered = arun(main())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (timed_out.status, timed_out.run_id, timed_out.session_id) == ("timeout", "wr1", "ws1")
+    assert timed_out.error == "run did not finish within 1s; cancel accepted"
+    assert (retried.status, retried.run_id, retried.status_code) == ("success", "wr2", 202)
+    assert retried.output == {"content": "wr2 done", "content_type": "str"}
+    assert (redelivered.status, redelivered.run_id, redelivered.status_code) == (
+        "success",
+        "wr2",
+        200,
+    )
+    assert [(m, p) for m, p, _ in handler.seen] == [
+        ("POST", "/workflows/wf/runs"),
+        ("POST", "/workflows/wf/runs/wr1/cancel?session_id=ws1"),
+        ("GET", "/workflows/wf/runs/wr1?session_id=ws1"),
+        ("POST", "/workflows/wf/runs"),
+        ("GET", "/workflows/wf/runs/wr2?session_id=ws2"),
+        ("GET", "/workflows/wf/runs/wr2?session_id=ws2"),
+    ]
+    assert {auth for _, _, auth in handler.seen} == {"Bearer tok"}
+    assert handler.runs["wr1"]["status"] == "CANCELLED"

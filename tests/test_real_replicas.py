@@ -120,7 +120,8 @@ async def test_fires_cross_a_real_loopback_socket(tmp_path, server):
     assert by_path["/hooks/a"]["key"] == f"{hook.id}@manual:{hook_run}"
     row = await SqliteStore(str(tmp_path / "loop.db"), inline=True).get_run(agent_run)
     assert (row.status, row.run_id, row.status_code) == ("success", "run-bot", 200)
-    assert row.session_id == "sess-bot" and row.output == "done in sess-bot"
+    assert row.session_id == "sess-bot"
+    assert row.output == {"content": "done in sess-bot", "content_type": "str"}
 
 
 def _replica(db: str, base: str, name: str) -> subprocess.Popen:

@@ -129,22 +129,25 @@ async def test_lease_expiry_without_heartbeat_is_reclaimed_and_redelivered(tmp_p
     lost = [e for e in c.events if e[0] == "lease_lost"]
     assert [e[1]["replica"] for e in lost] == ["r0"]
     # r0 cannot renew: it stops sending at lease/2, the lease expires at lease, and r1 reclaims
-    # and re-delivers the same attempt with the same key.
+    # and re-delivers the same attempt: r0's run is still going, so r1 attaches to it (polls
+    # it) instead of starting a second one.
     assert [(r.at - T0, r.key, r.attempt) for r in c.target.requests] == [
         (1000, f"{s.id}@{T0 + 1000:.3f}", 1),
-        (1030, f"{s.id}@{T0 + 1000:.3f}", 1),
     ]
     runs = await c.runs(s.id)
-    assert [(r.status, r.replica, r.reclaim) for r in runs] == [
-        ("lease_lost", "r0", 0),
-        ("success", "r1", 1),
+    assert [(r.status, r.replica, r.reclaim, r.run_id) for r in runs] == [
+        ("lease_lost", "r0", 0, "run-0"),
+        ("success", "r1", 1, "run-0"),
     ]
+    assert c.target.cancels == []
     if heartbeat == "hangs":
         # a stuck renewal is abandoned for a fresh one, never piled up; none outlives stop()
         assert hanging.calls >= 1 and hanging.most_active == 1 and hanging.active == 0
 
 
-@pytest.mark.parametrize("step", ["after_claim", "after_request", "after_reply", "after_finish"])
+@pytest.mark.parametrize(
+    "step", ["after_claim", "after_request", "before_run_ids", "after_reply", "after_finish"]
+)
 async def test_crash_at_every_step(tmp_path, step):
     c = Cluster(tmp_path / f"crash-{step}.db", n=2, lease_seconds=30)
     c.target.durations["job"] = 5.0
@@ -161,6 +164,8 @@ async def test_crash_at_every_step(tmp_path, step):
         hooked.after["claim"] = crash
     elif step == "after_request":
         c.target.on_request = lambda req: r0.kill() if r0._tasks else None
+    elif step == "before_run_ids":
+        hooked.before["set_run_ids"] = crash
     elif step == "after_reply":
         hooked.before["finish"] = crash
     else:
@@ -183,10 +188,18 @@ async def test_crash_at_every_step(tmp_path, step):
     elif step == "after_finish":
         assert len(c.target.requests) == 1
         assert statuses == [("success", "r0")]
-    else:
-        # the attempt may have reached the target: re-delivered with the same key and attempt
+    elif step == "before_run_ids":
+        # the run started but its id was never recorded: all r1 can do is re-deliver, with the
+        # same key and attempt
         assert [r.attempt for r in c.target.requests] == [1, 1]
         assert statuses == [("lease_lost", "r0"), ("success", "r1")]
+        assert [r.run_id for r in runs] == [None, "run-1"]
+    else:
+        # the run started and its id was recorded: r1 re-delivers the attempt by attaching to
+        # that run, so the target starts it once
+        assert [r.attempt for r in c.target.requests] == [1]
+        assert statuses == [("lease_lost", "r0"), ("success", "r1")]
+        assert [r.run_id for r in runs] == ["run-0", "run-0"]
     assert (await c.manager.get(s.id)).next_run_at == T0 + 1200
 
 

@@ -898,7 +898,8 @@ async def test_a_scheduled_fire_leads_by_run_id_to_its_workflow_run_session_and_
             "ops",
         )
         assert (run.input, run.content) == ("daily digest", f"digest {n}: news for daily digest")
-        assert row.output == run.content  # what the poll answered is what the store keeps
+        # what the poll answered is what the store keeps
+        assert row.output == {"content": run.content, "content_type": "str"}
         assert (run.started_at, run.ended_at) == (row.scheduled_for, row.scheduled_for + 3)
         trace = await store.get_trace(row.run_id)
         assert tree_of(trace) == [
