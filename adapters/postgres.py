@@ -40,6 +40,7 @@ from leasecron.kernel.clock import AlignedClock, Clock, SystemClock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.offload import tracked
 from leasecron.kernel.rows import _to_run
+from leasecron.kernel.sqlite_schema import tables_to_create
 from leasecron.kernel.store import Claim, FinishPlan, StartPlan, orphan_places
 
 from . import postgres_sql
@@ -244,11 +245,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         in one transaction, so such a table was made by another program (an Agno AgentOS keeps
         agno_sessions with other columns), and CREATE TABLE IF NOT EXISTS would adopt it."""
         tables = {"prefix": self.prefix, **self._tables()}
-        pending = [
-            name
-            for version in range(current + 1, len(migrations) + 1)
-            for name in _CREATED_TABLE.findall(migrations[version - 1].format(**tables))
-        ]
+        pending = tables_to_create(migrations, current, tables, _CREATED_TABLE)
         if not pending:
             return
         cur = await conn.execute(
@@ -456,17 +453,8 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         replica: str | None = None,
         now: float = 0.0,
     ) -> list[Claim]:
-        """Claims of claimed rows, with their pending and running runs. With `replica` (a
-        claim): a row that cannot be decoded is quarantined here, in the claim's transaction.
-        Without (a holder's re-read): such a row is left out, as if no longer held."""
-        claims: dict[str, Claim] = {}
-        for row in rows:
-            claim, quarantine = writes.claimed(row, replica or "", now, writes.new_run_row_id)
-            if quarantine is None:
-                claims[row["id"]] = claim
-            elif replica is not None:
-                await self._flow(quarantine)(conn)
-                claims[row["id"]] = claim
+        """Claims of claimed rows, with their pending and running runs (writes.claims_of)."""
+        claims = await self._flow(writes.claims_of(rows, replica, now))(conn)
         ids = [sid for sid, claim in claims.items() if claim.quarantined is None]
         if ids:
             cur = await conn.execute(self._sql["claim_runs"], {"ids": ids})

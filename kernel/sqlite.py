@@ -43,7 +43,6 @@ from .sqlite_sessions import SqliteSessions
 from .sqlite_sessions_sql import SESSIONS_SQL
 from .sqlite_sql import _FAR, LEASE_SQL
 from .store import SPEC_FIELDS, Claim, FinishPlan, StartPlan, orphan_places
-from .writes import new_run_row_id
 
 WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL is cut back to after a checkpoint
 
@@ -416,17 +415,10 @@ class SqliteStore(SqliteSessions):
         replica: str | None = None,
         now: float = 0.0,
     ) -> list[Claim]:
-        """Claims of claimed rows, with their pending and running runs. With `replica` (a
-        claim): a row that cannot be decoded is quarantined here, in the claim's transaction.
-        Without (a holder's re-read): such a row is left out, as if no longer held."""
-        claims: dict[str, Claim] = {}
-        for row in rows:
-            claim, quarantine = writes.claimed(row, replica or "", now, new_run_row_id)
-            if quarantine is None:
-                claims[row["id"]] = claim
-            elif replica is not None:
-                writes.run(quarantine, lambda step: self._answer(conn, step))
-                claims[row["id"]] = claim
+        """Claims of claimed rows, with their pending and running runs (writes.claims_of)."""
+        claims = writes.run(
+            writes.claims_of(rows, replica, now), lambda step: self._answer(conn, step)
+        )
         ids = [sid for sid, claim in claims.items() if claim.quarantined is None]
         for i in range(0, len(ids), 500):  # one query per 500 ids, not one per row
             chunk = ids[i : i + 500]

@@ -189,6 +189,21 @@ def migrate(conn: sqlite3.Connection, prefix: str, path: str, migrations: list[s
 _CREATED_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)", re.IGNORECASE)
 
 
+def tables_to_create(
+    migrations: list[str],
+    current: int,
+    tables: dict[str, str],
+    created: re.Pattern = _CREATED_TABLE,
+) -> list[str]:
+    """The tables the migrations after `current` create (`created` captures a table's bare
+    name from a CREATE TABLE in the dialect's text): none of them may already exist."""
+    return [
+        name
+        for version in range(current + 1, len(migrations) + 1)
+        for name in created.findall(migrations[version - 1].format(**tables))
+    ]
+
+
 def foreign_error(path: str, prefix: str, found: list[str]) -> StoreError:
     """The refusal to touch tables another program made under our prefix."""
     return StoreError(
@@ -207,12 +222,7 @@ def check_not_foreign(
     """A table that a migration not yet applied would create must not exist: migrations run in
     one transaction, so such a table was made by someone else, and CREATE TABLE IF NOT EXISTS
     would silently adopt it (its other columns then fail every statement)."""
-    tables = {"prefix": prefix, **table_names(prefix)}
-    pending = [
-        name
-        for version in range(current + 1, len(migrations) + 1)
-        for name in _CREATED_TABLE.findall(migrations[version - 1].format(**tables))
-    ]
+    pending = tables_to_create(migrations, current, {"prefix": prefix, **table_names(prefix)})
     if not pending:
         return
     marks = ", ".join("?" for _ in pending)

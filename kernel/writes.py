@@ -144,22 +144,29 @@ def new_run_row_id() -> str:
     return os.urandom(16).hex()
 
 
-def claimed(
-    row: Mapping[str, Any], replica: str, now: float, new_id: Callable[[], str]
-) -> tuple[Claim, Flow | None]:
-    """A claimed schedule row as a Claim, and None; or, for a row the kernel cannot decode, a
-    quarantined Claim and the flow that quarantines it (the store runs it in the claim's
-    transaction, so the claim as a whole still succeeds and every other row fires)."""
-    try:
-        return Claim(_to_schedule(row), row["timing_version"], [], []), None
-    except UndecodableRow as exc:
-        why = f"cannot decode it: {exc}"
-    run = quarantine_run(
-        row["id"], row["next_run_at"], replica, row["lease_version"], now, why, new_id()
-    )
-    stub = Schedule(id=row["id"], name=row["name"], endpoint=row["endpoint"])
-    flow = quarantine(replica, now, row["id"], row["lease_version"], row["timing_version"], run)
-    return Claim(stub, row["timing_version"], [], [], quarantined=run.error), flow
+def claims_of(rows: list[Mapping[str, Any]], replica: str | None, now: float) -> Flow:
+    """Claimed schedule rows as Claims, by id (their runs are the store's to add). With
+    `replica` (a claim), a row the kernel cannot decode is quarantined by the steps this yields,
+    in the claim's transaction, and comes back as a quarantined Claim: the claim as a whole
+    still succeeds and every other row fires. Without (a holder's re-read) it is left out, as
+    if no longer held."""
+    claims: dict[str, Claim] = {}
+    for row in rows:
+        try:
+            claims[row["id"]] = Claim(_to_schedule(row), row["timing_version"], [], [])
+            continue
+        except UndecodableRow as exc:
+            if replica is None:
+                continue
+            why = f"cannot decode it: {exc}"
+        version, timing = row["lease_version"], row["timing_version"]
+        run = quarantine_run(
+            row["id"], row["next_run_at"], replica, version, now, why, new_run_row_id()
+        )
+        yield from quarantine(replica, now, row["id"], version, timing, run)
+        stub = Schedule(id=row["id"], name=row["name"], endpoint=row["endpoint"])
+        claims[row["id"]] = Claim(stub, timing, [], [], quarantined=run.error)
+    return claims
 
 
 def quarantine_run(
