@@ -143,7 +143,8 @@ def validate_endpoint(endpoint: Any, allowed_hosts: Iterable[str] = ()) -> str:
     if host not in allowed and (port is None or f"{host}:{port}" not in allowed):
         raise ValidationError(
             "endpoint",
-            f"{endpoint!r}: host {parts.hostname!r} is not an allowed host (allowed_hosts)",
+            f"{endpoint!r}: host {parts.netloc.rpartition('@')[2]!r} is not an allowed host"
+            " (allowed_hosts)",
         )
     _check_path(endpoint, parts.path)
     return endpoint

@@ -650,10 +650,14 @@ def test_allowed_hosts_rule():
     assert outs[0] == Outcome(
         status="failed",
         retryable=False,
-        error="endpoint: absolute URL host 'evil.example' is not in allowed_hosts",
+        error="endpoint: 'http://evil.example/steal': host 'evil.example' is not an allowed host"
+        " (allowed_hosts)",
     )
     assert [o.status for o in outs[1:3]] == ["success", "success"]
-    assert outs[3].error == "endpoint: absolute URL host 'other.internal' is not in allowed_hosts"
+    assert outs[3].error == (
+        "endpoint: 'http://other.internal:9001/hook': host 'other.internal:9001' is not an allowed"
+        " host (allowed_hosts)"
+    )
     assert (outs[4].status, outs[4].run_id) == ("success", "r/1")
     assert outs[5].error.startswith("endpoint: ")
     assert outs[6].error.startswith("endpoint: ")
@@ -687,8 +691,9 @@ def test_validate_endpoint_accepts():
         assert d.validate_endpoint(endpoint) is None
     with pytest.raises(ValidationError) as info:
         validate_endpoint("http://agents.internal/x")  # no allowed hosts by default
-    assert (
-        str(info.value) == "endpoint: absolute URL host 'agents.internal' is not in allowed_hosts"
+    assert str(info.value) == (
+        "endpoint: 'http://agents.internal/x': host 'agents.internal' is not an allowed host"
+        " (allowed_hosts)"
     )
 
 
