@@ -1,0 +1,163 @@
+"""`AgentOS`: one FastAPI app that serves agents, teams and workflows, keeps schedules in the same
+store, and (unless `scheduler=False`) runs a Scheduler in its lifespan that fires due schedules
+through this app's own routes, with the app's token, exactly as an external caller would.
+
+Firing in-process (`scheduler_base_url=None`) goes through httpx.ASGITransport into this same
+app: the whole middleware and auth path, no socket. With a URL it goes over real HTTP, which is
+what several replicas behind one address use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import httpx
+from fastapi import Depends, FastAPI, Request
+
+from leasecron.kernel import (
+    HttpDispatcher,
+    ScheduleManager,
+    Scheduler,
+    Store,
+    SystemClock,
+    ValidationError,
+)
+from leasecron.kernel.stores import open_store
+
+from .context import ServerContext, check_token, install_error_handlers
+
+IN_PROCESS_BASE_URL = "http://agentos.internal"
+OnStartup = Callable[[ScheduleManager], Awaitable[None]]
+
+
+def component_id(obj: Any, kind: str) -> str:
+    """An agent's, team's or workflow's id: `.id`, else `.name`, a non-empty string."""
+    for attr in ("id", "name"):
+        value = getattr(obj, attr, None)
+        if isinstance(value, str) and value.strip():
+            return value
+    raise ValidationError(kind, f"{obj!r} needs a non-empty id (or name)")
+
+
+def _by_id(items: Iterable[Any] | None, kind: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for obj in items or ():
+        key = component_id(obj, kind)
+        if key in out:
+            raise ValidationError(kind, f"two {kind} share the id {key!r}")
+        out[key] = obj
+    return out
+
+
+class AgentOS:
+    def __init__(
+        self,
+        db: str | Store = "leasecron.db",
+        *,
+        agents: Iterable[Any] | None = None,
+        teams: Iterable[Any] | None = None,
+        workflows: Iterable[Any] | None = None,
+        token: str | None = None,
+        scheduler: bool = True,
+        scheduler_poll_interval: float = 1.0,
+        scheduler_base_url: str | None = None,
+        on_startup: OnStartup | None = None,
+        allowed_endpoints: Iterable[str] = (),
+        name: str = "leasecron AgentOS",
+    ):
+        token = token if token is not None else os.environ.get("LEASECRON_TOKEN") or None
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise ValidationError("token", "must be a non-empty string or None")
+        if not scheduler_poll_interval > 0:
+            raise ValidationError("scheduler_poll_interval", "must be > 0")
+        if on_startup is not None and not callable(on_startup):
+            raise ValidationError("on_startup", "must be an async callable(manager)")
+        self.db = db
+        self.name = name
+        self.run_scheduler = bool(scheduler)
+        self.scheduler_poll_interval = float(scheduler_poll_interval)
+        self.scheduler_base_url = scheduler_base_url
+        self.on_startup = on_startup
+        self.ctx = ServerContext(
+            token=token,
+            agents=_by_id(agents, "agents"),
+            teams=_by_id(teams, "teams"),
+            workflows=_by_id(workflows, "workflows"),
+            allowed_endpoints=tuple(allowed_endpoints),
+        )
+        self._app: FastAPI | None = None
+
+    # -- the app -----------------------------------------------------------------------------
+
+    def get_app(self) -> FastAPI:
+        """The FastAPI app (built once). Its lifespan opens the store, runs `on_startup` and
+        starts the scheduler; closing it stops the scheduler and closes a store it opened."""
+        if self._app is None:
+            self._app = self._build()
+        return self._app
+
+    def _build(self) -> FastAPI:
+        from . import runs, schedules
+
+        ctx = self.ctx
+
+        def authorized(request: Request) -> None:
+            check_token(ctx, request)
+
+        app = FastAPI(title=self.name, lifespan=self._lifespan)
+        install_error_handlers(app)
+        guarded = [Depends(authorized)]
+        app.include_router(runs.open_router(ctx, self))
+        app.include_router(runs.router(ctx), dependencies=guarded)
+        app.include_router(schedules.router(ctx), dependencies=guarded)
+        return app
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        ctx = self.ctx
+        clock = SystemClock()
+        owned = isinstance(self.db, str)
+        store = open_store(self.db) if isinstance(self.db, str) else self.db
+        ctx.store = store
+        ctx.manager = ScheduleManager(store)
+        ctx.started_at = clock.now()
+        dispatcher = None
+        try:
+            if self.on_startup is not None:
+                started = self.on_startup(ctx.manager)
+                if inspect.isawaitable(started):
+                    await started
+            if self.run_scheduler:
+                dispatcher = self._dispatcher(app)
+                ctx.scheduler = Scheduler(
+                    store, dispatcher, poll_interval=self.scheduler_poll_interval
+                )
+                await ctx.scheduler.start()
+            yield
+        finally:
+            if ctx.scheduler is not None:
+                await ctx.scheduler.stop()
+                ctx.scheduler = None
+            if dispatcher is not None:
+                await dispatcher.aclose()
+            if owned:
+                await store.close()
+
+    def _dispatcher(self, app: FastAPI) -> HttpDispatcher:
+        if self.scheduler_base_url is None:
+            return HttpDispatcher(
+                IN_PROCESS_BASE_URL,
+                token=self.ctx.token,
+                transport=httpx.ASGITransport(app=app),
+            )
+        return HttpDispatcher(self.scheduler_base_url, token=self.ctx.token)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 7777, **uvicorn_options: Any) -> None:
+        """Run the app under uvicorn until interrupted."""
+        import uvicorn
+
+        uvicorn.run(self.get_app(), host=host, port=port, **uvicorn_options)
