@@ -18,6 +18,7 @@ from .scheduler import Scheduler
 from .sessions import TraceNode, WorkflowSession
 from .sqlite import SqliteStore
 from .store import Claim, FinishPlan, StartPlan, Store, WorkflowStore
+from .tools import SchedulerTools
 from .trace import Span, SpanRecorder, Tracer
 from .workflow import Workflow
 from .workflow_flow import Condition, Loop, Router
@@ -49,6 +50,7 @@ __all__ = [
     "ScheduleNotFoundError",
     "ScheduleRun",
     "Scheduler",
+    "SchedulerTools",
     "SimClock",
     "Span",
     "SpanRecorder",

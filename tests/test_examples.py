@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -63,3 +64,32 @@ def test_media_chain_runs_as_shipped():
     else:
         assert f"from {os.path.basename(exe)}" in proc.stdout
         assert "stand-in" not in proc.stderr
+
+
+def test_agent_schedules_example_creates_lists_triggers_and_fires():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "agent_schedules.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    calls = re.findall(r"^tool  (\w+)\((.*)\)$", out, re.MULTILINE)
+    assert [name for name, _ in calls] == ["create_schedule", "list_schedules", "trigger_schedule"]
+    created = json.loads(calls[0][1])
+    assert (created["cron"], created["timezone"], created["endpoint"]) == (
+        "0 9 * * 1-5",
+        "Europe/Berlin",
+        "/agents/reminder/runs",
+    )
+    assert created["payload"]["message"]
+    assert '"error"' not in out
+    message = json.dumps(created["payload"]["message"])[1:-1]
+    received = re.findall(r"^agent received .(.*). at (\S+)$", out, re.MULTILINE)
+    # the trigger at once, then the first weekday 9:00 in Berlin (Friday)
+    assert received == [
+        (message, "2026-05-28T22:26:40+02:00"),
+        (message, "2026-05-29T09:00:00+02:00"),
+    ]
+    assert "runs  manual:success, schedule:success" in out
+    assert "next  2026-06-01T09:00:00+02:00" in out  # Monday: the weekend is skipped
