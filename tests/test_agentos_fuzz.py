@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import allow_header_conformance
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import allow_header_conformance
+from test_agentos_server import TOKEN, BoomAgent, EchoAgent, free_port, upper, uvicorn_server
 
 from leasecron.adapters.fastapi import AgentOS
 from leasecron.kernel import Workflow
-from test_agentos_server import TOKEN, BoomAgent, EchoAgent, free_port, upper, uvicorn_server
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

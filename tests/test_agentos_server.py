@@ -843,3 +843,28 @@ async def test_over_a_real_socket_with_a_token_end_to_end(tmp_path):
     assert trace.json()["spans"][0]["children"][0]["kind"] == "step"
     assert denied.status_code == 401
     assert "401" in (failed.error or "") and failed.status_code == 401
+
+
+# -- Postgres ------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_runs_sessions_and_traces_on_postgres(pg_dsn):
+    agent_os = AgentOS(db=pg_dsn, scheduler=False, **components())
+    async with serving(agent_os) as client:
+        sync = await client.post(
+            "/agents/echo/runs", data={"message": "pg", "stream": "false", "session_id": "pg-s"}
+        )
+        started = await start(client, "/workflows/blog/runs", message="pg", session_id="pg-s")
+        await settle(agent_os)
+        polled = await poll(client, "/workflows/blog/runs", started)
+        cross = await client.get(
+            f"/agents/echo/runs/{started['run_id']}", params={"session_id": "pg-s"}
+        )
+        session = await client.get("/sessions/pg-s")
+        trace = await client.get(f"/traces/{sync.json()['run_id']}")
+    assert sync.json()["status"] == "COMPLETED" and sync.json()["content"] == "echo: pg"
+    assert polled["status"] == "COMPLETED" and polled["content"] == "PG - reviewed"
+    assert cross.status_code == 404
+    assert [r["status"] for r in session.json()["runs"]] == ["COMPLETED", "COMPLETED"]
+    assert trace.json()["spans"][0]["children"][0]["children"][0]["kind"] == "agent"
