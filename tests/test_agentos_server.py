@@ -9,6 +9,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -868,3 +869,73 @@ async def test_runs_sessions_and_traces_on_postgres(pg_dsn):
     assert cross.status_code == 404
     assert [r["status"] for r in session.json()["runs"]] == ["COMPLETED", "COMPLETED"]
     assert trace.json()["spans"][0]["children"][0]["children"][0]["kind"] == "agent"
+
+
+async def test_a_waiting_caller_that_goes_away_cancels_its_run(tmp_path):
+    agent_os = make_os(tmp_path)
+    async with serving(agent_os) as client:
+        executor = agent_os.ctx.runs
+        live = executor.submit(_component(agent_os, "gated"), _request("inline"))
+        waiter = asyncio.create_task(executor.wait(live))
+        await agent_of(agent_os, "gated").entered.wait()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await settle(agent_os)
+        polled = await poll(
+            client, "/agents/gated/runs", {"run_id": live.run_id, "session_id": live.session_id}
+        )
+    assert polled["status"] == "CANCELLED"
+
+
+async def test_cancel_of_a_run_stored_running_by_another_process_is_409(tmp_path):
+    from leasecron.kernel import RunStatus, WorkflowRunOutput
+
+    agent_os = make_os(tmp_path)
+    async with serving(agent_os) as client:
+        orphan = WorkflowRunOutput(
+            run_id="elsewhere",
+            workflow_id="agents/echo",
+            workflow_name="echo agent",
+            session_id="s-x",
+            status=RunStatus.RUNNING,
+            started_at=1_780_000_000.0,
+        )
+        await agent_os.ctx.store.save_run(orphan, create=True)
+        r = await client.post("/agents/echo/runs/elsewhere/cancel", params={"session_id": "s-x"})
+        polled = await poll(
+            client, "/agents/echo/runs", {"run_id": "elsewhere", "session_id": "s-x"}
+        )
+    assert r.status_code == 409 and "not running in this server process" in r.json()["detail"]
+    assert polled["status"] == "RUNNING" and "content" not in polled
+
+
+async def test_shutdown_mid_fire_hands_the_lease_back_and_the_run_ends_cancelled(tmp_path):
+    agent_os = make_os(tmp_path, scheduler=True, scheduler_poll_interval=0.05)
+    async with serving(agent_os):
+        manager = agent_os.ctx.manager
+        schedule = await manager.create(
+            "slow", endpoint="/agents/gated/runs", interval_seconds=3600, payload={"message": "z"}
+        )
+        await manager.trigger(schedule.id)
+        entered = agent_of(agent_os, "gated").entered
+
+        async def is_running():
+            return entered.is_set()
+
+        await wait_for(is_running, "the fired run to start")
+
+        async def started_row():
+            rows = await manager.runs(schedule.id, limit=10)
+            return next((r for r in rows if r.run_id), None)
+
+        row = await wait_for(started_row, "the run id on the schedule's run row")
+    store = SqliteStore(str(tmp_path / "os.db"))
+    try:
+        run = await store.get_workflow_run(row.run_id)
+        # Handed back: another replica claims it at once rather than waiting out the lease.
+        claims = await store.claim("next-replica", time.time(), 30.0, 10)
+    finally:
+        await store.close()
+    assert run is not None and run.status == "CANCELLED"
+    assert [c.schedule.id for c in claims] == [schedule.id]

@@ -146,7 +146,10 @@ class AgentOS:
             yield
         finally:
             if ctx.scheduler is not None:
-                await ctx.scheduler.stop()
+                # No wait for attempts in flight: their runs are this app's, cancelled below,
+                # and over a socket uvicorn has stopped taking the polls already. Their leases
+                # are handed back at once; the next holder attaches and sees CANCELLED.
+                await ctx.scheduler.stop(timeout=0)
                 ctx.scheduler = None
             if dispatcher is not None:
                 await dispatcher.aclose()
