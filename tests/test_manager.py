@@ -454,6 +454,21 @@ async def test_runs_are_listed_newest_first(env):
     assert await m.get_run("nope") is None
 
 
+async def test_runs_page_from_an_offset_and_count_runs_counts_them(env):
+    m = env.manager
+    s = await m.create("job", endpoint="/hooks/job")
+    ids = []
+    for _ in range(3):
+        ids.append(await m.trigger(s.id))
+        await env.clock.advance(1)
+    assert [r.id for r in await m.runs(s.id, limit=2, offset=1)] == [ids[1], ids[0]]
+    assert await m.count_runs(s.id) == 3
+    for field, bad in (("limit", -1), ("offset", 1.5), ("offset", True)):
+        with pytest.raises(ValidationError) as caught:
+            await m.runs(s.id, **{field: bad})
+        assert caught.value.field == field
+
+
 async def test_create_returns_the_schedule_as_stored(env):
     s = await env.manager.create("job", interval_seconds=60, endpoint="/hooks/job")
     assert s == await env.manager.get(s.id)
