@@ -92,6 +92,26 @@ def validate_payload(payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         )
 
 
+def validate_user_id(value: Any) -> str | None:
+    """An owner: None, or 1-200 characters of text without control characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 200:
+        raise ValidationError("user_id", f"{value!r} must be 1-200 characters of text or null")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise ValidationError("user_id", f"{value!r} must not contain control characters")
+    return value
+
+
+def validate_page(limit: Any, offset: Any) -> None:
+    """A page of a list: limit None (all) or a whole number >= 0, offset a whole number >= 0."""
+    for field, value in (("limit", limit), ("offset", offset)):
+        if value is None and field == "limit":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValidationError(field, f"{value!r} must be a whole number >= 0")
+
+
 def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValidationError(field, f"{value!r} must be one of {', '.join(choices)}")
@@ -167,6 +187,8 @@ def validate_fields(
         elif key == "description":
             if value is not None and not isinstance(value, str):
                 raise ValidationError("description", f"{value!r} must be text")
+        elif key == "user_id":
+            value = validate_user_id(value)
         elif key == "method":
             value = _choice("method", str(value).upper(), METHODS)
         elif key == "endpoint":

@@ -283,6 +283,11 @@ BAD_CREATES = [
     ("payload", {"payload": {"x": object()}}),
     ("payload", {"payload": {"s": {1, 2}}}),
     ("if_exists", {"if_exists": "replace"}),
+    ("user_id", {"user_id": ""}),
+    ("user_id", {"user_id": "x" * 201}),
+    ("user_id", {"user_id": 7}),
+    ("user_id", {"user_id": "ann\nbob"}),
+    ("user_id", {"user_id": "ann\x85"}),
     ("colour", {"colour": "red"}),
     ("lease_version", {"lease_version": 3}),
 ]
@@ -313,6 +318,7 @@ BAD_UPDATES = [
     ("start_at", {"interval_seconds": None, "cron": "* * * * *"}),
     ("endpoint", {"endpoint": "no-slash"}),
     ("payload", {"payload": ["a"]}),
+    ("user_id", {"user_id": "\x00"}),
 ]
 
 
@@ -347,6 +353,59 @@ async def test_get_get_by_name_and_list_filtered_by_enabled(env):
     assert [s.name for s in await m.list()] == ["alpha", "beta", "gamma"]
     assert [s.name for s in await m.list(enabled=True)] == ["alpha", "gamma"]
     assert [s.name for s in await m.list(enabled=False)] == ["beta"]
+
+
+async def test_owners_list_count_and_page_through_the_manager(env):
+    m = env.manager
+    for name, owner in [("c", "ann"), ("a", "ann"), ("b", None), ("d", "bob"), ("e", "ann")]:
+        await m.create(name, interval_seconds=60, endpoint=f"/hooks/{name}", user_id=owner)
+    assert (await m.get_by_name("a")).user_id == "ann"
+    assert [s.name for s in await m.list()] == ["a", "b", "c", "d", "e"]
+    assert [s.name for s in await m.list(user_id="ann", limit=2)] == ["a", "c"]
+    assert [s.name for s in await m.list(user_id="ann", limit=2, offset=2)] == ["e"]
+    assert (await m.count(), await m.count(user_id="ann"), await m.count(True, user_id="x")) == (
+        5,
+        3,
+        0,
+    )
+    assert await m.count(user_id="x" * 200) == 0  # the longest owner there can be
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("limit", {"limit": -1}),
+        ("limit", {"limit": 1.5}),
+        ("limit", {"limit": True}),
+        ("limit", {"limit": "10"}),
+        ("offset", {"offset": -1}),
+        ("offset", {"offset": None}),
+        ("offset", {"offset": "2"}),
+        ("user_id", {"user_id": ""}),
+        ("user_id", {"user_id": 3}),
+    ],
+)
+async def test_list_rejects_bad_pages_and_owners_naming_the_field(env, field, kwargs):
+    with pytest.raises(ValidationError) as err:
+        await env.manager.list(**kwargs)
+    assert err.value.field == field
+    if field == "user_id":
+        with pytest.raises(ValidationError, match=r"^user_id: "):
+            await env.manager.count(**kwargs)
+
+
+async def test_a_declaration_without_an_owner_keeps_the_one_it_has(env):
+    """Start-up declarations repeat with if_exists="update": one that names no owner must not
+    take a user's schedule from them; one that names an owner sets it."""
+    m = env.manager
+    s = await m.create("job", interval_seconds=60, endpoint="/hooks/job", user_id="ann")
+    again = await m.create("job", interval_seconds=120, endpoint="/hooks/job", if_exists="update")
+    assert (again.id, again.interval_seconds, again.user_id) == (s.id, 120.0, "ann")
+    moved = await m.create(
+        "job", interval_seconds=120, endpoint="/hooks/job", if_exists="update", user_id="bob"
+    )
+    assert moved.user_id == "bob"
+    assert (await m.update(s.id, user_id=None)).user_id is None
 
 
 # -- update / enable / disable / delete -------------------------------------------------------
