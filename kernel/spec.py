@@ -24,6 +24,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,199}$")
 # the whole file.
 MAX_EPOCH = 32_503_680_000.0  # 3000-01-01T00:00:00Z: the latest run_at / start_at
 MAX_INTERVAL = 100 * 365.25 * 86_400  # a century
+MAX_DURATION = MAX_INTERVAL  # timeouts, delays, windows: a later time must stay representable
+MAX_COUNT = 2**31 - 1  # max_retries, max_catchup: Postgres INTEGER columns; SQLite takes 2**63
 MAX_PAYLOAD_BYTES = 1 << 20  # the manager's default max_payload_bytes: 1 MiB of JSON
 MAX_PAYLOAD_DEPTH = 100  # nesting levels; deeper JSON exhausts decoders' stacks (Python's too)
 
@@ -55,7 +57,8 @@ def _number(
     if value < minimum:
         raise ValidationError(field, f"{value!r} must be >= {minimum:g}")
     if maximum is not None and value > maximum:
-        raise ValidationError(field, f"{value!r} must be <= {maximum:g}")
+        shown = f"{maximum:d}" if integer else f"{maximum:g}"  # 2147483647, not 2.14748e+09
+        raise ValidationError(field, f"{value!r} must be <= {shown}")
     return int(value) if integer else float(value)
 
 
@@ -187,6 +190,8 @@ def validate_fields(
         elif key == "description":
             if value is not None and not isinstance(value, str):
                 raise ValidationError("description", f"{value!r} must be text")
+            if value is not None and "\x00" in value:  # Postgres text cannot hold it
+                raise ValidationError("description", "must not contain a NUL character")
         elif key == "user_id":
             value = validate_user_id(value)
         elif key == "method":
@@ -213,16 +218,17 @@ def validate_fields(
         elif key in ("run_at", "start_at"):
             value = _epoch(key, value)
         elif key == "timeout_seconds":
-            value = _number(key, value, minimum=0.001)
+            value = _number(key, value, minimum=0.001, maximum=MAX_DURATION)
         elif key in ("max_retries", "max_catchup"):
-            value = _number(key, value, minimum=0 if key == "max_retries" else 1, integer=True)
+            minimum = 0 if key == "max_retries" else 1
+            value = _number(key, value, minimum=minimum, maximum=MAX_COUNT, integer=True)
         elif key in (
             "retry_delay_seconds",
             "misfire_grace_seconds",
             "jitter_seconds",
             "catchup_window_seconds",
         ):
-            value = _number(key, value, minimum=0)
+            value = _number(key, value, minimum=0, maximum=MAX_DURATION)
         elif key == "overlap":
             value = _choice("overlap", value, OVERLAP_POLICIES)
         elif key == "misfire":
