@@ -95,6 +95,27 @@ def validate_payload(payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         )
 
 
+def check_unicode(field: str, value: Any) -> None:
+    """Every string in `value` (a payload's keys and values too) must be encodable as UTF-8: a
+    lone surrogate ("\\ud800" in JSON) cannot be stored in a text column, sent as a JSON body or
+    rendered in a response, so one written would break every later read or fire of the row."""
+    stack = [value]
+    while stack:  # iterative: a deep payload must not exhaust our stack
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValidationError(
+                    field, f"{exc.object[exc.start : exc.end]!r}: not valid Unicode text"
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
 def validate_user_id(value: Any) -> str | None:
     """An owner: None, or 1-200 characters of text without control characters."""
     if value is None:
@@ -103,6 +124,7 @@ def validate_user_id(value: Any) -> str | None:
         raise ValidationError("user_id", f"{value!r} must be 1-200 characters of text or null")
     if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
         raise ValidationError("user_id", f"{value!r} must not contain control characters")
+    check_unicode("user_id", value)
     return value
 
 
@@ -182,6 +204,7 @@ def validate_fields(
     """Check and normalise the caller fields present in `fields` (a create or an update)."""
     out: dict[str, Any] = {}
     for key, value in fields.items():
+        check_unicode("cron" if key == "cron_expr" else key, value)
         if key == "name":
             if not isinstance(value, str) or not _NAME.match(value):
                 raise ValidationError(

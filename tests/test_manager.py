@@ -288,6 +288,7 @@ BAD_CREATES = [
     ("user_id", {"user_id": 7}),
     ("user_id", {"user_id": "ann\nbob"}),
     ("user_id", {"user_id": "ann\x85"}),
+    ("user_id", {"user_id": "ann\udc00"}),
     ("colour", {"colour": "red"}),
     ("lease_version", {"lease_version": 3}),
 ]
@@ -383,6 +384,7 @@ async def test_owners_list_count_and_page_through_the_manager(env):
         ("offset", {"offset": "2"}),
         ("user_id", {"user_id": ""}),
         ("user_id", {"user_id": 3}),
+        ("user_id", {"user_id": "a\ud800"}),
     ],
 )
 async def test_list_rejects_bad_pages_and_owners_naming_the_field(env, field, kwargs):
@@ -581,6 +583,10 @@ def nested(depth: int) -> dict:
         ({"retry_delay_seconds": 4e9}, "retry_delay_seconds", "must be <= "),
         ({"catchup_window_seconds": 1e300}, "catchup_window_seconds", "must be <= "),
         ({"description": "a\x00b"}, "description", "NUL"),
+        ({"description": "a\ud800"}, "description", "not valid Unicode"),
+        ({"payload": {"k": ["\udc00"]}}, "payload", "not valid Unicode"),
+        ({"payload": {"\ud800": 1}}, "payload", "not valid Unicode"),
+        ({"timezone": "Europe/\ud800"}, "timezone", "not valid Unicode"),
     ],
     ids=[
         "interval",
@@ -596,6 +602,10 @@ def nested(depth: int) -> dict:
         "retry_delay",
         "window",
         "nul",
+        "surrogate",
+        "payload_surrogate",
+        "key_surrogate",
+        "zone_surrogate",
     ],
 )
 async def test_bounds_are_refused_naming_the_field_and_nothing_is_written(
