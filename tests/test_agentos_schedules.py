@@ -20,7 +20,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from leasecron.adapters.fastapi import AgentOS
-from leasecron.kernel import ScheduleManager, ScheduleRun, SimClock
+from leasecron.kernel import ScheduleManager, ScheduleRun, SimClock, StepInput, Workflow
 from support import T0
 
 TOKEN = "tok-3b1f9e"
@@ -30,13 +30,17 @@ MSG = {"message": "hello"}
 
 
 class Component:
-    """The least an agent, team or workflow needs here: an id and an async arun."""
+    """The least an agent or a team needs here: an id and an async arun."""
 
     def __init__(self, cid: str):
         self.id = cid
 
     async def arun(self, message: str | None = None, **kwargs):
         return f"echo: {message}"
+
+
+def upper(step_input: StepInput) -> str:
+    return str(step_input.input).upper()
 
 
 def agent_os(tmp_path, clock: SimClock, seed=None, **kwargs) -> AgentOS:
@@ -52,7 +56,7 @@ def agent_os(tmp_path, clock: SimClock, seed=None, **kwargs) -> AgentOS:
         db=str(tmp_path / "os.db"),
         agents=[Component("echo")],
         teams=[Component("crew")],
-        workflows=[Component("blog")],
+        workflows=[Workflow(id="blog", steps=[upper])],
         token=TOKEN,
         scheduler=False,
         on_startup=startup,
