@@ -752,6 +752,35 @@ async def test_the_token_never_appears_in_a_response(tmp_path):
         assert "Bearer [redacted]" in responses[-1].text
 
 
+# -- the OpenAPI document -----------------------------------------------------------------------
+
+
+def test_every_schedule_route_documents_its_answers(tmp_path):
+    document = agent_os(tmp_path, SimClock(start=T0)).get_app().openapi()
+    routes = {
+        (method.upper(), path): set(op["responses"])
+        for path, ops in document["paths"].items()
+        if path.startswith("/schedules")
+        for method, op in ops.items()
+    }
+    by_id = {"200", "401", "404", "422", "503"}
+    assert routes == {
+        ("GET", "/schedules"): {"200", "401", "422", "503"},
+        ("POST", "/schedules"): {"201", "401", "409", "422", "503"},
+        ("GET", "/schedules/{schedule_id}"): by_id,
+        ("PATCH", "/schedules/{schedule_id}"): by_id | {"409"},
+        ("DELETE", "/schedules/{schedule_id}"): by_id - {"200"} | {"204"},
+        ("POST", "/schedules/{schedule_id}/enable"): by_id,
+        ("POST", "/schedules/{schedule_id}/disable"): by_id,
+        ("POST", "/schedules/{schedule_id}/trigger"): by_id - {"200"} | {"202", "409"},
+        ("GET", "/schedules/{schedule_id}/runs"): by_id,
+        ("GET", "/schedules/{schedule_id}/runs/{run_id}"): by_id,
+    }
+    create = document["components"]["schemas"]["ScheduleCreate"]
+    assert create["required"] == ["name", "endpoint"]
+    assert create["additionalProperties"] is False
+
+
 # -- a real socket ------------------------------------------------------------------------------
 
 
