@@ -184,17 +184,29 @@ class PostgresSchedules:
         await self._tx("add_pending_run", op)
         self.notify()
 
-    async def list_runs(self, schedule_id: str | None, limit: int = 20) -> list[ScheduleRun]:
+    async def list_runs(
+        self, schedule_id: str | None, limit: int = 20, offset: int = 0
+    ) -> list[ScheduleRun]:
         async def op(conn: Conn) -> list[ScheduleRun]:
             where = "WHERE schedule_id = %(sid)s" if schedule_id else ""
             cur = await conn.execute(
                 f"SELECT * FROM {self.runs_table} {where} "
-                f"ORDER BY created_at DESC, seq DESC LIMIT %(limit)s",
-                {"sid": schedule_id, "limit": limit},
+                f"ORDER BY created_at DESC, seq DESC LIMIT %(limit)s OFFSET %(offset)s",
+                {"sid": schedule_id, "limit": limit, "offset": offset},
             )
             return [_to_run(r) for r in await cur.fetchall()]
 
         return await self._run("list_runs", op)
+
+    async def count_runs(self, schedule_id: str | None) -> int:
+        async def op(conn: Conn) -> int:
+            where = "WHERE schedule_id = %(sid)s" if schedule_id else ""
+            row = await self._one(
+                conn, f"SELECT count(*) AS n FROM {self.runs_table} {where}", {"sid": schedule_id}
+            )
+            return row["n"]
+
+        return await self._run("count_runs", op)
 
     async def get_run(self, run_row_id: str) -> ScheduleRun | None:
         async def op(conn: Conn) -> ScheduleRun | None:

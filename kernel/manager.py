@@ -217,9 +217,16 @@ class ScheduleManager:
             ) from None
         return run_row_id
 
-    async def runs(self, schedule_id: str, limit: int = 20) -> list[ScheduleRun]:
-        """The schedule's runs, newest first."""
-        return await self.store.list_runs(schedule_id, limit)
+    async def runs(self, schedule_id: str, limit: int = 20, offset: int = 0) -> list[ScheduleRun]:
+        """The schedule's runs, newest first: `limit` of them from `offset`."""
+        for field, value in (("limit", limit), ("offset", offset)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(field, f"{value!r} must be a whole number >= 0")
+        return await self.store.list_runs(schedule_id, limit, offset)
+
+    async def count_runs(self, schedule_id: str) -> int:
+        """How many runs the schedule has (what runs() pages through)."""
+        return await self.store.count_runs(schedule_id)
 
     async def get_run(self, run_row_id: str) -> ScheduleRun | None:
         return await self.store.get_run(run_row_id)

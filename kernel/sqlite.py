@@ -380,21 +380,31 @@ class SqliteStore(SqliteSessions):
         await self._run("add_pending_run", self._tx, op)
         self.notify()
 
-    async def list_runs(self, schedule_id: str | None, limit: int = 20) -> list[ScheduleRun]:
+    async def list_runs(
+        self, schedule_id: str | None, limit: int = 20, offset: int = 0
+    ) -> list[ScheduleRun]:
         def op() -> list[ScheduleRun]:
             where, args = ("WHERE schedule_id = ?", (schedule_id,)) if schedule_id else ("", ())
             rows = (
                 self._connect()
                 .execute(
                     f"SELECT * FROM {self.runs_table} {where} "
-                    f"ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                    (*args, limit),
+                    f"ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                    (*args, limit, offset),
                 )
                 .fetchall()
             )
             return [_to_run(r) for r in rows]
 
         return await self._run("list_runs", op)
+
+    async def count_runs(self, schedule_id: str | None) -> int:
+        def op() -> int:
+            where, args = ("WHERE schedule_id = ?", (schedule_id,)) if schedule_id else ("", ())
+            sql = f"SELECT count(*) FROM {self.runs_table} {where}"
+            return self._connect().execute(sql, args).fetchone()[0]
+
+        return await self._run("count_runs", op)
 
     async def get_run(self, run_row_id: str) -> ScheduleRun | None:
         def op() -> ScheduleRun | None:

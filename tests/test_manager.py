@@ -288,6 +288,7 @@ BAD_CREATES = [
     ("user_id", {"user_id": 7}),
     ("user_id", {"user_id": "ann\nbob"}),
     ("user_id", {"user_id": "ann\x85"}),
+    ("user_id", {"user_id": "ann\udc00"}),
     ("colour", {"colour": "red"}),
     ("lease_version", {"lease_version": 3}),
 ]
@@ -383,6 +384,7 @@ async def test_owners_list_count_and_page_through_the_manager(env):
         ("offset", {"offset": "2"}),
         ("user_id", {"user_id": ""}),
         ("user_id", {"user_id": 3}),
+        ("user_id", {"user_id": "a\ud800"}),
     ],
 )
 async def test_list_rejects_bad_pages_and_owners_naming_the_field(env, field, kwargs):
@@ -513,6 +515,21 @@ async def test_runs_are_listed_newest_first(env):
     assert await m.get_run("nope") is None
 
 
+async def test_runs_page_from_an_offset_and_count_runs_counts_them(env):
+    m = env.manager
+    s = await m.create("job", endpoint="/hooks/job")
+    ids = []
+    for _ in range(3):
+        ids.append(await m.trigger(s.id))
+        await env.clock.advance(1)
+    assert [r.id for r in await m.runs(s.id, limit=2, offset=1)] == [ids[1], ids[0]]
+    assert await m.count_runs(s.id) == 3
+    for field, bad in (("limit", -1), ("offset", 1.5), ("offset", True)):
+        with pytest.raises(ValidationError) as caught:
+            await m.runs(s.id, **{field: bad})
+        assert caught.value.field == field
+
+
 async def test_create_returns_the_schedule_as_stored(env):
     s = await env.manager.create("job", interval_seconds=60, endpoint="/hooks/job")
     assert s == await env.manager.get(s.id)
@@ -560,8 +577,36 @@ def nested(depth: int) -> dict:
         ({"interval_seconds": 60, "payload": {"x": [float("inf")]}}, "payload", "plain JSON"),
         ({"interval_seconds": 60, "payload": nested(101)}, "payload", "more than 100 levels"),
         ({"interval_seconds": 60, "payload": {"x": "y" * (1 << 20)}}, "payload", "bytes of JSON"),
+        ({"max_retries": 2**31}, "max_retries", "must be <= 2147483647"),
+        ({"max_catchup": 10**30}, "max_catchup", "must be <= 2147483647"),
+        ({"timeout_seconds": 1e308}, "timeout_seconds", "must be <= "),
+        ({"retry_delay_seconds": 4e9}, "retry_delay_seconds", "must be <= "),
+        ({"catchup_window_seconds": 1e300}, "catchup_window_seconds", "must be <= "),
+        ({"description": "a\x00b"}, "description", "NUL"),
+        ({"description": "a\ud800"}, "description", "not valid Unicode"),
+        ({"payload": {"k": ["\udc00"]}}, "payload", "not valid Unicode"),
+        ({"payload": {"\ud800": 1}}, "payload", "not valid Unicode"),
+        ({"timezone": "Europe/\ud800"}, "timezone", "not valid Unicode"),
     ],
-    ids=["interval", "run_at", "start_at", "nan", "infinity", "depth", "size"],
+    ids=[
+        "interval",
+        "run_at",
+        "start_at",
+        "nan",
+        "infinity",
+        "depth",
+        "size",
+        "retries",
+        "catchup",
+        "timeout",
+        "retry_delay",
+        "window",
+        "nul",
+        "surrogate",
+        "payload_surrogate",
+        "key_surrogate",
+        "zone_surrogate",
+    ],
 )
 async def test_bounds_are_refused_naming_the_field_and_nothing_is_written(
     env, fields, field, message

@@ -851,6 +851,21 @@ async def test_list_runs_newest_first_with_limit_and_get_run(open_store):
 
 
 @store_test
+async def test_list_runs_pages_from_an_offset_and_count_runs_counts_the_unpaged_list(open_store):
+    store = open_store()
+    await store.create_schedule(sched("a", T0 + 600))
+    await store.create_schedule(sched("b", T0 + 600))
+    for i in range(5):
+        await store.add_pending_run(pending(f"a{i}", "a", T0 + i, created=T0 + i), T0 + i)
+    await store.add_pending_run(pending("b0", "b", T0 + 2.5, created=T0 + 2.5), T0 + 2.5)
+    pages = [[r.id for r in await store.list_runs("a", 2, offset)] for offset in (0, 2, 4, 6)]
+    assert pages == [["a4", "a3"], ["a2", "a1"], ["a0"], []]
+    assert [r.id for r in await store.list_runs(None, 2, 2)] == ["b0", "a2"]
+    assert (await store.count_runs("a"), await store.count_runs("b")) == (5, 1)
+    assert (await store.count_runs(None), await store.count_runs("zzz")) == (6, 0)
+
+
+@store_test
 async def test_store_round_trips_a_schedule(open_store):
     # SQLite: through the worker thread, the path a deployed store takes (Postgres has only one)
     store = open_store(inline=False)
