@@ -27,10 +27,12 @@ def api_schema(tmp_path_factory):
     port = free_port()
     with uvicorn_server(agent_os.get_app(), port):
         schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
-        yield schema.exclude(path_regex="^/schedules")
+        yield schema
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+# The schedule routes have their own, seeded run (tests/test_agentos_schedules.py). The filter
+# goes here: one applied to the schema the fixture yields is dropped by from_fixture.
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path_regex="^/schedules")
 
 
 @schema.parametrize()
