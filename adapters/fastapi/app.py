@@ -32,6 +32,7 @@ from .context import ServerContext, check_token, install_error_handlers
 
 IN_PROCESS_BASE_URL = "http://agentos.internal"
 OnStartup = Callable[[ScheduleManager], Awaitable[None]]
+EventHook = Callable[[str, dict[str, Any]], None]
 
 
 def component_id(obj: Any, kind: str) -> str:
@@ -66,6 +67,7 @@ class AgentOS:
         scheduler_poll_interval: float = 1.0,
         scheduler_base_url: str | None = None,
         on_startup: OnStartup | None = None,
+        on_event: EventHook | None = None,
         allowed_endpoints: Iterable[str] = (),
         name: str = "leasecron AgentOS",
     ):
@@ -76,12 +78,15 @@ class AgentOS:
             raise ValidationError("scheduler_poll_interval", "must be > 0")
         if on_startup is not None and not callable(on_startup):
             raise ValidationError("on_startup", "must be an async callable(manager)")
+        if on_event is not None and not callable(on_event):
+            raise ValidationError("on_event", "must be a callable(event, data)")
         self.db = db
         self.name = name
         self.run_scheduler = bool(scheduler)
         self.scheduler_poll_interval = float(scheduler_poll_interval)
         self.scheduler_base_url = scheduler_base_url
         self.on_startup = on_startup
+        self.on_event = on_event
         self.ctx = ServerContext(
             token=token,
             agents=_by_id(agents, "agents"),
@@ -90,6 +95,36 @@ class AgentOS:
             allowed_endpoints=tuple(allowed_endpoints),
         )
         self._app: FastAPI | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token every request must carry (None: none is required)."""
+        return self.ctx.token
+
+    def configure(
+        self,
+        *,
+        db: str | Store | None = None,
+        scheduler: bool | None = None,
+        token: str | None = None,
+        on_event: EventHook | None = None,
+    ) -> None:
+        """Override settings given to the constructor (what `leasecron serve`'s flags do), before
+        the app starts (its lifespan reads them); None leaves a setting as it is."""
+        if self.ctx.store is not None:
+            raise RuntimeError("configure() must come before the app starts")
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise ValidationError("token", "must be a non-empty string")
+        if on_event is not None and not callable(on_event):
+            raise ValidationError("on_event", "must be a callable(event, data)")
+        if db is not None:
+            self.db = db
+        if scheduler is not None:
+            self.run_scheduler = bool(scheduler)
+        if token is not None:
+            self.ctx.token = token
+        if on_event is not None:
+            self.on_event = on_event
 
     # -- the app -----------------------------------------------------------------------------
 
@@ -134,7 +169,10 @@ class AgentOS:
             if self.run_scheduler:
                 dispatcher = self._dispatcher(app)
                 ctx.scheduler = Scheduler(
-                    store, dispatcher, poll_interval=self.scheduler_poll_interval
+                    store,
+                    dispatcher,
+                    poll_interval=self.scheduler_poll_interval,
+                    on_event=self.on_event,
                 )
                 await ctx.scheduler.start()
             yield
