@@ -29,6 +29,7 @@ from leasecron.kernel import (
 from leasecron.kernel.stores import open_store
 
 from .context import ServerContext, check_token, install_error_handlers
+from .executor import RunExecutor, check_component
 
 IN_PROCESS_BASE_URL = "http://agentos.internal"
 OnStartup = Callable[[ScheduleManager], Awaitable[None]]
@@ -36,10 +37,13 @@ EventHook = Callable[[str, dict[str, Any]], None]
 
 
 def component_id(obj: Any, kind: str) -> str:
-    """An agent's, team's or workflow's id: `.id`, else `.name`, a non-empty string."""
+    """An agent's, team's or workflow's id: `.id`, else `.name`, a non-empty string without
+    "/" (it is one segment of its routes' paths)."""
     for attr in ("id", "name"):
         value = getattr(obj, attr, None)
         if isinstance(value, str) and value.strip():
+            if "/" in value:
+                raise ValidationError(kind, f"id {value!r} must not contain '/'")
             return value
     raise ValidationError(kind, f"{obj!r} needs a non-empty id (or name)")
 
@@ -48,6 +52,7 @@ def _by_id(items: Iterable[Any] | None, kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for obj in items or ():
         key = component_id(obj, kind)
+        check_component(kind, obj)
         if key in out:
             raise ValidationError(kind, f"two {kind} share the id {key!r}")
         out[key] = obj
@@ -160,6 +165,7 @@ class AgentOS:
         ctx.store = store
         ctx.manager = ScheduleManager(store)
         ctx.started_at = clock.now()
+        ctx.runs = RunExecutor(store, ctx.workflows.values())
         dispatcher = None
         try:
             if self.on_startup is not None:
@@ -178,10 +184,17 @@ class AgentOS:
             yield
         finally:
             if ctx.scheduler is not None:
-                await ctx.scheduler.stop()
+                # No wait for attempts in flight: their runs are this app's, cancelled below,
+                # and over a socket uvicorn has stopped taking the polls already. Their leases
+                # are handed back at once; the next holder attaches and sees CANCELLED.
+                await ctx.scheduler.stop(timeout=0)
                 ctx.scheduler = None
             if dispatcher is not None:
                 await dispatcher.aclose()
+            # Runs still in flight end CANCELLED (saved so) before the store closes.
+            await ctx.runs.shutdown()
+            ctx.runs.release()
+            ctx.runs = None
             if owned:
                 await store.close()
 

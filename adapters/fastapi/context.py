@@ -42,6 +42,7 @@ class ServerContext:
     store: Any = None
     manager: ScheduleManager | None = None
     scheduler: Any = None
+    runs: Any = None  # the RunExecutor (executor.py): runs in flight, while the lifespan runs
     started_at: float = 0.0
 
 

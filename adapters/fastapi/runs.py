@@ -1,24 +1,365 @@
-"""Run routes: `POST /agents|teams|workflows/{id}/runs`, their polls and cancels, sessions,
-traces; and the open routes (`/health`, `/info`)."""
+"""Run routes: `POST /agents|teams|workflows/{id}/runs` (background 202, synchronous 200, or
+SSE), their polls, lists and cancels, `GET /sessions/{id}` and `GET /traces/{run_id}`, the
+component lists; and the open routes (`/health`, `/info`). The AgentOS protocol's shapes
+(AGENTOS_PROTOCOL.md); the runs themselves are executor.py's, their JSON views.py's.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from importlib import metadata
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from .context import ServerContext
+from leasecron.kernel import RunStatus, WorkflowRunOutput
+
+from . import schemas
+from .context import ServerContext, request_user
+from .executor import END, KINDS, SINGULAR, Component, LiveRun, RunExecutor
+from .run_request import OPENAPI_BODY, read_run_request
+from .views import iso, live_view, run_view, session_view, trace_view
+
+RUN_NOT_FOUND = "Run not found"
+FINAL = (RunStatus.COMPLETED, RunStatus.ERROR, RunStatus.CANCELLED, RunStatus.PAUSED)
+# SSE event names, as the reference's agents, teams and workflows send them.
+EVENTS = {
+    "agents": {
+        "started": "RunStarted",
+        "content": "RunContent",
+        RunStatus.COMPLETED: "RunCompleted",
+        RunStatus.ERROR: "RunError",
+        RunStatus.CANCELLED: "RunCancelled",
+        RunStatus.PAUSED: "RunPaused",
+    },
+    "teams": {
+        "started": "TeamRunStarted",
+        "content": "TeamRunContent",
+        RunStatus.COMPLETED: "TeamRunCompleted",
+        RunStatus.ERROR: "TeamRunError",
+        RunStatus.CANCELLED: "TeamRunCancelled",
+        RunStatus.PAUSED: "TeamRunPaused",
+    },
+    "workflows": {
+        "started": "WorkflowStarted",
+        RunStatus.COMPLETED: "WorkflowCompleted",
+        RunStatus.ERROR: "WorkflowError",
+        RunStatus.CANCELLED: "WorkflowCancelled",
+        RunStatus.PAUSED: "WorkflowPaused",
+    },
+}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("leasecron")
+    except metadata.PackageNotFoundError:
+        return "0"
 
 
 def open_router(ctx: ServerContext, agent_os: Any) -> APIRouter:
-    router = APIRouter()
+    """`/health` and `/info`: open without a token (readiness and discovery)."""
+    router = APIRouter(tags=["health"])
+    instantiated_at = time.time()
+    name = getattr(agent_os, "name", "leasecron AgentOS")
+    os_id = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "agentos"
+    version = _version()
 
-    @router.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok"}
+    @router.get("/health", response_model=schemas.Health)
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "instantiated_at": iso(instantiated_at)})
+
+    @router.get("/info", response_model=schemas.Info)
+    async def info() -> JSONResponse:
+        scheduler = ctx.scheduler
+        return JSONResponse(
+            {
+                "os_id": os_id,
+                "name": name,
+                "version": version,
+                "agent_count": len(ctx.agents),
+                "team_count": len(ctx.teams),
+                "workflow_count": len(ctx.workflows),
+                "auth_mode": "security_key" if ctx.token else "none",
+                "scheduler": {
+                    "running": scheduler is not None,
+                    "replica_id": getattr(scheduler, "replica_id", None),
+                },
+            }
+        )
 
     return router
 
 
 def router(ctx: ServerContext) -> APIRouter:
-    return APIRouter()
+    """The guarded routes (the app adds the token check to every one)."""
+    api = APIRouter()
+    for kind in KINDS:
+        _component_routes(api, ctx, kind)
+    _history_routes(api, ctx)
+    return api
+
+
+def _executor(ctx: ServerContext) -> RunExecutor:
+    if ctx.runs is None:
+        raise HTTPException(503, "the server is not started (its lifespan is not running)")
+    return ctx.runs
+
+
+def _components(ctx: ServerContext, kind: str) -> dict[str, Any]:
+    return {"agents": ctx.agents, "teams": ctx.teams, "workflows": ctx.workflows}[kind]
+
+
+def _component(ctx: ServerContext, kind: str, component_id: str) -> Component:
+    obj = _components(ctx, kind).get(component_id)
+    if obj is None:
+        raise HTTPException(404, f"{SINGULAR[kind].capitalize()} not found")
+    return Component(kind, component_id, obj)
+
+
+def _summary(component: Component) -> dict[str, Any]:
+    return {
+        "id": component.id,
+        "name": component.name,
+        "description": getattr(component.obj, "description", None),
+    }
+
+
+def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
+    noun = SINGULAR[kind]
+    tags = [kind]
+
+    @api.get(
+        f"/{kind}",
+        response_model=list[schemas.ComponentSummary],
+        responses=schemas.errors(401),
+        tags=tags,
+        name=f"list_{kind}",
+    )
+    async def list_components() -> JSONResponse:
+        found = [_summary(Component(kind, key, obj)) for key, obj in _components(ctx, kind).items()]
+        return JSONResponse(found)
+
+    @api.get(
+        f"/{kind}/{{component_id}}",
+        response_model=schemas.ComponentSummary,
+        responses=schemas.errors(401, 404),
+        tags=tags,
+        name=f"get_{noun}",
+    )
+    async def get_component(component_id: str) -> JSONResponse:
+        return JSONResponse(_summary(_component(ctx, kind, component_id)))
+
+    @api.post(
+        f"/{kind}/{{component_id}}/runs",
+        response_model=schemas.Run,
+        status_code=200,
+        responses={
+            200: {
+                "description": "the finished run, or SSE events (stream=true)",
+                "content": {"application/json": {}, **schemas.SSE},
+            },
+            202: {"model": schemas.RunAccepted, "description": "background run accepted"},
+            **schemas.errors(401, 404, 415, 422, 503),
+        },
+        openapi_extra=OPENAPI_BODY,
+        tags=tags,
+        name=f"create_{noun}_run",
+    )
+    async def create_run(component_id: str, request: Request) -> Any:
+        component = _component(ctx, kind, component_id)
+        run_request = await read_run_request(request)
+        if run_request.user_id is None:
+            run_request.user_id = request_user(request)
+        executor = _executor(ctx)
+        if run_request.stream:
+            live = executor.submit(component, run_request, stream=True)
+            return StreamingResponse(_events(executor, live), media_type="text/event-stream")
+        live = executor.submit(component, run_request)
+        if run_request.background:
+            return JSONResponse(
+                {"run_id": live.run_id, "session_id": live.session_id, "status": "PENDING"},
+                status_code=202,
+            )
+        out = await executor.wait(live)
+        if out is None:  # the server shut down under it
+            raise HTTPException(503, "the server is shutting down; the run was cancelled")
+        return JSONResponse(run_view(out))
+
+    @api.get(
+        f"/{kind}/{{component_id}}/runs",
+        response_model=list[schemas.Run],
+        responses=schemas.errors(401, 404, 422, 503),
+        tags=tags,
+        name=f"list_{noun}_runs",
+    )
+    async def list_runs(component_id: str, session_id: str = Query(...)) -> JSONResponse:
+        component = _component(ctx, kind, component_id)
+        executor = _executor(ctx)
+        session = await executor.store.get_session(session_id)
+        stored = [r for r in (session.runs if session else []) if _belongs(r, component)]
+        seen = {r.run_id for r in stored}
+        views = [run_view(r) for r in stored]
+        views += [
+            live_view(live)
+            for live in list(executor.runs.values())
+            if live.session_id == session_id
+            and live.component.stored_id == component.stored_id
+            and live.run_id not in seen
+        ]
+        return JSONResponse(views)
+
+    @api.get(
+        f"/{kind}/{{component_id}}/runs/{{run_id}}",
+        response_model=schemas.Run,
+        responses=schemas.errors(401, 404, 422, 503),
+        tags=tags,
+        name=f"get_{noun}_run",
+    )
+    async def get_run(component_id: str, run_id: str, session_id: str = Query(...)) -> JSONResponse:
+        component = _component(ctx, kind, component_id)
+        executor = _executor(ctx)
+        run = await executor.store.get_workflow_run(run_id)
+        if run is None:
+            live = executor.runs.get(run_id)
+            if live is not None and _live_belongs(live, component, session_id):
+                return JSONResponse(live_view(live))
+            raise HTTPException(404, RUN_NOT_FOUND)
+        if not _belongs(run, component) or run.session_id != session_id:
+            raise HTTPException(404, RUN_NOT_FOUND)
+        return JSONResponse(run_view(run))
+
+    @api.post(
+        f"/{kind}/{{component_id}}/runs/{{run_id}}/cancel",
+        response_model=dict[str, Any],
+        responses={
+            **schemas.errors(401, 404, 503),
+            409: {"model": schemas.Detail, "description": "the run is not in this process"},
+        },
+        tags=tags,
+        name=f"cancel_{noun}_run",
+    )
+    async def cancel_run(
+        component_id: str, run_id: str, session_id: str | None = Query(None)
+    ) -> JSONResponse:
+        component = _component(ctx, kind, component_id)
+        executor = _executor(ctx)
+        live = executor.runs.get(run_id)
+        if live is not None and _live_belongs(live, component, session_id):
+            await executor.cancel(run_id)
+            return JSONResponse({})
+        run = await executor.store.get_workflow_run(run_id)
+        if run is None or not _belongs(run, component):
+            raise HTTPException(404, RUN_NOT_FOUND)
+        if session_id is not None and run.session_id != session_id:
+            raise HTTPException(404, RUN_NOT_FOUND)
+        if RunStatus(run.status) not in FINAL:
+            # Stored as running, but by another process (or one that ended without saving
+            # it): nothing here can stop it.
+            raise HTTPException(409, "the run is not running in this server process")
+        return JSONResponse({})  # already over: nothing to cancel
+
+
+def _belongs(run: WorkflowRunOutput, component: Component) -> bool:
+    return run.workflow_id == component.stored_id
+
+
+def _live_belongs(live: LiveRun, component: Component, session_id: str | None) -> bool:
+    return live.component.stored_id == component.stored_id and (
+        session_id is None or live.session_id == session_id
+    )
+
+
+def _history_routes(api: APIRouter, ctx: ServerContext) -> None:
+    @api.get(
+        "/sessions/{session_id}",
+        response_model=schemas.Session,
+        responses=schemas.errors(401, 404, 503),
+        tags=["sessions"],
+    )
+    async def get_session(session_id: str) -> JSONResponse:
+        session = await _executor(ctx).store.get_session(session_id)
+        if session is None:
+            raise HTTPException(404, "Session not found")
+        return JSONResponse(session_view(session))
+
+    @api.get(
+        "/traces/{run_id}",
+        response_model=schemas.Trace,
+        responses=schemas.errors(401, 404, 503),
+        tags=["traces"],
+    )
+    async def get_trace(run_id: str) -> JSONResponse:
+        store = _executor(ctx).store
+        roots = await store.get_trace(run_id)
+        if not roots and await store.get_workflow_run(run_id) is None:
+            raise HTTPException(404, "Trace not found")
+        return JSONResponse(trace_view(run_id, roots))
+
+
+# -- SSE ---------------------------------------------------------------------------------------
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    body = json.dumps({"event": event, **data}, separators=(",", ":"), default=str)
+    return f"event: {event}\ndata: {body}\n\n"
+
+
+async def _events(executor: RunExecutor, live: LiveRun) -> AsyncIterator[str]:
+    """The run's events as SSE: started, one per finished workflow step, the content (agents,
+    teams), and the end (completed, error, cancelled). A foreground stream whose client goes
+    away cancels its run; a background one (background=true) runs on."""
+    kind = live.component.kind
+    names = EVENTS[kind]
+    ids = {"run_id": live.run_id, "session_id": live.session_id}
+    assert live.events is not None
+    try:
+        yield _sse(names["started"], {**ids, **_start_identity(live)})
+        while True:
+            item = await live.events.get()
+            if item is END:
+                break
+            tag, value = item
+            if tag == "step" and kind == "workflows":
+                span = value
+                event = "StepError" if span.status == "error" else "StepCompleted"
+                yield _sse(
+                    event,
+                    {
+                        **ids,
+                        "step_name": span.name,
+                        "status": span.status,
+                        "error": span.error,
+                        "duration": span.duration,
+                    },
+                )
+            elif tag == "end":
+                yield _end(names, ids, value)
+    finally:
+        if not live.request.background and live.run_id in executor.runs:
+            await executor.cancel(live.run_id)
+
+
+def _start_identity(live: LiveRun) -> dict[str, Any]:
+    noun = SINGULAR[live.component.kind]
+    return {
+        f"{noun}_id": live.component.id,
+        f"{noun}_name": live.component.name,
+        "created_at": int(live.created_at),
+    }
+
+
+def _end(names: dict[Any, str], ids: dict[str, Any], out: WorkflowRunOutput | None) -> str:
+    if out is None:  # cancelled by shutdown
+        return _sse(names[RunStatus.CANCELLED], {**ids, "content": "the server shut down"})
+    view = run_view(out)
+    status = RunStatus(out.status)
+    text = _sse(names.get(status, names[RunStatus.COMPLETED]), view)
+    if status is RunStatus.COMPLETED and "content" in names:
+        content = {**ids, "content": view.get("content"), "content_type": view["content_type"]}
+        text = _sse(names["content"], content) + text
+    return text
