@@ -12,7 +12,7 @@ from psycopg import errors as pg_errors
 
 from leasecron.kernel.errors import ScheduleExistsError
 from leasecron.kernel.model import Schedule, ScheduleRun
-from leasecron.kernel.rows import _SCHEDULE_COLUMNS, _json_dump, _run_params, _to_run, _to_schedule
+from leasecron.kernel.rows import _json_dump, _run_params, _schedule_values, _to_run, _to_schedule
 from leasecron.kernel.store import SPEC_FIELDS
 
 if TYPE_CHECKING:
@@ -26,8 +26,7 @@ class PostgresSchedules:
 
     async def create_schedule(self, schedule: Schedule) -> None:
         async def op(conn: Conn) -> None:
-            values = {name: getattr(schedule, name) for name in _SCHEDULE_COLUMNS}
-            values["payload"] = _json_dump(values["payload"])
+            values = _schedule_values(schedule)
             values["enabled"] = bool(values["enabled"])
             values["due_at"] = schedule.next_run_at if schedule.enabled else None
             cols = ", ".join(values)
@@ -57,18 +56,47 @@ class PostgresSchedules:
     async def get_schedule_by_name(self, name: str) -> Schedule | None:
         return await self._run("get_schedule_by_name", lambda conn: self._get(conn, "name", name))
 
-    async def list_schedules(self, enabled: bool | None = None) -> list[Schedule]:
+    @staticmethod
+    def _filter(enabled: bool | None, user_id: str | None) -> tuple[str, dict[str, Any]]:
+        """The WHERE of a schedule list or count."""
+        terms, args = [], {}
+        if enabled is not None:
+            terms.append("enabled = %(enabled)s")
+            args["enabled"] = bool(enabled)
+        if user_id is not None:
+            terms.append("user_id = %(user_id)s")
+            args["user_id"] = user_id
+        return (" WHERE " + " AND ".join(terms) if terms else ""), args
+
+    async def list_schedules(
+        self,
+        enabled: bool | None = None,
+        *,
+        user_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Schedule]:
         async def op(conn: Conn) -> list[Schedule]:
-            sql = f"SELECT * FROM {self.schedules_table}"
-            args: dict[str, Any] = {}
-            if enabled is not None:
-                sql += " WHERE enabled = %(enabled)s"
-                args["enabled"] = bool(enabled)
+            where, args = self._filter(enabled, user_id)
+            args.update(limit=limit, offset=offset)  # LIMIT NULL: no limit
             # COLLATE "C": the same byte order as SQLite's ORDER BY name, whatever the locale.
-            cur = await conn.execute(sql + ' ORDER BY name COLLATE "C"', args)
+            sql = f'SELECT * FROM {self.schedules_table}{where} ORDER BY name COLLATE "C"'
+            cur = await conn.execute(sql + " LIMIT %(limit)s OFFSET %(offset)s", args)
             return [_to_schedule(r, strict=False) for r in await cur.fetchall()]
 
         return await self._run("list_schedules", op)
+
+    async def count_schedules(
+        self, enabled: bool | None = None, *, user_id: str | None = None
+    ) -> int:
+        async def op(conn: Conn) -> int:
+            where, args = self._filter(enabled, user_id)
+            row = await self._one(
+                conn, f"SELECT count(*) AS n FROM {self.schedules_table}{where}", args
+            )
+            return int(row["n"])
+
+        return await self._run("count_schedules", op)
 
     async def update_schedule(
         self, schedule_id: str, fields: dict[str, Any], now: float
@@ -156,17 +184,29 @@ class PostgresSchedules:
         await self._tx("add_pending_run", op)
         self.notify()
 
-    async def list_runs(self, schedule_id: str | None, limit: int = 20) -> list[ScheduleRun]:
+    async def list_runs(
+        self, schedule_id: str | None, limit: int = 20, offset: int = 0
+    ) -> list[ScheduleRun]:
         async def op(conn: Conn) -> list[ScheduleRun]:
             where = "WHERE schedule_id = %(sid)s" if schedule_id else ""
             cur = await conn.execute(
                 f"SELECT * FROM {self.runs_table} {where} "
-                f"ORDER BY created_at DESC, seq DESC LIMIT %(limit)s",
-                {"sid": schedule_id, "limit": limit},
+                f"ORDER BY created_at DESC, seq DESC LIMIT %(limit)s OFFSET %(offset)s",
+                {"sid": schedule_id, "limit": limit, "offset": offset},
             )
             return [_to_run(r) for r in await cur.fetchall()]
 
         return await self._run("list_runs", op)
+
+    async def count_runs(self, schedule_id: str | None) -> int:
+        async def op(conn: Conn) -> int:
+            where = "WHERE schedule_id = %(sid)s" if schedule_id else ""
+            row = await self._one(
+                conn, f"SELECT count(*) AS n FROM {self.runs_table} {where}", {"sid": schedule_id}
+            )
+            return row["n"]
+
+        return await self._run("count_runs", op)
 
     async def get_run(self, run_row_id: str) -> ScheduleRun | None:
         async def op(conn: Conn) -> ScheduleRun | None:

@@ -388,7 +388,14 @@ CREATE INDEX IF NOT EXISTS "{prefix}schedules_orphaned" ON {S} (due_at)
     WHERE enabled AND locked_by IS NOT NULL
 """
 
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+# Schedule owners, as SQLite's migration 4; the index orders names as the lists do (COLLATE "C").
+SCHEMA_V4 = """
+ALTER TABLE {S} ADD COLUMN IF NOT EXISTS user_id TEXT;
+CREATE INDEX IF NOT EXISTS "{prefix}schedules_by_user" ON {S} (user_id, name COLLATE "C")
+    WHERE user_id IS NOT NULL
+"""
+
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 META_SQL = {

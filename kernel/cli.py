@@ -250,7 +250,11 @@ async def cmd_list(args: argparse.Namespace, manager: ScheduleManager) -> int:
         for s in schedules
     ]
     headers = ("NAME", "ID", "KIND", "TZ", "ENABLED", "NEXT RUN (UTC)", "NEXT RUN (TZ)")
-    print(table((*headers, "LAST STATUS", "FAILURES"), rows))
+    headers = (*headers, "LAST STATUS", "FAILURES")
+    if any(s.user_id is not None for s in schedules):  # a multi-user server's file: who owns it
+        headers = (*headers, "OWNER")
+        rows = [(*row, s.user_id or "-") for row, s in zip(rows, schedules, strict=True)]
+    print(table(headers, rows))
     for s in schedules:  # rows the kernel took out of the pool, and why, in full
         if s.disabled_reason:
             print(f"{s.name}: disabled by leasecron: {s.disabled_reason}")

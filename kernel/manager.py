@@ -16,7 +16,14 @@ from .model import Schedule, ScheduleRun
 from .policy import manual_key
 from .retention import prune_history
 from .slots import first_slot
-from .spec import MAX_PAYLOAD_BYTES, TIMING_FIELDS, check_timing, validate_fields
+from .spec import (
+    MAX_PAYLOAD_BYTES,
+    TIMING_FIELDS,
+    check_timing,
+    validate_fields,
+    validate_page,
+    validate_user_id,
+)
 from .store import SPEC_FIELDS, Store
 
 _DEFAULTS = {
@@ -93,6 +100,8 @@ class ScheduleManager:
             if if_exists == "skip":
                 return existing
             changed = {k: v for k, v in spec.items() if getattr(existing, k) != v}
+            if "user_id" not in fields:  # a declaration that names no owner keeps the one it has
+                changed.pop("user_id", None)
             return await self.update(existing.id, **changed) if changed else existing
         check_timing(spec, now)
         schedule = Schedule(id=self.new_id(), created_at=now, updated_at=now, **spec)
@@ -113,8 +122,24 @@ class ScheduleManager:
     async def get_by_name(self, name: str) -> Schedule | None:
         return await self.store.get_schedule_by_name(name)
 
-    async def list(self, enabled: bool | None = None) -> list[Schedule]:
-        return await self.store.list_schedules(enabled)
+    async def list(
+        self,
+        enabled: bool | None = None,
+        *,
+        user_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        """Schedules by name: all owners' with user_id=None (the operator view), else only that
+        user's; a page of `limit` from `offset` when given."""
+        validate_user_id(user_id)
+        validate_page(limit, offset)
+        return await self.store.list_schedules(enabled, user_id=user_id, limit=limit, offset=offset)
+
+    async def count(self, enabled: bool | None = None, *, user_id: str | None = None) -> int:
+        """How many list(enabled, user_id=user_id) returns without a limit."""
+        validate_user_id(user_id)
+        return await self.store.count_schedules(enabled, user_id=user_id)
 
     async def _require(self, schedule_id: str) -> Schedule:
         schedule = await self.store.get_schedule(schedule_id)
@@ -192,9 +217,16 @@ class ScheduleManager:
             ) from None
         return run_row_id
 
-    async def runs(self, schedule_id: str, limit: int = 20) -> list[ScheduleRun]:
-        """The schedule's runs, newest first."""
-        return await self.store.list_runs(schedule_id, limit)
+    async def runs(self, schedule_id: str, limit: int = 20, offset: int = 0) -> list[ScheduleRun]:
+        """The schedule's runs, newest first: `limit` of them from `offset`."""
+        for field, value in (("limit", limit), ("offset", offset)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(field, f"{value!r} must be a whole number >= 0")
+        return await self.store.list_runs(schedule_id, limit, offset)
+
+    async def count_runs(self, schedule_id: str) -> int:
+        """How many runs the schedule has (what runs() pages through)."""
+        return await self.store.count_runs(schedule_id)
 
     async def get_run(self, run_row_id: str) -> ScheduleRun | None:
         return await self.store.get_run(run_row_id)

@@ -35,6 +35,7 @@ class Schedule:
     endpoint: str
     method: str = "POST"
     description: str | None = None
+    user_id: str | None = None  # owner; None: no user's (only the operator view shows it)
     payload: dict[str, Any] | None = None
     cron_expr: str | None = None  # "" or None with no interval/run_at: on demand only
     interval_seconds: float | None = None

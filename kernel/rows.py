@@ -10,9 +10,12 @@ from typing import Any
 
 from .model import Schedule, ScheduleRun
 
-# Columns a new schedule row is written with. `disabled_reason` (schema 3) is the kernel's to
-# write, when it quarantines a row; a row of an older schema lacks it.
-_SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule) if f.name != "disabled_reason"]
+# Columns of later schemas: a row of an older schema (a file opened read-only) lacks them and
+# reads them as None. `disabled_reason` (schema 3) is the kernel's to write, when it quarantines
+# a row; `user_id` (schema 4) is written when a schedule has an owner.
+_LATER_COLUMNS = ("disabled_reason", "user_id")
+# Columns every new schedule row is written with.
+_SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule) if f.name not in _LATER_COLUMNS]
 _RUN_COLUMNS = [f.name for f in dc_fields(ScheduleRun)]
 
 
@@ -23,6 +26,15 @@ def _json_dump(value: Any) -> str | None:
         return json.dumps(value, separators=(",", ":"), default=str)
     except (TypeError, ValueError):  # circular, or a key JSON cannot hold: keep it readable
         return json.dumps(repr(value)[:65_536])
+
+
+def _schedule_values(schedule: Schedule) -> dict[str, Any]:
+    """A new row's column values (payload as JSON text); the owner only when there is one."""
+    values = {name: getattr(schedule, name) for name in _SCHEDULE_COLUMNS}
+    values["payload"] = _json_dump(values["payload"])
+    if schedule.user_id is not None:
+        values["user_id"] = schedule.user_id
+    return values
 
 
 def _json_load(text: str | None) -> Any:
@@ -50,10 +62,11 @@ def _to_schedule(row: Mapping[str, Any], *, strict: bool = True) -> Schedule:
     such a payload reads as None and the reason shows as disabled_reason, so the row can be
     listed, shown and repaired."""
     values = {name: row[name] for name in _SCHEDULE_COLUMNS}
-    try:
-        values["disabled_reason"] = row["disabled_reason"]
-    except (IndexError, KeyError):  # a row of a schema before 3
-        values["disabled_reason"] = None
+    for name in _LATER_COLUMNS:
+        try:
+            values[name] = row[name]
+        except (IndexError, KeyError):  # a row of a schema before the column's
+            values[name] = None
     try:
         values["payload"] = _payload(values["payload"])
     except UndecodableRow as exc:

@@ -24,6 +24,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,199}$")
 # the whole file.
 MAX_EPOCH = 32_503_680_000.0  # 3000-01-01T00:00:00Z: the latest run_at / start_at
 MAX_INTERVAL = 100 * 365.25 * 86_400  # a century
+MAX_DURATION = MAX_INTERVAL  # timeouts, delays, windows: a later time must stay representable
+MAX_COUNT = 2**31 - 1  # max_retries, max_catchup: Postgres INTEGER columns; SQLite takes 2**63
 MAX_PAYLOAD_BYTES = 1 << 20  # the manager's default max_payload_bytes: 1 MiB of JSON
 MAX_PAYLOAD_DEPTH = 100  # nesting levels; deeper JSON exhausts decoders' stacks (Python's too)
 
@@ -55,7 +57,8 @@ def _number(
     if value < minimum:
         raise ValidationError(field, f"{value!r} must be >= {minimum:g}")
     if maximum is not None and value > maximum:
-        raise ValidationError(field, f"{value!r} must be <= {maximum:g}")
+        shown = f"{maximum:d}" if integer else f"{maximum:g}"  # 2147483647, not 2.14748e+09
+        raise ValidationError(field, f"{value!r} must be <= {shown}")
     return int(value) if integer else float(value)
 
 
@@ -90,6 +93,48 @@ def validate_payload(payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         raise ValidationError(
             "payload", f"{size} bytes of JSON, more than max_payload_bytes={max_bytes}"
         )
+
+
+def check_unicode(field: str, value: Any) -> None:
+    """Every string in `value` (a payload's keys and values too) must be encodable as UTF-8: a
+    lone surrogate ("\\ud800" in JSON) cannot be stored in a text column, sent as a JSON body or
+    rendered in a response, so one written would break every later read or fire of the row."""
+    stack = [value]
+    while stack:  # iterative: a deep payload must not exhaust our stack
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValidationError(
+                    field, f"{exc.object[exc.start : exc.end]!r}: not valid Unicode text"
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def validate_user_id(value: Any) -> str | None:
+    """An owner: None, or 1-200 characters of text without control characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 200:
+        raise ValidationError("user_id", f"{value!r} must be 1-200 characters of text or null")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise ValidationError("user_id", f"{value!r} must not contain control characters")
+    check_unicode("user_id", value)
+    return value
+
+
+def validate_page(limit: Any, offset: Any) -> None:
+    """A page of a list: limit None (all) or a whole number >= 0, offset a whole number >= 0."""
+    for field, value in (("limit", limit), ("offset", offset)):
+        if value is None and field == "limit":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValidationError(field, f"{value!r} must be a whole number >= 0")
 
 
 def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -159,6 +204,7 @@ def validate_fields(
     """Check and normalise the caller fields present in `fields` (a create or an update)."""
     out: dict[str, Any] = {}
     for key, value in fields.items():
+        check_unicode("cron" if key == "cron_expr" else key, value)
         if key == "name":
             if not isinstance(value, str) or not _NAME.match(value):
                 raise ValidationError(
@@ -167,6 +213,10 @@ def validate_fields(
         elif key == "description":
             if value is not None and not isinstance(value, str):
                 raise ValidationError("description", f"{value!r} must be text")
+            if value is not None and "\x00" in value:  # Postgres text cannot hold it
+                raise ValidationError("description", "must not contain a NUL character")
+        elif key == "user_id":
+            value = validate_user_id(value)
         elif key == "method":
             value = _choice("method", str(value).upper(), METHODS)
         elif key == "endpoint":
@@ -191,16 +241,17 @@ def validate_fields(
         elif key in ("run_at", "start_at"):
             value = _epoch(key, value)
         elif key == "timeout_seconds":
-            value = _number(key, value, minimum=0.001)
+            value = _number(key, value, minimum=0.001, maximum=MAX_DURATION)
         elif key in ("max_retries", "max_catchup"):
-            value = _number(key, value, minimum=0 if key == "max_retries" else 1, integer=True)
+            minimum = 0 if key == "max_retries" else 1
+            value = _number(key, value, minimum=minimum, maximum=MAX_COUNT, integer=True)
         elif key in (
             "retry_delay_seconds",
             "misfire_grace_seconds",
             "jitter_seconds",
             "catchup_window_seconds",
         ):
-            value = _number(key, value, minimum=0)
+            value = _number(key, value, minimum=0, maximum=MAX_DURATION)
         elif key == "overlap":
             value = _choice("overlap", value, OVERLAP_POLICIES)
         elif key == "misfire":

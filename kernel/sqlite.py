@@ -28,6 +28,7 @@ from .rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and b
     _json_dump,
     _json_load,
     _run_params,
+    _schedule_values,
     _to_run,
     _to_schedule,
 )
@@ -228,8 +229,7 @@ class SqliteStore(SqliteSessions):
 
     async def create_schedule(self, schedule: Schedule) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            values = {name: getattr(schedule, name) for name in _SCHEDULE_COLUMNS}
-            values["payload"] = _json_dump(values["payload"])
+            values = _schedule_values(schedule)
             values["enabled"] = int(values["enabled"])
             values["due_at"] = schedule.next_run_at if schedule.enabled else None
             cols = ", ".join(values)
@@ -262,17 +262,43 @@ class SqliteStore(SqliteSessions):
             "get_schedule_by_name", lambda: self._get(self._connect(), "name", name)
         )
 
-    async def list_schedules(self, enabled: bool | None = None) -> list[Schedule]:
+    def _filter(self, enabled: bool | None, user_id: str | None) -> tuple[str, dict[str, Any]]:
+        """The WHERE of a schedule list or count."""
+        terms, args = [], {}
+        if enabled is not None:
+            terms.append("enabled = :enabled")
+            args["enabled"] = int(enabled)
+        if user_id is not None:
+            terms.append("user_id = :user_id")
+            args["user_id"] = user_id
+        return (" WHERE " + " AND ".join(terms) if terms else ""), args
+
+    async def list_schedules(
+        self,
+        enabled: bool | None = None,
+        *,
+        user_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Schedule]:
         def op() -> list[Schedule]:
-            sql = f"SELECT * FROM {self.schedules_table}"
-            args: tuple = ()
-            if enabled is not None:
-                sql += " WHERE enabled = ?"
-                args = (int(enabled),)
-            rows = self._connect().execute(sql + " ORDER BY name", args).fetchall()
+            where, args = self._filter(enabled, user_id)
+            args.update(limit=-1 if limit is None else limit, offset=offset)
+            sql = f"SELECT * FROM {self.schedules_table}{where} ORDER BY name"
+            rows = self._connect().execute(sql + " LIMIT :limit OFFSET :offset", args).fetchall()
             return [_to_schedule(r, strict=False) for r in rows]
 
         return await self._run("list_schedules", op)
+
+    async def count_schedules(
+        self, enabled: bool | None = None, *, user_id: str | None = None
+    ) -> int:
+        def op() -> int:
+            where, args = self._filter(enabled, user_id)
+            sql = f"SELECT count(*) FROM {self.schedules_table}{where}"
+            return self._connect().execute(sql, args).fetchone()[0]
+
+        return await self._run("count_schedules", op)
 
     async def update_schedule(
         self, schedule_id: str, fields: dict[str, Any], now: float
@@ -354,21 +380,31 @@ class SqliteStore(SqliteSessions):
         await self._run("add_pending_run", self._tx, op)
         self.notify()
 
-    async def list_runs(self, schedule_id: str | None, limit: int = 20) -> list[ScheduleRun]:
+    async def list_runs(
+        self, schedule_id: str | None, limit: int = 20, offset: int = 0
+    ) -> list[ScheduleRun]:
         def op() -> list[ScheduleRun]:
             where, args = ("WHERE schedule_id = ?", (schedule_id,)) if schedule_id else ("", ())
             rows = (
                 self._connect()
                 .execute(
                     f"SELECT * FROM {self.runs_table} {where} "
-                    f"ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                    (*args, limit),
+                    f"ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                    (*args, limit, offset),
                 )
                 .fetchall()
             )
             return [_to_run(r) for r in rows]
 
         return await self._run("list_runs", op)
+
+    async def count_runs(self, schedule_id: str | None) -> int:
+        def op() -> int:
+            where, args = ("WHERE schedule_id = ?", (schedule_id,)) if schedule_id else ("", ())
+            sql = f"SELECT count(*) FROM {self.runs_table} {where}"
+            return self._connect().execute(sql, args).fetchone()[0]
+
+        return await self._run("count_runs", op)
 
     async def get_run(self, run_row_id: str) -> ScheduleRun | None:
         def op() -> ScheduleRun | None:

@@ -139,9 +139,17 @@ CREATE INDEX IF NOT EXISTS {prefix}schedules_orphaned ON {S} (due_at)
     WHERE enabled = 1 AND locked_by IS NOT NULL
 """
 
+# Schedules have an owner (a user of a multi-user server; NULL: nobody's). The index serves one
+# user's list in name order, paged, and its count, without reading other users' rows.
+SCHEMA_V4 = """
+ALTER TABLE {S} ADD COLUMN user_id TEXT;
+CREATE INDEX IF NOT EXISTS {prefix}schedules_by_user ON {S} (user_id, name)
+    WHERE user_id IS NOT NULL
+"""
+
 # Schema versions, applied in order and recorded in the meta table. A migration may add tables,
 # columns and indexes; it never drops or rewrites data.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

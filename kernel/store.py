@@ -31,6 +31,7 @@ from .workflow_types import WorkflowRunOutput
 SPEC_FIELDS = (
     "name",
     "description",
+    "user_id",
     "method",
     "endpoint",
     "payload",
@@ -127,13 +128,35 @@ class Store(Protocol):
     async def create_schedule(self, schedule: Schedule) -> None: ...
     async def get_schedule(self, schedule_id: str) -> Schedule | None: ...
     async def get_schedule_by_name(self, name: str) -> Schedule | None: ...
-    async def list_schedules(self, enabled: bool | None = None) -> list[Schedule]: ...
+    async def list_schedules(
+        self,
+        enabled: bool | None = None,
+        *,
+        user_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        """By name; only `enabled` (or disabled) ones and only `user_id`'s when given (None: all
+        owners); the page `offset`, `limit` of that order, cut in the query."""
+
+    async def count_schedules(
+        self, enabled: bool | None = None, *, user_id: str | None = None
+    ) -> int:
+        """How many list_schedules(enabled, user_id=user_id) would return unpaged."""
+
     async def update_schedule(
         self, schedule_id: str, fields: dict[str, Any], now: float
     ) -> Schedule | None: ...
     async def delete_schedule(self, schedule_id: str, now: float) -> bool: ...
     async def add_pending_run(self, run: ScheduleRun, now: float) -> None: ...
-    async def list_runs(self, schedule_id: str | None, limit: int = 20) -> list[ScheduleRun]: ...
+    async def list_runs(
+        self, schedule_id: str | None, limit: int = 20, offset: int = 0
+    ) -> list[ScheduleRun]:
+        """Newest first (all schedules' with None): `limit` rows from `offset`, cut in the query."""
+
+    async def count_runs(self, schedule_id: str | None) -> int:
+        """How many list_runs(schedule_id) would return unpaged."""
+
     async def get_run(self, run_row_id: str) -> ScheduleRun | None: ...
 
     # -- the lease algorithm (the scheduler's side) --

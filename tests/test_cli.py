@@ -18,6 +18,7 @@ import pytest
 
 from leasecron.kernel.cli import main
 from leasecron.kernel.demo import Delivery, DemoTarget, demo_report
+from leasecron.kernel.manager import ScheduleManager
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.sqlite import SqliteStore
 
@@ -474,6 +475,24 @@ def test_prune_deletes_only_old_finished_runs(tmp_path, capsys):
     assert left == ["pending", "success"]
     assert main(["prune", "--older-than-days", "-1", "--db", db]) == 2
     assert capsys.readouterr().err == ("leasecron: error: --older-than-days: -1.0 must be >= 0\n")
+
+
+def test_list_shows_owners_once_any_schedule_has_one(cli):
+    assert cli("add", "shared", "--endpoint", "/hooks/shared", "--interval", "60")[0] == 0
+    code, out, _ = cli("list")
+    assert "OWNER" not in out  # a single-user file: no owner column
+
+    async def own(store):
+        await ScheduleManager(store).create("mine", endpoint="/hooks/mine", user_id="ann")
+
+    db_state(cli.db, own)
+    code, out, err = cli("list")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].split()[-1] == "OWNER"
+    table = by_name(out)
+    assert (table["mine"][-1], table["shared"][-1]) == ("ann", "-")
+    code, out, _ = cli("show", "mine")
+    assert re.search(r"^user_id\s+ann$", out, re.M)
 
 
 def test_list_and_show_survive_rows_other_tools_wrote_and_say_why_one_is_disabled(cli):

@@ -283,6 +283,12 @@ BAD_CREATES = [
     ("payload", {"payload": {"x": object()}}),
     ("payload", {"payload": {"s": {1, 2}}}),
     ("if_exists", {"if_exists": "replace"}),
+    ("user_id", {"user_id": ""}),
+    ("user_id", {"user_id": "x" * 201}),
+    ("user_id", {"user_id": 7}),
+    ("user_id", {"user_id": "ann\nbob"}),
+    ("user_id", {"user_id": "ann\x85"}),
+    ("user_id", {"user_id": "ann\udc00"}),
     ("colour", {"colour": "red"}),
     ("lease_version", {"lease_version": 3}),
 ]
@@ -313,6 +319,7 @@ BAD_UPDATES = [
     ("start_at", {"interval_seconds": None, "cron": "* * * * *"}),
     ("endpoint", {"endpoint": "no-slash"}),
     ("payload", {"payload": ["a"]}),
+    ("user_id", {"user_id": "\x00"}),
 ]
 
 
@@ -347,6 +354,60 @@ async def test_get_get_by_name_and_list_filtered_by_enabled(env):
     assert [s.name for s in await m.list()] == ["alpha", "beta", "gamma"]
     assert [s.name for s in await m.list(enabled=True)] == ["alpha", "gamma"]
     assert [s.name for s in await m.list(enabled=False)] == ["beta"]
+
+
+async def test_owners_list_count_and_page_through_the_manager(env):
+    m = env.manager
+    for name, owner in [("c", "ann"), ("a", "ann"), ("b", None), ("d", "bob"), ("e", "ann")]:
+        await m.create(name, interval_seconds=60, endpoint=f"/hooks/{name}", user_id=owner)
+    assert (await m.get_by_name("a")).user_id == "ann"
+    assert [s.name for s in await m.list()] == ["a", "b", "c", "d", "e"]
+    assert [s.name for s in await m.list(user_id="ann", limit=2)] == ["a", "c"]
+    assert [s.name for s in await m.list(user_id="ann", limit=2, offset=2)] == ["e"]
+    assert (await m.count(), await m.count(user_id="ann"), await m.count(True, user_id="x")) == (
+        5,
+        3,
+        0,
+    )
+    assert await m.count(user_id="x" * 200) == 0  # the longest owner there can be
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("limit", {"limit": -1}),
+        ("limit", {"limit": 1.5}),
+        ("limit", {"limit": True}),
+        ("limit", {"limit": "10"}),
+        ("offset", {"offset": -1}),
+        ("offset", {"offset": None}),
+        ("offset", {"offset": "2"}),
+        ("user_id", {"user_id": ""}),
+        ("user_id", {"user_id": 3}),
+        ("user_id", {"user_id": "a\ud800"}),
+    ],
+)
+async def test_list_rejects_bad_pages_and_owners_naming_the_field(env, field, kwargs):
+    with pytest.raises(ValidationError) as err:
+        await env.manager.list(**kwargs)
+    assert err.value.field == field
+    if field == "user_id":
+        with pytest.raises(ValidationError, match=r"^user_id: "):
+            await env.manager.count(**kwargs)
+
+
+async def test_a_declaration_without_an_owner_keeps_the_one_it_has(env):
+    """Start-up declarations repeat with if_exists="update": one that names no owner must not
+    take a user's schedule from them; one that names an owner sets it."""
+    m = env.manager
+    s = await m.create("job", interval_seconds=60, endpoint="/hooks/job", user_id="ann")
+    again = await m.create("job", interval_seconds=120, endpoint="/hooks/job", if_exists="update")
+    assert (again.id, again.interval_seconds, again.user_id) == (s.id, 120.0, "ann")
+    moved = await m.create(
+        "job", interval_seconds=120, endpoint="/hooks/job", if_exists="update", user_id="bob"
+    )
+    assert moved.user_id == "bob"
+    assert (await m.update(s.id, user_id=None)).user_id is None
 
 
 # -- update / enable / disable / delete -------------------------------------------------------
@@ -454,6 +515,21 @@ async def test_runs_are_listed_newest_first(env):
     assert await m.get_run("nope") is None
 
 
+async def test_runs_page_from_an_offset_and_count_runs_counts_them(env):
+    m = env.manager
+    s = await m.create("job", endpoint="/hooks/job")
+    ids = []
+    for _ in range(3):
+        ids.append(await m.trigger(s.id))
+        await env.clock.advance(1)
+    assert [r.id for r in await m.runs(s.id, limit=2, offset=1)] == [ids[1], ids[0]]
+    assert await m.count_runs(s.id) == 3
+    for field, bad in (("limit", -1), ("offset", 1.5), ("offset", True)):
+        with pytest.raises(ValidationError) as caught:
+            await m.runs(s.id, **{field: bad})
+        assert caught.value.field == field
+
+
 async def test_create_returns_the_schedule_as_stored(env):
     s = await env.manager.create("job", interval_seconds=60, endpoint="/hooks/job")
     assert s == await env.manager.get(s.id)
@@ -501,8 +577,36 @@ def nested(depth: int) -> dict:
         ({"interval_seconds": 60, "payload": {"x": [float("inf")]}}, "payload", "plain JSON"),
         ({"interval_seconds": 60, "payload": nested(101)}, "payload", "more than 100 levels"),
         ({"interval_seconds": 60, "payload": {"x": "y" * (1 << 20)}}, "payload", "bytes of JSON"),
+        ({"max_retries": 2**31}, "max_retries", "must be <= 2147483647"),
+        ({"max_catchup": 10**30}, "max_catchup", "must be <= 2147483647"),
+        ({"timeout_seconds": 1e308}, "timeout_seconds", "must be <= "),
+        ({"retry_delay_seconds": 4e9}, "retry_delay_seconds", "must be <= "),
+        ({"catchup_window_seconds": 1e300}, "catchup_window_seconds", "must be <= "),
+        ({"description": "a\x00b"}, "description", "NUL"),
+        ({"description": "a\ud800"}, "description", "not valid Unicode"),
+        ({"payload": {"k": ["\udc00"]}}, "payload", "not valid Unicode"),
+        ({"payload": {"\ud800": 1}}, "payload", "not valid Unicode"),
+        ({"timezone": "Europe/\ud800"}, "timezone", "not valid Unicode"),
     ],
-    ids=["interval", "run_at", "start_at", "nan", "infinity", "depth", "size"],
+    ids=[
+        "interval",
+        "run_at",
+        "start_at",
+        "nan",
+        "infinity",
+        "depth",
+        "size",
+        "retries",
+        "catchup",
+        "timeout",
+        "retry_delay",
+        "window",
+        "nul",
+        "surrogate",
+        "payload_surrogate",
+        "key_surrogate",
+        "zone_surrogate",
+    ],
 )
 async def test_bounds_are_refused_naming_the_field_and_nothing_is_written(
     env, fields, field, message

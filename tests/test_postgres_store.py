@@ -172,10 +172,10 @@ async def test_a_trigger_waiting_on_a_release_sees_the_retry_that_release_queued
 
 
 @pg_test
-async def test_fresh_schema_gets_version_3_and_its_tables(open_store):
+async def test_fresh_schema_gets_version_4_and_its_tables(open_store):
     store = open_store()
-    assert await store.schema_version() == 3
-    assert postgres_sql.SCHEMA_VERSION == 3
+    assert await store.schema_version() == 4
+    assert postgres_sql.SCHEMA_VERSION == 4
     rows = raw(
         store,
         "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -201,19 +201,19 @@ async def test_reopen_keeps_rows_and_only_applies_new_migrations(open_store, mon
     await first.create_schedule(sched("a", T0))
     await first.add_pending_run(pending("p", "a", T0), T0)
     await first.close()
-    # Were migrations 1 to 3 re-run on reopen, these scripts would fail.
-    monkeypatch.setattr(postgres_sql, "MIGRATIONS", ["THIS IS NOT SQL"] * 3)
+    # Were migrations 1 to 4 re-run on reopen, these scripts would fail.
+    monkeypatch.setattr(postgres_sql, "MIGRATIONS", ["THIS IS NOT SQL"] * 4)
     again = open_store()
-    assert await again.schema_version() == 3
+    assert await again.schema_version() == 4
     assert [s.id for s in await again.list_schedules()] == ["a"]
     await again.close()
     monkeypatch.setattr(
         postgres_sql,
         "MIGRATIONS",
-        [*["THIS IS NOT SQL"] * 3, "ALTER TABLE {S} ADD COLUMN note TEXT"],
+        [*["THIS IS NOT SQL"] * 4, "ALTER TABLE {S} ADD COLUMN note TEXT"],
     )
     upgraded = open_store()
-    assert await upgraded.schema_version() == 4
+    assert await upgraded.schema_version() == 5
     cols = raw(
         upgraded,
         "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
@@ -226,11 +226,41 @@ async def test_reopen_keeps_rows_and_only_applies_new_migrations(open_store, mon
 
 
 @pg_test
+async def test_a_version_3_schema_gains_owners_and_keeps_its_rows(open_store, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(postgres_sql, "MIGRATIONS", postgres_sql.MIGRATIONS[:3])
+        old = open_store()
+        await old.create_schedule(sched("a", T0))
+        assert await old.schema_version() == 3
+        await old.close()
+    new = open_store()
+    assert await new.schema_version() == 4
+    cols = raw(
+        new,
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s"
+        " AND table_name = 'agno_schedules' ORDER BY ordinal_position",
+        new.schema,
+    )
+    assert cols[-1][0] == "user_id"
+    (index,) = raw(
+        new,
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = %s"
+        " AND indexname = 'agno_schedules_by_user'",
+        new.schema,
+    )
+    assert 'name COLLATE "C"' in index[0]
+    assert (await new.get_schedule("a")).user_id is None
+    await new.create_schedule(sched("b", T0, user_id="ann"))
+    assert [s.id for s in await new.list_schedules(user_id="ann")] == ["b"]
+    assert await new.count_schedules() == 2
+
+
+@pg_test
 async def test_schema_from_a_newer_version_is_refused(open_store):
     store = open_store()
     await store.create_schedule(sched("a", T0))
     raw(store, "UPDATE {M} SET value = '7' WHERE key = 'schema_version'")
-    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(3\)"):
+    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(4\)"):
         await open_store().get_schedule("a")
     assert raw(store, "SELECT value FROM {M}") == [("7",)]
     assert [s.id for s in await store.list_schedules()] == ["a"]
@@ -250,7 +280,7 @@ async def test_custom_prefix_and_schema_keep_their_own_tables(open_store):
     # the same name in another prefix or schema is not a duplicate
     await theirs.create_schedule(sched("a", T0))
     await other_schema.create_schedule(sched("a", T0))
-    assert await mine.schema_version() == await theirs.schema_version() == 3
+    assert await mine.schema_version() == await theirs.schema_version() == 4
     raw(other_schema, f'DROP SCHEMA "{other_schema.schema}" CASCADE')
 
 

@@ -107,10 +107,10 @@ def _objects(path: str) -> set[tuple[str, str]]:
     return set(rows)
 
 
-async def test_fresh_file_gets_schema_version_3(open_store):
+async def test_fresh_file_gets_schema_version_4(open_store):
     store = open_store()
-    assert store.schema_version() == 3
-    assert sqlite_mod.SCHEMA_VERSION == 3
+    assert store.schema_version() == 4
+    assert sqlite_mod.SCHEMA_VERSION == 4
     assert _objects(store.path) >= {
         ("table", "agno_schedules"),
         ("table", "agno_schedule_runs"),
@@ -130,22 +130,62 @@ async def test_reopen_keeps_rows_and_only_applies_new_migrations(open_store, mon
     await first.create_schedule(sched("a", T0))
     await first.add_pending_run(pending("p", "a", T0), T0)
     await first.close()
-    # Were migrations 1 to 3 re-run on reopen, these scripts would fail.
-    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", ["THIS IS NOT SQL"] * 3)
+    # Were migrations 1 to 4 re-run on reopen, these scripts would fail.
+    monkeypatch.setattr(sqlite_mod, "MIGRATIONS", ["THIS IS NOT SQL"] * 4)
     again = open_store("m.db")
-    assert again.schema_version() == 3
+    assert again.schema_version() == 4
     assert [s.id for s in await again.list_schedules()] == ["a"]
     await again.close()
-    # A newer leasecron with a fourth migration applies just that one.
+    # A newer leasecron with a fifth migration applies just that one.
     monkeypatch.setattr(
-        sqlite_mod, "MIGRATIONS", [*["THIS IS NOT SQL"] * 3, "ALTER TABLE {S} ADD COLUMN note TEXT"]
+        sqlite_mod, "MIGRATIONS", [*["THIS IS NOT SQL"] * 4, "ALTER TABLE {S} ADD COLUMN note TEXT"]
     )
     upgraded = open_store("m.db")
-    assert upgraded.schema_version() == 4
+    assert upgraded.schema_version() == 5
     cols = [r["name"] for r in upgraded._connect().execute("PRAGMA table_info(agno_schedules)")]
     assert cols[-1] == "note"
     assert [r.id for r in await upgraded.list_runs("a")] == ["p"]
     assert (await upgraded.get_schedule("a")).due_at == T0
+
+
+async def test_a_version_3_file_gains_owners_and_keeps_its_rows(open_store, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(sqlite_mod, "MIGRATIONS", sqlite_mod.MIGRATIONS[:3])
+        old = open_store("v3.db")
+        assert old.schema_version() == 3
+        await old.create_schedule(sched("a", T0))
+        await old.close()
+    # read-only, nothing is migrated: the old rows read as nobody's
+    readonly = open_store("v3.db", readonly=True)
+    assert (readonly.schema_version(), (await readonly.get_schedule("a")).user_id) == (3, None)
+    assert [s.id for s in await readonly.list_schedules()] == ["a"]
+    await readonly.close()
+    new = open_store("v3.db")
+    assert new.schema_version() == 4
+    cols = [r["name"] for r in new._connect().execute("PRAGMA table_info(agno_schedules)")]
+    assert cols[-1] == "user_id"
+    assert ("index", "agno_schedules_by_user") in _objects(new.path)
+    assert (await new.get_schedule("a")).user_id is None
+    await new.create_schedule(sched("b", T0, user_id="ann"))
+    assert [s.id for s in await new.list_schedules(user_id="ann")] == ["b"]
+    assert await new.count_schedules() == 2
+
+
+def test_one_users_list_reads_the_owner_index():
+    """The WHERE user_id = ? ORDER BY name of a user's page is a search of the partial index,
+    with no sort: a user's page costs the same however many schedules others have."""
+    conn = sqlite3.connect(":memory:")
+    sqlite_mod.migrate(conn, "agno_", ":memory:", sqlite_mod.MIGRATIONS)
+    plan = [
+        row[3]
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM agno_schedules WHERE user_id = ? ORDER BY name"
+            " LIMIT 10 OFFSET 0",
+            ("ann",),
+        )
+    ]
+    conn.close()
+    assert plan == ["SEARCH agno_schedules USING INDEX agno_schedules_by_user (user_id=?)"]
 
 
 async def test_custom_prefix_creates_its_own_tables(open_store):
@@ -166,14 +206,14 @@ async def test_custom_prefix_creates_its_own_tables(open_store):
     assert [s.id for s in await mine.list_schedules()] == ["a"]
     assert await theirs.list_schedules() == []
     assert await theirs.next_due() is None
-    assert mine.schema_version() == theirs.schema_version() == 3
+    assert mine.schema_version() == theirs.schema_version() == 4
 
 
 async def test_file_from_a_newer_version_is_refused(open_store, tmp_path):
     store = open_store("new.db")
     await store.create_schedule(sched("a", T0))
     raw(store).execute("UPDATE agno_leasecron_meta SET value = '7' WHERE key = 'schema_version'")
-    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(3\)"):
+    with pytest.raises(RuntimeError, match=r"schema version 7 is newer than this leasecron \(4\)"):
         SqliteStore(str(tmp_path / "new.db"), inline=True)
     # the refused open changed nothing
     assert raw(store).execute("SELECT value FROM agno_leasecron_meta").fetchone()[0] == "7"

@@ -851,6 +851,21 @@ async def test_list_runs_newest_first_with_limit_and_get_run(open_store):
 
 
 @store_test
+async def test_list_runs_pages_from_an_offset_and_count_runs_counts_the_unpaged_list(open_store):
+    store = open_store()
+    await store.create_schedule(sched("a", T0 + 600))
+    await store.create_schedule(sched("b", T0 + 600))
+    for i in range(5):
+        await store.add_pending_run(pending(f"a{i}", "a", T0 + i, created=T0 + i), T0 + i)
+    await store.add_pending_run(pending("b0", "b", T0 + 2.5, created=T0 + 2.5), T0 + 2.5)
+    pages = [[r.id for r in await store.list_runs("a", 2, offset)] for offset in (0, 2, 4, 6)]
+    assert pages == [["a4", "a3"], ["a2", "a1"], ["a0"], []]
+    assert [r.id for r in await store.list_runs(None, 2, 2)] == ["b0", "a2"]
+    assert (await store.count_runs("a"), await store.count_runs("b")) == (5, 1)
+    assert (await store.count_runs(None), await store.count_runs("zzz")) == (6, 0)
+
+
+@store_test
 async def test_store_round_trips_a_schedule(open_store):
     # SQLite: through the worker thread, the path a deployed store takes (Postgres has only one)
     store = open_store(inline=False)
@@ -1011,3 +1026,84 @@ async def test_orphans_get_a_share_of_every_claim_under_a_backlog(open_store):
     # a small claim still gives orphans their one place
     taken = [c.schedule.id for c in await store.claim("r3", now, LEASE, 1)]
     assert taken[0].startswith("orphan")
+
+
+# -- owners, filters and pages -----------------------------------------------------------------
+
+
+async def _owned(store: Store) -> None:
+    """Six schedules: ann's a1, a2 (disabled), a3; bob's b1; nobody's z1, z2 (names out of
+    insertion order, so the listing's ORDER BY shows)."""
+    for sid, owner, enabled in [
+        ("a3", "ann", True),
+        ("z1", None, True),
+        ("b1", "bob", True),
+        ("a1", "ann", True),
+        ("z2", None, False),
+        ("a2", "ann", False),
+    ]:
+        await store.create_schedule(sched(sid, T0, user_id=owner, enabled=enabled))
+
+
+@store_test
+async def test_a_schedules_owner_round_trips_and_none_is_nobodys(open_store):
+    store = open_store(inline=False)
+    await _owned(store)
+    assert (await store.get_schedule("a1")).user_id == "ann"
+    assert (await store.get_schedule_by_name("b1")).user_id == "bob"
+    assert (await store.get_schedule("z1")).user_id is None
+    # an update may set or clear it like any caller field; the claim carries it
+    await store.update_schedule("z1", {"user_id": "cy"}, T0)
+    assert (await store.get_schedule("z1")).user_id == "cy"
+    await store.update_schedule("z1", {"user_id": None}, T0)
+    assert (await store.get_schedule("z1")).user_id is None
+    claims = {c.schedule.id: c.schedule.user_id for c in await store.claim("r1", T0, LEASE, 10)}
+    assert claims == {"a1": "ann", "a3": "ann", "b1": "bob", "z1": None}
+
+
+@store_test
+async def test_lists_filter_by_owner_and_enabled_in_name_order(open_store):
+    store = open_store()
+    await _owned(store)
+
+    async def names(*args, **kwargs) -> list[str]:
+        return [s.id for s in await store.list_schedules(*args, **kwargs)]
+
+    assert await names() == ["a1", "a2", "a3", "b1", "z1", "z2"]  # the operator view: all
+    assert await names(user_id="ann") == ["a1", "a2", "a3"]
+    assert await names(True, user_id="ann") == ["a1", "a3"]
+    assert await names(False, user_id="ann") == ["a2"]
+    assert await names(False) == ["a2", "z2"]
+    assert await names(user_id="bob") == ["b1"]
+    assert await names(user_id="nobody") == []
+    assert await names(user_id="Ann") == []  # owners are compared exactly
+    counts = [
+        await store.count_schedules(),
+        await store.count_schedules(True),
+        await store.count_schedules(user_id="ann"),
+        await store.count_schedules(True, user_id="ann"),
+        await store.count_schedules(user_id="nobody"),
+    ]
+    assert counts == [6, 4, 3, 2, 0]
+
+
+@store_test
+async def test_lists_page_with_limit_and_offset_in_the_query(open_store):
+    store = open_store()
+    await _owned(store)
+
+    async def page(**kwargs) -> list[str]:
+        return [s.id for s in await store.list_schedules(**kwargs)]
+
+    assert await page(limit=2) == ["a1", "a2"]
+    assert await page(limit=2, offset=2) == ["a3", "b1"]
+    assert await page(limit=2, offset=4) == ["z1", "z2"]
+    assert await page(limit=2, offset=6) == []
+    assert await page(offset=3) == ["b1", "z1", "z2"]  # no limit: the rest
+    assert await page(limit=0) == []
+    assert await page(user_id="ann", limit=1, offset=1) == ["a2"]
+    assert await page(enabled=True, user_id="ann", limit=5, offset=1) == ["a3"]
+    # the pages cover the whole list once, whatever the page size
+    for size in (1, 4, 5):
+        pages = [await page(limit=size, offset=o) for o in range(0, 6, size)]
+        assert [sid for p in pages for sid in p] == await page()

@@ -9,11 +9,17 @@ own shape, so a client parses one format), 404 and 409 `{"detail": "..."}`.
 from __future__ import annotations
 
 import hmac
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leasecron.kernel import (
     ScheduleExistsError,
@@ -25,6 +31,23 @@ from leasecron.kernel import (
 
 MISSING_TOKEN = "Authorization header required"
 WRONG_TOKEN = "Invalid authentication token"
+# FastAPI's 400 for a JSON body it cannot decode (not UTF-8): a malformed body, so a 422 here.
+UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a 422 echoes the input, and a lone surrogate in it (valid
+    in a JSON string escape) cannot be encoded as UTF-8."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
+
+
+# How a 422 echoes input that JSON text cannot carry: bytes that are not UTF-8, NaN, Infinity.
+_ECHO = {
+    bytes: lambda b: b.decode("utf-8", "replace"),
+    float: lambda f: f if math.isfinite(f) else str(f),
+}
 
 
 @dataclass(slots=True, eq=False)
@@ -83,6 +106,20 @@ def validation_detail(exc: ValidationError, where: str = "body") -> list[dict[st
 
 def install_error_handlers(app: FastAPI) -> None:
     """Kernel errors raised by a route become their HTTP status, with the field named."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler answers 500 for a non-JSON body that is not UTF-8 (it decodes the
+        # echoed input bytes strictly) or one with NaN; the same errors, encoded so nothing fails.
+        detail = jsonable_encoder(exc.errors(), custom_encoder=_ECHO)
+        return _AsciiJSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
+        if exc.status_code == 400 and exc.detail == UNPARSABLE_BODY:
+            detail = [{"type": "json_invalid", "loc": ["body"], "msg": "not JSON text in UTF-8"}]
+            return JSONResponse({"detail": detail}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(ValidationError)
     async def _invalid(request: Request, exc: ValidationError) -> JSONResponse:
