@@ -598,16 +598,17 @@ def _serve_banner(args: argparse.Namespace, target: Any, url: str) -> list[str]:
     scheduler = (
         "off (--no-scheduler)"
         if not getattr(target, "run_scheduler", True)
-        else f"on, firing through {base}"
+        else f"on, firing through {base}; one line per fire and finish below"
         if base
-        else "on, firing in-process through the app's own routes"
+        else "on, firing in-process through the app's own routes; one line per fire and "
+        "finish below"
     )
     db = _shown_db(getattr(target, "db", "?"))
     lines += [
         f"  docs:       {url}/docs",
         f"  schedules:  {url}/schedules  (each one's runs: {url}/schedules/<id>/runs)",
         f"  db:         {db}  (leasecron list | runs --db {db})",
-        f"  scheduler:  {scheduler}; one line per fire and finish below",
+        f"  scheduler:  {scheduler}",
         f"  token:      {_token_source(args, target)}",
     ]
     return lines

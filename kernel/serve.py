@@ -55,7 +55,7 @@ def load_target(spec: str | None) -> Any:
             if default:
                 raise ValidationError(
                     "--app",
-                    f"the default app {DEFAULT_APP} is not at {path} (no examples/ folder next "
+                    f"the default app {ref} is not at {path} (no examples/ folder next "
                     "to the kernel): give --app module:attr or path.py:attr",
                 )
             raise ValidationError("--app", f"no such file: {ref}")
@@ -81,6 +81,9 @@ def _import_file(path: Path, spec: str) -> Any:
     if folder not in sys.path:
         sys.path.insert(0, folder)  # its sibling modules import as they do under `python file`
     name = path.stem
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) != str(path):
+        name = f"_leasecron_app_{name}"  # never shadow a module of that name (a json.py)
     found = importlib.util.spec_from_file_location(name, path)
     if found is None or found.loader is None:
         raise ValidationError("--app", f"{path} cannot be imported as a Python module")
