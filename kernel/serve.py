@@ -127,12 +127,20 @@ def listen(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ValidationError("--host", f"{host!r}: {exc.strerror}") from None
-    family, _, _, _, address = infos[0]
+    family, kind, proto, _, address = infos[0]
+    # The protocol is given (IPPROTO_TCP, not 0): asyncio sets TCP_NODELAY only on accepted
+    # sockets that say they are TCP. Without it a response written in two parts waits for the
+    # client's delayed ACK, about 40 ms a request.
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
     try:
-        return socket.create_server(address, family=family)  # SO_REUSEADDR on POSIX
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
     except OSError as exc:
+        sock.close()
         reason = exc.strerror or str(exc)
         raise ValidationError("--port", f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
 
 
 def bound_url(sock: socket.socket) -> str:

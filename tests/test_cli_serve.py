@@ -4,6 +4,7 @@ errors of a bad --app, a taken port, a vendored kernel without the demo and a fa
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
@@ -23,6 +24,7 @@ import pytest
 
 from leasecron.kernel import SqliteStore
 from leasecron.kernel.cli import main
+from leasecron.kernel.serve import listen
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "agentos_app.py"
@@ -186,8 +188,6 @@ def test_the_demo_app_fires_its_schedules_as_success_runs_and_stops_on_ctrl_c(tm
         finally:
             await store.close()
 
-    import asyncio
-
     rows = asyncio.run(slots())
     ok = Counter(r.scheduled_for for r in rows if r.status == "success")
     assert len(ok) >= 2 and max(ok.values()) == 1  # each slot succeeded once
@@ -263,6 +263,28 @@ def test_a_taken_port_is_refused_naming_the_flag(tmp_path, monkeypatch, capsys):
         port = taken.getsockname()[1]
         assert main(["serve", "--db", str(tmp_path / "p.db"), "--port", str(port)]) == 2
     assert f"--port: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+async def test_accepted_connections_send_without_waiting_for_acks():
+    # asyncio sets TCP_NODELAY only on sockets that say they are TCP; with Nagle on, a response
+    # written in two parts waited for the client's delayed ACK (~40 ms a request).
+    sock = listen("127.0.0.1", 0)
+    accepted = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport):
+            peer = transport.get_extra_info("socket")
+            accepted.set_result(peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        assert await asyncio.wait_for(accepted, DEADLINE) != 0
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def test_an_app_that_cannot_start_exits_1(tmp_path):
