@@ -32,6 +32,11 @@ from .context import ServerContext, check_token, install_error_handlers
 from .executor import RunExecutor, check_component
 
 IN_PROCESS_BASE_URL = "http://agentos.internal"
+# The scheduler polls runs on this app (or a replica of it) where short runs are common: the
+# first poll goes out almost at once (a no-op run is over by then; at the dispatcher's default
+# 0.5 s every fire took at least that), the next ones back off as usual. One extra request for
+# a long run, a function call in-process.
+FIRST_POLL = 0.002
 OnStartup = Callable[[ScheduleManager], Awaitable[None]]
 EventHook = Callable[[str, dict[str, Any]], None]
 
@@ -71,6 +76,7 @@ class AgentOS:
         scheduler: bool = True,
         scheduler_poll_interval: float = 1.0,
         scheduler_base_url: str | None = None,
+        scheduler_max_concurrent: int = 100,
         on_startup: OnStartup | None = None,
         on_event: EventHook | None = None,
         allowed_endpoints: Iterable[str] = (),
@@ -81,6 +87,8 @@ class AgentOS:
             raise ValidationError("token", "must be a non-empty string or None")
         if not scheduler_poll_interval > 0:
             raise ValidationError("scheduler_poll_interval", "must be > 0")
+        if not isinstance(scheduler_max_concurrent, int) or scheduler_max_concurrent < 1:
+            raise ValidationError("scheduler_max_concurrent", "must be an int >= 1")
         if on_startup is not None and not callable(on_startup):
             raise ValidationError("on_startup", "must be an async callable(manager)")
         if on_event is not None and not callable(on_event):
@@ -90,6 +98,7 @@ class AgentOS:
         self.run_scheduler = bool(scheduler)
         self.scheduler_poll_interval = float(scheduler_poll_interval)
         self.scheduler_base_url = scheduler_base_url
+        self.scheduler_max_concurrent = scheduler_max_concurrent
         self.on_startup = on_startup
         self.on_event = on_event
         self.ctx = ServerContext(
@@ -145,7 +154,9 @@ class AgentOS:
 
         ctx = self.ctx
 
-        def authorized(request: Request) -> None:
+        # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop on every
+        # request (most of a poll's cost in-process).
+        async def authorized(request: Request) -> None:
             check_token(ctx, request)
 
         app = FastAPI(title=self.name, lifespan=self._lifespan)
@@ -178,6 +189,7 @@ class AgentOS:
                     store,
                     dispatcher,
                     poll_interval=self.scheduler_poll_interval,
+                    max_concurrent=self.scheduler_max_concurrent,
                     on_event=self.on_event,
                 )
                 await ctx.scheduler.start()
@@ -204,8 +216,14 @@ class AgentOS:
                 IN_PROCESS_BASE_URL,
                 token=self.ctx.token,
                 transport=httpx.ASGITransport(app=app),
+                poll_initial=FIRST_POLL,
             )
-        return HttpDispatcher(self.scheduler_base_url, token=self.ctx.token)
+        return HttpDispatcher(
+            self.scheduler_base_url,
+            token=self.ctx.token,
+            max_connections=self.scheduler_max_concurrent,
+            poll_initial=FIRST_POLL,
+        )
 
     def serve(self, host: str = "127.0.0.1", port: int = 7777, **uvicorn_options: Any) -> None:
         """Run the app under uvicorn until interrupted."""
