@@ -226,3 +226,39 @@ def test_a_vendored_kernel_without_the_demo_says_where_it_looked(tmp_path):
     assert proc.returncode == 2, proc.stderr
     expected = tmp_path / "vendored" / "examples" / "agentos_app.py"
     assert f"the default app examples/agentos_app.py is not at {expected}" in proc.stderr
+
+
+EXTRA = "pip install 'leasecron[server]'"
+
+
+@pytest.mark.parametrize(
+    ("missing", "app", "message"),
+    [
+        # The demo imports FastAPI (through the adapter): the extra is named.
+        ("fastapi", None, "needs fastapi, which is not installed: pip install 'leasecron[server]'"),
+        (
+            "uvicorn",
+            "hello_app.py:app",
+            "uvicorn is not installed: pip install 'leasecron[server]'",
+        ),
+    ],
+)
+def test_without_the_server_extra_the_error_names_it(missing, app, message, tmp_path):
+    (tmp_path / "hello_app.py").write_text("async def app(scope, receive, send):\n    pass\n")
+    args = ["serve", "--port", "0", *(["--app", app] if app else [])]
+    # A None entry in sys.modules makes `import <missing>` fail as if it were not installed.
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None; "
+        f"from leasecron.kernel.cli import main; sys.exit(main({args!r}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
