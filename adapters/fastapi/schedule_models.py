@@ -180,6 +180,23 @@ class RunOut(BaseModel):
         return cls(**{k: getattr(r, k) for k in cls.model_fields})
 
 
+class ErrorOut(BaseModel):
+    detail: str
+
+
+_ERRORS = {
+    401: "No token, or a wrong one",
+    404: "No such schedule (or another user's), or no such run of it",
+    409: "The name is taken, or the schedule is disabled (trigger)",
+    503: "The store is unavailable; retry after Retry-After seconds",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for the OpenAPI document (FastAPI adds the 422 itself)."""
+    return {c: {"model": ErrorOut, "description": _ERRORS[c]} for c in codes}
+
+
 class PageMeta(BaseModel):
     page: int
     limit: int

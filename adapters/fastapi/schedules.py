@@ -26,6 +26,7 @@ from .schedule_models import (
     ScheduleOut,
     SchedulePage,
     ScheduleUpdate,
+    errors,
     given,
 )
 from .targets import check_target
@@ -92,11 +93,11 @@ def router(ctx: ServerContext) -> APIRouter:
         """The schedule, if the request's user may see it; else 404 as if it did not exist."""
         s = await manager().get(schedule_id)
         user = request_user(request)
-        if s is None or (user is not None and getattr(s, "user_id", None) != user):
+        if s is None or (user is not None and s.user_id != user):
             raise ScheduleNotFoundError(schedule_id)
         return s
 
-    @api.get("", response_model=SchedulePage)
+    @api.get("", response_model=SchedulePage, responses=errors(401, 503))
     async def list_schedules(
         request: Request,
         enabled: Annotated[bool | None, Query(description="Only enabled (or disabled)")] = None,
@@ -121,7 +122,7 @@ def router(ctx: ServerContext) -> APIRouter:
             "meta": _meta(page, limit, total).model_dump(),
         }
 
-    @api.post("", status_code=201, response_model=ScheduleOut)
+    @api.post("", status_code=201, response_model=ScheduleOut, responses=errors(401, 409, 503))
     async def create_schedule(
         request: Request,
         body: ScheduleCreate,
@@ -138,7 +139,7 @@ def router(ctx: ServerContext) -> APIRouter:
             s = await manager().create(**fields)
         return schedule_json(s)
 
-    @api.get("/{schedule_id}", response_model=ScheduleOut)
+    @api.get("/{schedule_id}", response_model=ScheduleOut, responses=errors(401, 404, 503))
     async def get_schedule(
         request: Request,
         schedule_id: str,
@@ -147,7 +148,7 @@ def router(ctx: ServerContext) -> APIRouter:
     ) -> dict[str, Any]:
         return schedule_json(await visible(request, schedule_id))
 
-    @api.patch("/{schedule_id}", response_model=ScheduleOut)
+    @api.patch("/{schedule_id}", response_model=ScheduleOut, responses=errors(401, 404, 409, 503))
     async def update_schedule(
         request: Request,
         schedule_id: str,
@@ -168,7 +169,9 @@ def router(ctx: ServerContext) -> APIRouter:
             s = await manager().update(schedule_id, **changes)
         return schedule_json(s)
 
-    @api.delete("/{schedule_id}", status_code=204, response_class=Response)
+    @api.delete(
+        "/{schedule_id}", status_code=204, response_class=Response, responses=errors(401, 404, 503)
+    )
     async def delete_schedule(
         request: Request,
         schedule_id: str,
@@ -181,7 +184,7 @@ def router(ctx: ServerContext) -> APIRouter:
             raise ScheduleNotFoundError(schedule_id)  # deleted by someone else meanwhile
         return Response(status_code=204)
 
-    @api.post("/{schedule_id}/enable", response_model=ScheduleOut)
+    @api.post("/{schedule_id}/enable", response_model=ScheduleOut, responses=errors(401, 404, 503))
     async def enable_schedule(
         request: Request,
         schedule_id: str,
@@ -194,7 +197,7 @@ def router(ctx: ServerContext) -> APIRouter:
             check_target(ctx, current.endpoint, current.payload)
         return schedule_json(await manager().enable(schedule_id))
 
-    @api.post("/{schedule_id}/disable", response_model=ScheduleOut)
+    @api.post("/{schedule_id}/disable", response_model=ScheduleOut, responses=errors(401, 404, 503))
     async def disable_schedule(
         request: Request,
         schedule_id: str,
@@ -205,7 +208,12 @@ def router(ctx: ServerContext) -> APIRouter:
         await visible(request, schedule_id)
         return schedule_json(await manager().disable(schedule_id))
 
-    @api.post("/{schedule_id}/trigger", status_code=202, response_model=RunOut)
+    @api.post(
+        "/{schedule_id}/trigger",
+        status_code=202,
+        response_model=RunOut,
+        responses=errors(401, 404, 409, 503),
+    )
     async def trigger_schedule(
         request: Request,
         schedule_id: str,
@@ -229,7 +237,7 @@ def router(ctx: ServerContext) -> APIRouter:
             raise ScheduleNotFoundError(schedule_id)
         return run_json(run)
 
-    @api.get("/{schedule_id}/runs", response_model=RunPage)
+    @api.get("/{schedule_id}/runs", response_model=RunPage, responses=errors(401, 404, 503))
     async def list_runs(
         request: Request,
         schedule_id: str,
@@ -249,7 +257,7 @@ def router(ctx: ServerContext) -> APIRouter:
             "meta": _meta(page, limit, total).model_dump(),
         }
 
-    @api.get("/{schedule_id}/runs/{run_id}", response_model=RunOut)
+    @api.get("/{schedule_id}/runs/{run_id}", response_model=RunOut, responses=errors(401, 404, 503))
     async def get_run(
         request: Request,
         schedule_id: str,
