@@ -10,6 +10,7 @@ report checked against what the target actually received).
     leasecron runs  [NAME_OR_ID] [--limit 20]
     leasecron demo  [--seconds 20] [--replicas 2] [--db PATH]
     leasecron sim   [--seed S] [--seeds N] [--hours H] [--faults ...] [--store URL] ...
+    leasecron serve [--app module:attr | path.py:attr] [--db PATH_OR_URL] [--port 7777] ...
 
 Bad input (a ValidationError, a duplicate name, an unknown schedule) prints the flag and the
 rule on stderr and exits 2; a storage failure exits 1; Ctrl-C exits 130, a closed output pipe
@@ -63,6 +64,7 @@ from .manager import ScheduleManager
 from .model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES, Schedule
 from .process import stop_on_signals
 from .scheduler import Scheduler
+from .serve import DEFAULT_APP, bound_url, is_agent_os, listen, load_target, run_uvicorn
 from .sim import ALL_FAULTS, FAULTS, SimConfig, simulate
 from .stores import open_store
 
@@ -563,6 +565,112 @@ async def _run_replica(args: argparse.Namespace, token: str | None) -> int:
     return 130 if signal.SIGINT in received else 0
 
 
+# -- serve: an AgentOS (or any ASGI app) under uvicorn -------------------------------------------
+
+
+def _shown_db(db: Any) -> str:
+    """The store as the banner shows it: a URL without its password."""
+    if not isinstance(db, str):
+        return type(db).__name__
+    parts = urlsplit(db) if "://" in db else None
+    if parts is None or parts.password is None:
+        return db
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _token_source(args: argparse.Namespace, target: Any) -> str:
+    if args.token_file is not None:
+        return f"required, from --token-file {args.token_file}"
+    token = getattr(target, "token", None)
+    if token is None:
+        return f"none: every request is accepted (set {TOKEN_ENV} or --token-file to require one)"
+    if token == os.environ.get(TOKEN_ENV):
+        return f"required, from {TOKEN_ENV} (send Authorization: Bearer ${TOKEN_ENV})"
+    return "required, set by the app"
+
+
+def _serve_banner(args: argparse.Namespace, target: Any, url: str) -> list[str]:
+    lines = [f"leasecron serve: {args.app_shown} on {url} (Ctrl-C or SIGTERM to stop)"]
+    if not is_agent_os(target):
+        return lines
+    base = getattr(target, "scheduler_base_url", None)
+    scheduler = (
+        "off (--no-scheduler)"
+        if not getattr(target, "run_scheduler", True)
+        else f"on, firing through {base}; one line per fire and finish below"
+        if base
+        else "on, firing in-process through the app's own routes; one line per fire and "
+        "finish below"
+    )
+    db = _shown_db(getattr(target, "db", "?"))
+    lines += [
+        f"  docs:       {url}/docs",
+        f"  schedules:  {url}/schedules  (each one's runs: {url}/schedules/<id>/runs)",
+        f"  db:         {db}  (leasecron list | runs --db {db})",
+        f"  scheduler:  {scheduler}",
+        f"  token:      {_token_source(args, target)}",
+    ]
+    return lines
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    args.app_shown = args.app or DEFAULT_APP
+    # Signals are ours from the start: a Ctrl-C while the app imports or starts stops it cleanly.
+    stop = asyncio.Event()
+    with stop_on_signals(asyncio.get_running_loop(), stop) as received:
+        ok = await _serve(args, stop)
+    if not ok:
+        raise LeasecronError(f"{args.app_shown} did not start (the reason is logged above)")
+    print("stopped", flush=True)
+    return 130 if signal.SIGINT in received else 0
+
+
+async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> bool:
+    token = read_token(args) if args.token_file is not None else None
+    target = load_target(args.app)
+    clock = SystemClock()
+    replica_log = ReplicaLog(clock)
+    if is_agent_os(target):
+        fire_log = FireLog(_print_flush)
+        overrides = {
+            "db": args.db,
+            "scheduler": False if args.no_scheduler else None,
+            "token": token,
+            "on_event": _hooks(getattr(target, "on_event", None), replica_log, fire_log),
+        }
+        configure = getattr(target, "configure", None)
+        if configure is None:
+            raise ValidationError("--app", f"{args.app_shown} has get_app() but no configure()")
+        configure(**overrides)
+        app, lifespan = target.get_app(), "on"  # a failed start-up must stop the command
+    else:
+        given = {"--db": args.db, "--no-scheduler": args.no_scheduler, "--token-file": token}
+        for flag, value in given.items():
+            if value:
+                raise ValidationError(
+                    flag,
+                    f"applies to an AgentOS; {args.app_shown} is a plain ASGI app "
+                    "(point --app at the AgentOS object instead)",
+                )
+        app, lifespan = target, "auto"
+    if stop.is_set():  # interrupted while the app was imported
+        return True
+    sock = listen(args.host, args.port)
+    url = bound_url(sock)
+
+    def started() -> None:
+        for line in _serve_banner(args, target, url):
+            print(line, flush=True)
+
+    try:
+        with log_to_stderr(logging.WARNING):
+            return await run_uvicorn(app, sock, stop, lifespan=lifespan, on_started=started)
+    finally:
+        sock.close()
+        replica_log.flush()
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
@@ -706,6 +814,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds attempts in flight may finish at stop (default: min(2, seconds/10))",
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the flaky target")
+    p = sub.add_parser("serve", help="serve an AgentOS (default: the demo app) with its scheduler")
+    p.add_argument(
+        "--app",
+        metavar="TARGET",
+        help="module:attr or path.py:attr naming an AgentOS or an ASGI app "
+        "(default: examples/agentos_app.py:agent_os in the project)",
+    )
+    p.add_argument(
+        "--db",
+        metavar="PATH_OR_URL",
+        help="the AgentOS's store, instead of the one the app names (a SQLite file or a URL)",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7777, help="0 picks a free port")
+    p.add_argument(
+        "--no-scheduler", action="store_true", help="serve the routes only; fire nothing"
+    )
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=f"file holding the bearer token every request must carry (or set {TOKEN_ENV})",
+    )
+    p.set_defaults(token=None)
     return parser
 
 
@@ -803,6 +934,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return asyncio.run(cmd_sim(args))
         if args.command == "demo":
             return asyncio.run(cmd_demo(args))
+        if args.command == "serve":
+            return asyncio.run(cmd_serve(args))
         return asyncio.run(_crud(args))
     except ValidationError as exc:
         _error(flag_message(parser, args.command, exc))

@@ -574,14 +574,13 @@ class SqliteStore(SqliteSessions):
     async def set_run_ids(
         self, replica: str, run_row_id: str, run_id: str | None, session_id: str | None
     ) -> None:
-        await self._run(
-            "set_run_ids",
-            self._tx,
-            lambda conn: conn.execute(
-                self._sql["set_run_ids"],
-                {"id": run_row_id, "replica": replica, "run_id": run_id, "session_id": session_id},
-            ),
-        )
+        params = {"id": run_row_id, "replica": replica, "run_id": run_id, "session_id": session_id}
+
+        def op(conn: sqlite3.Connection) -> None:
+            # Returns None, not the cursor: see sqlite_sessions.save_spans.
+            conn.execute(self._sql["set_run_ids"], params)
+
+        await self._run("set_run_ids", self._tx, op)
 
     async def prune_runs(self, before: float, limit: int | None = None) -> int:
         """Delete final run rows created before `before`, at most `limit` (None: all) in this

@@ -54,12 +54,15 @@ class SqliteSessions:
     async def save_spans(self, spans: list[Span]) -> None:
         """Store spans (each keyed by trace id and span id; saving one again replaces it)."""
         rows = [span_params(span) for span in spans]
+
+        def op(conn: sqlite3.Connection) -> None:
+            # Not the cursor: returned, it would be freed on the event loop's thread, resetting
+            # its cached statement while the worker binds that statement for the next call
+            # (sqlite3 "bad parameter or other API misuse" under concurrent saves).
+            conn.executemany(self._sessions_sql["upsert_span"], rows)
+
         if rows:
-            await self._run(
-                "save_spans",
-                self._tx,
-                lambda conn: conn.executemany(self._sessions_sql["upsert_span"], rows),
-            )
+            await self._run("save_spans", self._tx, op)
 
     async def get_workflow_run(self, run_id: str) -> WorkflowRunOutput | None:
         """The run as last saved (spans left out: `get_trace`), or None."""

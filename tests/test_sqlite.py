@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 
 from leasecron.kernel import (
+    Span,
     SqliteStore,
     StoreError,
 )
@@ -260,3 +261,23 @@ async def test_a_locked_file_fails_the_write_and_rolls_it_back(open_store, inlin
     assert (s.enabled, s.due_at, s.locked_by) == (True, T0, None)
     assert (await store.get_run("p")).status == "pending"
     assert [c.schedule.id for c in await store.claim("r1", T0, LEASE, 10)] == ["a"]
+
+
+async def test_concurrent_span_saves_and_run_id_writes_all_land(tmp_path):
+    # A write that handed its cursor back to the event loop had it freed there, resetting the
+    # cached statement while the worker thread bound it for the next call: under concurrent
+    # calls some failed with "bad parameter or other API misuse".
+    store = SqliteStore(str(tmp_path / "spans.db"))
+    try:
+
+        async def save(i: int) -> None:
+            await store.save_spans(
+                [Span(f"t{i}", f"{j:016x}", None, "n", "step", 1.0, 2.0, "ok") for j in range(3)]
+            )
+            await store.set_run_ids("r", f"run{i}", f"agentos-{i}", None)
+
+        results = await asyncio.gather(*(save(i) for i in range(1500)), return_exceptions=True)
+        assert [r for r in results if r is not None] == []
+        assert len(await store.get_trace("t1499")) == 3
+    finally:
+        await store.close()

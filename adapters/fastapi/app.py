@@ -32,7 +32,13 @@ from .context import ServerContext, check_token, install_error_handlers
 from .executor import RunExecutor, check_component
 
 IN_PROCESS_BASE_URL = "http://agentos.internal"
+# The scheduler polls runs on this app (or a replica of it) where short runs are common: the
+# first poll goes out almost at once (a no-op run is over by then; at the dispatcher's default
+# 0.5 s every fire took at least that), the next ones back off as usual. One extra request for
+# a long run, a function call in-process.
+FIRST_POLL = 0.002
 OnStartup = Callable[[ScheduleManager], Awaitable[None]]
+EventHook = Callable[[str, dict[str, Any]], None]
 
 
 def component_id(obj: Any, kind: str) -> str:
@@ -70,7 +76,9 @@ class AgentOS:
         scheduler: bool = True,
         scheduler_poll_interval: float = 1.0,
         scheduler_base_url: str | None = None,
+        scheduler_max_concurrent: int = 100,
         on_startup: OnStartup | None = None,
+        on_event: EventHook | None = None,
         allowed_endpoints: Iterable[str] = (),
         name: str = "leasecron AgentOS",
     ):
@@ -79,14 +87,20 @@ class AgentOS:
             raise ValidationError("token", "must be a non-empty string or None")
         if not scheduler_poll_interval > 0:
             raise ValidationError("scheduler_poll_interval", "must be > 0")
+        if not isinstance(scheduler_max_concurrent, int) or scheduler_max_concurrent < 1:
+            raise ValidationError("scheduler_max_concurrent", "must be an int >= 1")
         if on_startup is not None and not callable(on_startup):
             raise ValidationError("on_startup", "must be an async callable(manager)")
+        if on_event is not None and not callable(on_event):
+            raise ValidationError("on_event", "must be a callable(event, data)")
         self.db = db
         self.name = name
         self.run_scheduler = bool(scheduler)
         self.scheduler_poll_interval = float(scheduler_poll_interval)
         self.scheduler_base_url = scheduler_base_url
+        self.scheduler_max_concurrent = scheduler_max_concurrent
         self.on_startup = on_startup
+        self.on_event = on_event
         self.ctx = ServerContext(
             token=token,
             agents=_by_id(agents, "agents"),
@@ -95,6 +109,36 @@ class AgentOS:
             allowed_endpoints=tuple(allowed_endpoints),
         )
         self._app: FastAPI | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token every request must carry (None: none is required)."""
+        return self.ctx.token
+
+    def configure(
+        self,
+        *,
+        db: str | Store | None = None,
+        scheduler: bool | None = None,
+        token: str | None = None,
+        on_event: EventHook | None = None,
+    ) -> None:
+        """Override settings given to the constructor (what `leasecron serve`'s flags do), before
+        the app starts (its lifespan reads them); None leaves a setting as it is."""
+        if self.ctx.store is not None:
+            raise RuntimeError("configure() must come before the app starts")
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise ValidationError("token", "must be a non-empty string")
+        if on_event is not None and not callable(on_event):
+            raise ValidationError("on_event", "must be a callable(event, data)")
+        if db is not None:
+            self.db = db
+        if scheduler is not None:
+            self.run_scheduler = bool(scheduler)
+        if token is not None:
+            self.ctx.token = token
+        if on_event is not None:
+            self.on_event = on_event
 
     # -- the app -----------------------------------------------------------------------------
 
@@ -110,7 +154,9 @@ class AgentOS:
 
         ctx = self.ctx
 
-        def authorized(request: Request) -> None:
+        # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop on every
+        # request (most of a poll's cost in-process).
+        async def authorized(request: Request) -> None:
             check_token(ctx, request)
 
         app = FastAPI(title=self.name, lifespan=self._lifespan)
@@ -140,7 +186,11 @@ class AgentOS:
             if self.run_scheduler:
                 dispatcher = self._dispatcher(app)
                 ctx.scheduler = Scheduler(
-                    store, dispatcher, poll_interval=self.scheduler_poll_interval
+                    store,
+                    dispatcher,
+                    poll_interval=self.scheduler_poll_interval,
+                    max_concurrent=self.scheduler_max_concurrent,
+                    on_event=self.on_event,
                 )
                 await ctx.scheduler.start()
             yield
@@ -166,8 +216,14 @@ class AgentOS:
                 IN_PROCESS_BASE_URL,
                 token=self.ctx.token,
                 transport=httpx.ASGITransport(app=app),
+                poll_initial=FIRST_POLL,
             )
-        return HttpDispatcher(self.scheduler_base_url, token=self.ctx.token)
+        return HttpDispatcher(
+            self.scheduler_base_url,
+            token=self.ctx.token,
+            max_connections=self.scheduler_max_concurrent,
+            poll_initial=FIRST_POLL,
+        )
 
     def serve(self, host: str = "127.0.0.1", port: int = 7777, **uvicorn_options: Any) -> None:
         """Run the app under uvicorn until interrupted."""

@@ -1,0 +1,196 @@
+"""`leasecron serve`'s plumbing: find the app it names (`module:attr` or `path.py:attr`; an
+AgentOS, recognised by its get_app(), or any ASGI app), listen on the address, and run the app
+under uvicorn until a signal.
+
+The kernel imports neither uvicorn nor FastAPI at module level (nor ever the adapters by
+name): uvicorn is imported when the command runs, the app through importlib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import LeasecronError, ValidationError
+
+DEFAULT_APP = "examples/agentos_app.py:agent_os"
+SERVER_EXTRA = "pip install 'leasecron[server]'"
+# Packages of the `server` extra: an app that fails to import one of them needs the extra.
+SERVER_PACKAGES = frozenset({"fastapi", "starlette", "uvicorn", "multipart", "python_multipart"})
+
+
+class ServeError(LeasecronError):
+    """The app could not be loaded or run (not a bad flag: exit 1)."""
+
+
+def project_root() -> Path:
+    """The folder holding the kernel's folder: where `examples/` is in a checkout."""
+    return Path(__file__).resolve().parent.parent
+
+
+def is_agent_os(target: Any) -> bool:
+    return callable(getattr(target, "get_app", None))
+
+
+def load_target(spec: str | None) -> Any:
+    """The object `spec` names: `module:attr` (imported with the current directory on the
+    path, as `python -m` would) or `path.py:attr` (the file imported under its stem, its folder
+    on the path). None: DEFAULT_APP, relative to the project root."""
+    default = spec is None
+    spec = DEFAULT_APP if default else spec
+    ref, sep, attr = spec.rpartition(":")
+    if not sep or not ref or not attr.isidentifier():
+        raise ValidationError("--app", f"{spec!r} must be module:attr or path.py:attr")
+    if ref.endswith(".py") or "/" in ref or os.sep in ref:
+        path = (project_root() / ref) if default else Path(ref)
+        if not path.is_file():
+            if default:
+                raise ValidationError(
+                    "--app",
+                    f"the default app {ref} is not at {path} (no examples/ folder next "
+                    "to the kernel): give --app module:attr or path.py:attr",
+                )
+            raise ValidationError("--app", f"no such file: {ref}")
+        module = _import_file(path, spec)
+    else:
+        module = _import_module(ref, spec)
+    try:
+        target = getattr(module, attr)
+    except AttributeError:
+        raise ValidationError("--app", f"{ref} has no attribute {attr!r}") from None
+    if not is_agent_os(target) and not callable(target):
+        raise ValidationError(
+            "--app",
+            f"{spec} is a {type(target).__name__}, not an AgentOS (an object with get_app()) "
+            "or an ASGI app",
+        )
+    return target
+
+
+def _import_file(path: Path, spec: str) -> Any:
+    path = path.resolve()
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # its sibling modules import as they do under `python file`
+    name = path.stem
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) != str(path):
+        name = f"_leasecron_app_{name}"  # never shadow a module of that name (a json.py)
+    found = importlib.util.spec_from_file_location(name, path)
+    if found is None or found.loader is None:
+        raise ValidationError("--app", f"{path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(found)
+    sys.modules[name] = module
+    try:
+        _run_import(lambda: found.loader.exec_module(module), spec, None)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _import_module(name: str, spec: str) -> Any:
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return _run_import(lambda: importlib.import_module(name), spec, name)
+
+
+def _run_import(load: Callable[[], Any], spec: str, name: str | None) -> Any:
+    try:
+        return load()
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if name is not None and (name == missing or name.startswith(missing + ".")):
+            raise ValidationError("--app", f"no module named {missing!r}") from None
+        if missing.split(".")[0] in SERVER_PACKAGES:
+            raise ServeError(
+                f"{spec} needs {missing}, which is not installed: {SERVER_EXTRA}"
+            ) from None
+        raise ServeError(f"importing {spec} failed: {exc}") from exc
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port), bound before the app starts so
+    the address is known, and taken, at once."""
+    if not 0 <= port <= 65_535:
+        raise ValidationError("--port", f"{port!r} must be 0-65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ValidationError("--host", f"{host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    # The protocol is given (IPPROTO_TCP, not 0): asyncio sets TCP_NODELAY only on accepted
+    # sockets that say they are TCP. Without it a response written in two parts waits for the
+    # client's delayed ACK, about 40 ms a request.
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise ValidationError("--port", f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def bound_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if sock.family == socket.AF_INET6:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+async def run_uvicorn(
+    app: Any,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    *,
+    lifespan: str,
+    on_started: Callable[[], None],
+) -> bool:
+    """Serve `app` on `sock` until `stop` is set; then shut down (connections, then the app's
+    lifespan: an AgentOS's scheduler lets its attempts in flight finish). False when the app
+    failed to start (uvicorn has logged why)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ServeError(f"uvicorn is not installed: {SERVER_EXTRA}") from None
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # The command handles SIGINT and SIGTERM itself (and exits 130 after a Ctrl-C):
+            # uvicorn would re-raise the signal at the end instead.
+            yield
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                on_started()
+
+    server = Server(uvicorn.Config(app, lifespan=lifespan, log_level="info"))
+
+    async def stop_when_asked() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    # serve() is awaited here, not in a task: a failed startup raises SystemExit, which a task
+    # would pass on through the event loop itself.
+    watcher = asyncio.ensure_future(stop_when_asked())
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit:  # uvicorn's answer to a failed startup, logged by it
+        return False
+    finally:
+        watcher.cancel()
+    return server.started
