@@ -1,37 +1,35 @@
-"""An agent manages its user's schedules through SchedulerTools, and a replica fires them.
+"""An AgentOS agent manages its user's schedules through SchedulerTools, and the app's own
+scheduler fires them at another agent of the app, through the app's own routes.
 
     python examples/agent_schedules.py
 
-The "model" is scripted: it answers with tool calls exactly as an LLM's tool-call JSON comes back
-(OpenAI's shape: a function name and its arguments as a JSON string), reading each tool's answer
-before its next call, so the loop below is the loop a real model would drive. No network: the
-agent the schedule calls is an in-process AgentOS stand-in on an httpx.MockTransport, and time is
-a SimClock, so a weekday 9:00 comes in milliseconds.
+A user asks the `assistant` agent (POST /agents/assistant/runs, user "ann") to "remind me every
+weekday at 9 in Berlin". Its "model" is scripted: it answers with tool calls exactly as an LLM's
+tool-call JSON comes back (OpenAI's shape: a function name and its arguments as a JSON string),
+reading each tool's answer before its next call, so the loop below is the loop a real model
+would drive. The schedule it creates is ann's, and fires at the `reminder` agent. No network
+(the app is called in-process through httpx.ASGITransport) and time is a SimClock given to the
+AgentOS, so a weekday 9:00 comes in milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 import httpx
 
-from leasecron.kernel import (
-    HttpDispatcher,
-    ScheduleManager,
-    Scheduler,
-    SchedulerTools,
-    SimClock,
-    SqliteStore,
-)
+from leasecron.adapters.fastapi import AgentOS
+from leasecron.kernel import SchedulerTools, SimClock
 
 START = 1_780_000_000.0  # Thursday 2026-05-28, 22:26 in Berlin
+TOKEN = "example-token"
 
 
 class ScriptedModel:
@@ -100,57 +98,87 @@ async def converse(tools: SchedulerTools, model: ScriptedModel, user_message: st
 
 
 class ReminderAgent:
-    """An AgentOS stand-in: POST /agents/reminder/runs starts a background run (202), and a poll
-    of it answers COMPLETED. Records each message it was sent."""
+    """The agent the schedule calls: an AgentOS agent that records each message it is sent."""
+
+    id = "reminder"
 
     def __init__(self, clock: SimClock) -> None:
         self.clock = clock
         self.received: list[tuple[float, str]] = []  # (when, the message)
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST" and request.url.path == "/agents/reminder/runs":
-            form = parse_qs(request.content.decode())  # AgentOS takes form data, not JSON
-            self.received.append((self.clock.now(), form["message"][0]))
-            n = len(self.received)
-            return httpx.Response(
-                202, json={"run_id": f"run-{n}", "session_id": f"s-{n}", "status": "PENDING"}
-            )
-        if request.method == "GET" and request.url.path.startswith("/agents/reminder/runs/"):
-            run_id = request.url.path.rsplit("/", 1)[1]
-            body = {"run_id": run_id, "session_id": request.url.params["session_id"]}
-            return httpx.Response(200, json={**body, "status": "COMPLETED", "content": "sent"})
-        return httpx.Response(404, json={"detail": "Not found"})
+    async def arun(self, message: str, **_: Any) -> str:
+        self.received.append((self.clock.now(), message))
+        return f"reminded: {message}"
+
+
+class Assistant:
+    """The agent a user talks to: each run is one conversation of the scripted model with the
+    app's schedule tools, acting for the user the run was started for."""
+
+    id = "assistant"
+
+    def __init__(self) -> None:
+        self.agent_os: AgentOS | None = None
+
+    async def arun(self, message: str, *, user_id: str | None = None, **_: Any) -> str:
+        assert self.agent_os is not None
+        tools = self.agent_os.scheduler_tools(user_id=user_id, default_timezone="Europe/Berlin")
+        return await converse(tools, ScriptedModel(), message)
+
+
+@contextlib.asynccontextmanager
+async def started(app: Any):
+    """The app with its lifespan run (the store opened, the scheduler started), and a client
+    that calls it in-process, as a browser or another service would over HTTP."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agentos") as client:
+            yield client
 
 
 async def main() -> None:
     path = os.path.join(tempfile.mkdtemp(), "agent-schedules.db")
     clock = SimClock(start=START)
-    store = SqliteStore(path, inline=True)
-    manager = ScheduleManager(store, clock=clock)
-    tools = SchedulerTools(manager, allowed_endpoints=["/agents/reminder/runs"], user_id="ann")
-
-    answer = await converse(tools, ScriptedModel(), "remind me every weekday at 9 in Berlin")
-    print(f"model {answer}")
-
-    agent = ReminderAgent(clock)
-    dispatcher = HttpDispatcher(
-        "http://agentos", transport=httpx.MockTransport(agent.handle), clock=clock
+    reminder, assistant = ReminderAgent(clock), Assistant()
+    agent_os = AgentOS(
+        db=path, agents=[assistant, reminder], token=TOKEN, clock=clock, scheduler_poll_interval=60
     )
-    scheduler = Scheduler(store, dispatcher, clock=clock, poll_interval=60)
-    await scheduler.start()
-    await clock.advance(60)  # the trigger fires at once
-    (schedule,) = await manager.list(user_id="ann")
-    await clock.advance_to(schedule.next_run_at + 60)  # Friday 9:00 in Berlin
-    await scheduler.stop(timeout=0)
+    assistant.agent_os = agent_os
+    app = agent_os.get_app()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
 
-    berlin = ZoneInfo("Europe/Berlin")
-    for at, message in agent.received:
-        print(f"agent received {message!r} at {datetime.fromtimestamp(at, berlin).isoformat()}")
-    runs = json.loads(await tools.call("get_schedule_runs", {"schedule_id": schedule.id}))
-    print("runs  " + ", ".join(f"{r['trigger']}:{r['status']}" for r in reversed(runs["runs"])))
-    shown = json.loads(await tools.call("get_schedule", {"schedule_id": schedule.id}))
-    print(f"next  {shown['next_run_at']}")
-    await store.close()
+    async with started(app) as client:
+        # The user's request, as a chat front end sends it: a synchronous run for user "ann".
+        form = {"message": "remind me every weekday at 9 in Berlin", "user_id": "ann"}
+        reply = await client.post(
+            "/agents/assistant/runs", data={**form, "stream": "false"}, headers=auth
+        )
+        reply.raise_for_status()
+        print(f"model {reply.json()['content']}")
+
+        # The app's own scheduler fires through the app's own route, token included.
+        await clock.advance(60)  # the trigger fires at once
+        listed = await client.get("/schedules", params={"user_id": "ann"}, headers=auth)
+        (schedule,) = listed.json()["data"]
+        await clock.advance_to(schedule["next_run_at"] + 60)  # Friday 9:00 in Berlin
+
+        berlin = ZoneInfo("Europe/Berlin")
+        for at, message in reminder.received:
+            when = datetime.fromtimestamp(at, berlin).isoformat()
+            print(f"agent received {message!r} at {when}")
+        runs = await client.get(
+            f"/schedules/{schedule['id']}/runs", params={"user_id": "ann"}, headers=auth
+        )
+        rows = runs.json()["data"]
+        print("runs  " + ", ".join(f"{r['trigger']}:{r['status']}" for r in reversed(rows)))
+        shown = await client.get(
+            f"/schedules/{schedule['id']}", params={"user_id": "ann"}, headers=auth
+        )
+        print(f"next  {shown.json()['next_run_at_iso']}")
+        other = await client.get(
+            f"/schedules/{schedule['id']}", params={"user_id": "bob"}, headers=auth
+        )
+        print(f"bob   {other.status_code}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -263,7 +263,8 @@ def _run_json(r: ScheduleRun) -> dict[str, Any]:
 
 
 class SchedulerTools:
-    """Schedule tools for a model, acting through `manager`.
+    """Schedule tools for a model, acting through `manager`: a ScheduleManager, or a callable
+    returning one when a tool is called (a server whose store opens after its agents are built).
 
     allowed_endpoints: None (any endpoint the manager accepts) or the endpoints a schedule may
         call: an entry is an exact endpoint, or ends in `*` and allows every endpoint starting
@@ -276,16 +277,18 @@ class SchedulerTools:
 
     def __init__(
         self,
-        manager: ScheduleManager,
+        manager: ScheduleManager | Callable[[], ScheduleManager],
         *,
         allowed_endpoints: Iterable[str] | None = None,
         default_endpoint: str | None = None,
         default_timezone: str = "UTC",
         user_id: str | None = None,
     ):
-        if not isinstance(manager, ScheduleManager):
-            raise ValidationError("manager", f"{manager!r} must be a ScheduleManager")
-        self.manager = manager
+        if not isinstance(manager, ScheduleManager) and not callable(manager):
+            raise ValidationError(
+                "manager", f"{manager!r} must be a ScheduleManager or a callable returning one"
+            )
+        self._manager = manager
         self.user_id = validate_user_id(user_id)
         load_timezone(default_timezone)
         self.default_timezone = default_timezone
@@ -301,11 +304,23 @@ class SchedulerTools:
                 )
         self.default_endpoint = None
         if default_endpoint is not None:
+            # A manager still to come has no hosts yet: the default must then be a path.
+            hosts = None if isinstance(manager, ScheduleManager) else ()
             try:
-                self._check_endpoint(default_endpoint)
+                self._check_endpoint(default_endpoint, hosts)
             except (ToolError, ValidationError) as exc:
                 raise ValidationError("default_endpoint", str(exc)) from None
             self.default_endpoint = default_endpoint
+
+    @property
+    def manager(self) -> ScheduleManager:
+        manager = self._manager
+        if isinstance(manager, ScheduleManager):
+            return manager
+        resolved = manager()
+        if not isinstance(resolved, ScheduleManager):
+            raise ValidationError("manager", f"the manager callable gave {resolved!r}")
+        return resolved
 
     # -- what the model is given ---------------------------------------------------------------
 
@@ -411,9 +426,10 @@ class SchedulerTools:
             raise ToolError(f"no schedule with id {schedule_id!r}", "schedule_id")
         return schedule
 
-    def _check_endpoint(self, endpoint: str) -> None:
-        """The manager's rules (a path, allowed hosts, no dot segments), then the allow-list."""
-        validate_endpoint(endpoint, self.manager.allowed_hosts)
+    def _check_endpoint(self, endpoint: str, hosts: tuple[str, ...] | None = None) -> None:
+        """The manager's rules (a path, allowed hosts, no dot segments), then the allow-list.
+        `hosts`: the hosts an absolute URL may name (None: the manager's)."""
+        validate_endpoint(endpoint, self.manager.allowed_hosts if hosts is None else hosts)
         rules = self.allowed_endpoints
         if rules is not None and not any(_matches(endpoint, rule) for rule in rules):
             raise ToolError(

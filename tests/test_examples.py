@@ -92,4 +92,5 @@ def test_agent_schedules_example_creates_lists_triggers_and_fires():
         (message, "2026-05-29T09:00:00+02:00"),
     ]
     assert "runs  manual:success, schedule:success" in out
-    assert "next  2026-06-01T09:00:00+02:00" in out  # Monday: the weekend is skipped
+    assert "next  2026-06-01T07:00:00Z" in out  # Monday 9:00 in Berlin: the weekend is skipped
+    assert "bob   404" in out  # another user cannot see ann's schedule

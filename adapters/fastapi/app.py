@@ -19,17 +19,20 @@ import httpx
 from fastapi import Depends, FastAPI, Request
 
 from leasecron.kernel import (
+    Clock,
     HttpDispatcher,
     ScheduleManager,
     Scheduler,
+    SchedulerTools,
     Store,
+    StoreError,
     SystemClock,
     ValidationError,
 )
 from leasecron.kernel.stores import open_store
 
 from .context import ServerContext, check_token, install_error_handlers
-from .executor import RunExecutor, check_component
+from .executor import KINDS, RunExecutor, check_component
 
 IN_PROCESS_BASE_URL = "http://agentos.internal"
 # The scheduler polls runs on this app (or a replica of it) where short runs are common: the
@@ -81,6 +84,7 @@ class AgentOS:
         on_event: EventHook | None = None,
         allowed_endpoints: Iterable[str] = (),
         name: str = "leasecron AgentOS",
+        clock: Clock | None = None,
     ):
         token = token if token is not None else os.environ.get("LEASECRON_TOKEN") or None
         if token is not None and (not isinstance(token, str) or not token.strip()):
@@ -95,6 +99,7 @@ class AgentOS:
             raise ValidationError("on_event", "must be a callable(event, data)")
         self.db = db
         self.name = name
+        self.clock = clock  # None: the system clock (aligned to a store's time authority)
         self.run_scheduler = bool(scheduler)
         self.scheduler_poll_interval = float(scheduler_poll_interval)
         self.scheduler_base_url = scheduler_base_url
@@ -140,6 +145,33 @@ class AgentOS:
         if on_event is not None:
             self.on_event = on_event
 
+    def scheduler_tools(
+        self,
+        *,
+        user_id: str | None = None,
+        default_endpoint: str | None = None,
+        default_timezone: str = "UTC",
+    ) -> SchedulerTools:
+        """Schedule tools for an agent of this app, acting for `user_id` (None: the operator).
+        They may target this app's own run endpoints and `allowed_endpoints` only, the same
+        rule as the REST routes, and reach the app's schedules once it has started (an agent
+        can be given them before)."""
+        ctx = self.ctx
+        own = [f"/{kind}/{cid}/runs" for kind in KINDS for cid in getattr(ctx, kind)]
+
+        def manager() -> ScheduleManager:
+            if ctx.manager is None:  # a tool answers "store unavailable", as for a store down
+                raise StoreError("open", RuntimeError("the AgentOS app has not started"))
+            return ctx.manager
+
+        return SchedulerTools(
+            manager,
+            allowed_endpoints=[*own, *ctx.allowed_endpoints],
+            default_endpoint=default_endpoint,
+            default_timezone=default_timezone,
+            user_id=user_id,
+        )
+
     # -- the app -----------------------------------------------------------------------------
 
     def get_app(self) -> FastAPI:
@@ -174,7 +206,7 @@ class AgentOS:
         owned = isinstance(self.db, str)
         store = open_store(self.db) if isinstance(self.db, str) else self.db
         ctx.store = store
-        ctx.manager = ScheduleManager(store)
+        ctx.manager = ScheduleManager(store, clock=self.clock)
         ctx.started_at = clock.now()
         ctx.runs = RunExecutor(store, ctx.workflows.values())
         dispatcher = None
@@ -191,6 +223,7 @@ class AgentOS:
                     poll_interval=self.scheduler_poll_interval,
                     max_concurrent=self.scheduler_max_concurrent,
                     on_event=self.on_event,
+                    clock=self.clock,
                 )
                 await ctx.scheduler.start()
             yield
@@ -217,12 +250,14 @@ class AgentOS:
                 token=self.ctx.token,
                 transport=httpx.ASGITransport(app=app),
                 poll_initial=FIRST_POLL,
+                clock=self.clock,
             )
         return HttpDispatcher(
             self.scheduler_base_url,
             token=self.ctx.token,
             max_connections=self.scheduler_max_concurrent,
             poll_initial=FIRST_POLL,
+            clock=self.clock,
         )
 
     def serve(self, host: str = "127.0.0.1", port: int = 7777, **uvicorn_options: Any) -> None:
