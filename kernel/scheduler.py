@@ -34,7 +34,7 @@ from .heartbeat import Heartbeat
 from .model import Outcome, Schedule, ScheduleRun
 from .policy import Planner, StartDecision, fire_for
 from .retention import checkpoint, prune_history
-from .store import Claim, FinishPlan, Store
+from .store import Claim, FinishPlan, StartPlan, Store
 
 log = logging.getLogger("leasecron")
 
@@ -76,7 +76,8 @@ class Scheduler(Heartbeat):
     lease_seconds: lease length; renewed every lease/4 while work is in flight.
     max_concurrent: attempts in flight at once on this replica.
     on_event: optional hook called as on_event(name, data) for "fire", "finish", "lease_lost",
-        "store_error".
+        "store_error", and "skip" / "redelivery" (counts of slots a start recorded skipped and
+        of orphans it sent again).
     retention_seconds: final run rows older than this are pruned by the replica's housekeeping
         (0 keeps every row).
     housekeeping_interval: how often that housekeeping runs: prune, give the space back, and
@@ -425,6 +426,8 @@ class Scheduler(Heartbeat):
             return False
         for (schedule, timing_version, decision), started in zip(items, results, strict=True):
             held = self._held.get(schedule.id)
+            if started is not None and self.on_event is not None:
+                self._emit_plan(schedule, decision.plan)
             if started is None:  # fenced out: lost, or re-timed since we read it
                 if held is not None:
                     held.frozen = True
@@ -443,6 +446,15 @@ class Scheduler(Heartbeat):
                 if run.id in started:
                     self._spawn(held, run, decision.delays.get(run.id, 0.0))
         return True
+
+    def _emit_plan(self, schedule: Schedule, plan: StartPlan) -> None:
+        """Slots a start recorded skipped, and orphans it sent again, as counts (metrics)."""
+        skipped = sum(1 for run in plan.insert_runs if run.status == "skipped")
+        if skipped:
+            self._emit("skip", replica=self.replica_id, schedule_id=schedule.id, count=skipped)
+        again = sum(1 for lost in plan.lost_runs if lost[1] is not None)
+        if again:
+            self._emit("redelivery", replica=self.replica_id, schedule_id=schedule.id, count=again)
 
     def _next_check(self, decision: StartDecision, now: float) -> float:
         """overlap=allow: when the holder should next re-read its row: the slot cursor, or the
@@ -601,6 +613,7 @@ class Scheduler(Heartbeat):
             error=outcome.error,
             recorded=recorded,
             retry_at=plan.retry.due_at if plan.retry else None,
+            skipped=sum(1 for r in plan.insert_runs if r.status == "skipped"),
             at=now,
         )
 

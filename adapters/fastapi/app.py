@@ -29,6 +29,7 @@ from leasecron.kernel import (
     SystemClock,
     ValidationError,
 )
+from leasecron.kernel.metrics import Metrics, chain
 from leasecron.kernel.stores import open_store
 
 from .context import ServerContext, check_token, install_error_handlers
@@ -106,6 +107,7 @@ class AgentOS:
         self.scheduler_max_concurrent = scheduler_max_concurrent
         self.on_startup = on_startup
         self.on_event = on_event
+        self.metrics = Metrics()  # what GET /metrics shows: this process's scheduler
         self.ctx = ServerContext(
             token=token,
             agents=_by_id(agents, "agents"),
@@ -182,7 +184,7 @@ class AgentOS:
         return self._app
 
     def _build(self) -> FastAPI:
-        from . import runs, schedules
+        from . import metrics, runs, schedules
 
         ctx = self.ctx
 
@@ -197,6 +199,7 @@ class AgentOS:
         app.include_router(runs.open_router(ctx, self))
         app.include_router(runs.router(ctx), dependencies=guarded)
         app.include_router(schedules.router(ctx), dependencies=guarded)
+        app.include_router(metrics.router(ctx, self.metrics), dependencies=guarded)
         return app
 
     @contextlib.asynccontextmanager
@@ -222,9 +225,10 @@ class AgentOS:
                     dispatcher,
                     poll_interval=self.scheduler_poll_interval,
                     max_concurrent=self.scheduler_max_concurrent,
-                    on_event=self.on_event,
+                    on_event=chain(self.metrics, self.on_event),
                     clock=self.clock,
                 )
+                self.metrics.replica = ctx.scheduler.replica_id
                 await ctx.scheduler.start()
             yield
         finally:
