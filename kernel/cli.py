@@ -50,7 +50,7 @@ from .errors import (
     StoreError,
     ValidationError,
 )
-from .eventlog import ReplicaLog
+from .eventlog import JsonEventLog, JsonFormatter, ReplicaLog
 from .fmt import (
     fmt_duration,
     iso_local,
@@ -484,11 +484,15 @@ class _UtcFormatter(logging.Formatter):
 
 
 @contextlib.contextmanager
-def log_to_stderr(level: int) -> Iterator[None]:
-    """The "leasecron" loggers' records at `level` and up, one line each on stderr."""
+def log_to_stderr(level: int, log_format: str = "text") -> Iterator[None]:
+    """The "leasecron" loggers' records at `level` and up, one line each on stderr (a JSON
+    object each with log_format="json")."""
     logger = logging.getLogger("leasecron")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
     old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(level)
@@ -497,6 +501,21 @@ def log_to_stderr(level: int) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def _fire_log(args: argparse.Namespace, clock: SystemClock, fires: bool) -> Any:
+    """The fire/finish lines of `run --log-fires` and `serve`: text, or JSON objects."""
+    if args.log_format == "json":
+        return JsonEventLog(_print_flush, clock, fires=fires)
+    return FireLog(_print_flush) if fires else None
+
+
+def _say(args: argparse.Namespace, event: str, text: str, **fields: Any) -> None:
+    """A status line on stdout: the text, or a JSON object under --log-format json."""
+    if args.log_format == "json":
+        print(json.dumps({"event": event, "message": text, **fields}), flush=True)
+    else:
+        print(text, flush=True)
 
 
 def _hooks(*hooks: Callable[[str, dict[str, Any]], None] | None):
@@ -524,7 +543,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     if base.scheme not in ("http", "https") or not base.netloc:
         raise ValidationError("base_url", f"{args.base_url!r} must be an http(s) URL")
     token = read_token(args)
-    with log_to_stderr(logging.ERROR if args.quiet else logging.WARNING):
+    with log_to_stderr(logging.ERROR if args.quiet else logging.WARNING, args.log_format):
         return await _run_replica(args, token)
 
 
@@ -541,27 +560,36 @@ async def _run_replica(args: argparse.Namespace, token: str | None) -> int:
         poll_interval=args.poll_interval,
         lease_seconds=args.lease_seconds,
         max_concurrent=args.max_concurrent,
-        on_event=_hooks(replica_log, FireLog(_print_flush) if args.log_fires else None),
+        on_event=_hooks(replica_log, _fire_log(args, clock, args.log_fires)),
         retention_seconds=args.retention_days * 86_400,
     )
     stop = asyncio.Event()
     try:
         with stop_on_signals(asyncio.get_running_loop(), stop) as received:
             await sched.start()
-            print(
+            _say(
+                args,
+                "started",
                 f"leasecron replica {sched.replica_id} running on {args.db} -> {args.base_url} "
                 f"(Ctrl-C or SIGTERM to stop)",
-                flush=True,
+                replica=sched.replica_id,
+                db=args.db,
+                base_url=args.base_url,
             )
             await stop.wait()
-            print("stopping: waiting for attempts in flight...", flush=True)
+            _say(args, "stopping", "stopping: waiting for attempts in flight...")
             await sched.stop()
     finally:
         await sched.stop()
         await dispatcher.aclose()
         await store.close()
         replica_log.flush()
-    print(f"stopped; {sched.fired} attempt(s) sent by this replica", flush=True)
+    _say(
+        args,
+        "stopped",
+        f"stopped; {sched.fired} attempt(s) sent by this replica",
+        attempts_sent=sched.fired,
+    )
     return 130 if signal.SIGINT in received else 0
 
 
@@ -622,7 +650,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         ok = await _serve(args, stop)
     if not ok:
         raise LeasecronError(f"{args.app_shown} did not start (the reason is logged above)")
-    print("stopped", flush=True)
+    _say(args, "stopped", "stopped")
     return 130 if signal.SIGINT in received else 0
 
 
@@ -632,7 +660,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> bool:
     clock = SystemClock()
     replica_log = ReplicaLog(clock)
     if is_agent_os(target):
-        fire_log = FireLog(_print_flush)
+        fire_log = _fire_log(args, clock, True)
         overrides = {
             "db": args.db,
             "scheduler": False if args.no_scheduler else None,
@@ -660,12 +688,18 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> bool:
     url = bound_url(sock)
 
     def started() -> None:
-        for line in _serve_banner(args, target, url):
+        lines = _serve_banner(args, target, url)
+        if args.log_format == "json":
+            _say(args, "serving", lines[0], url=url, docs=f"{url}/docs")
+            return
+        for line in lines:
             print(line, flush=True)
 
     try:
-        with log_to_stderr(logging.WARNING):
-            return await run_uvicorn(app, sock, stop, lifespan=lifespan, on_started=started)
+        with log_to_stderr(logging.WARNING, args.log_format):
+            return await run_uvicorn(
+                app, sock, stop, lifespan=lifespan, on_started=started, log_format=args.log_format
+            )
     finally:
         sock.close()
         replica_log.flush()
@@ -718,6 +752,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="host (or host:port) absolute endpoint URLs may call; repeatable",
     )
     p.add_argument("--log-fires", action="store_true", help="print one line per fire and finish")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line (fires, finishes, warnings, status)",
+    )
     p.add_argument(
         "--quiet",
         action="store_true",
@@ -835,6 +875,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-file",
         metavar="PATH",
         help=f"file holding the bearer token every request must carry (or set {TOKEN_ENV})",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line (fires, finishes, warnings, status)",
     )
     p.set_defaults(token=None)
     return parser

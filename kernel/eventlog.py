@@ -5,7 +5,9 @@ Failed attempts and lost leases are WARNING; everything else is INFO."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .clock import Clock
@@ -96,3 +98,77 @@ class ReplicaLog:
                     "%s (%d more since %s; this was the last)", error, suppressed, iso_utc(at)
                 )
         self._store_errors.clear()
+
+
+class JsonEventLog:
+    """`--log-format json`: one JSON object per line for each fire and finish (and each lost
+    lease, store error, skip and re-delivery): `ts`, `event`, `schedule`, `schedule_id`, `slot`,
+    `attempt`, `trigger`, `replica`, `run`, and on a finish `status`, `status_code`,
+    `duration_ms`, `error`, `retry_at`, `recorded`. Times are ISO 8601 UTC."""
+
+    def __init__(self, out: Callable[[str], None], clock: Clock, *, fires: bool = True):
+        self.out = out
+        self.clock = clock  # stamps the events that carry no time of their own
+        self.fires = fires  # fire and finish lines (the rest is always written)
+        self._sent: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if event == "fire":
+            self._sent[data["run_row_id"]] = data
+            if not self.fires:
+                return
+            record = {
+                "ts": iso_utc(data["at"], ms=True),
+                "event": "fire",
+                "schedule": data["name"],
+                "schedule_id": data["schedule_id"],
+                "slot": iso_utc(data["scheduled_for"], ms=True) if data["scheduled_for"] else None,
+                "attempt": data["attempt"],
+                "trigger": data["trigger"],
+                "replica": data["replica"],
+                "run": data["run_row_id"],
+            }
+        elif event == "finish":
+            fire = self._sent.pop(data["run_row_id"], {})
+            if not self.fires and data["status"] not in _FAILED and data["recorded"]:
+                return
+            took = (data["at"] - fire["at"]) * 1000 if "at" in fire else None
+            record = {
+                "ts": iso_utc(data["at"], ms=True),
+                "event": "finish",
+                "schedule": data.get("name") or fire.get("name"),
+                "schedule_id": data["schedule_id"],
+                "slot": iso_utc(fire["scheduled_for"], ms=True)
+                if fire.get("scheduled_for")
+                else None,
+                "attempt": data.get("attempt"),
+                "trigger": fire.get("trigger"),
+                "replica": data["replica"],
+                "run": data["run_row_id"],
+                "status": data["status"],
+                "status_code": data.get("status_code"),
+                "duration_ms": round(took, 3) if took is not None else None,
+                "error": data.get("error"),
+                "retry_at": iso_utc(data["retry_at"], ms=True) if data.get("retry_at") else None,
+                "recorded": data["recorded"],
+            }
+        else:
+            record = {"ts": iso_utc(self.clock.now(), ms=True), "event": event, **data}
+        self.out(json.dumps(record, ensure_ascii=False, default=str))
+
+
+class JsonFormatter(logging.Formatter):
+    """Log records as one JSON object a line: `ts` (ISO 8601 UTC), `level`, `logger`, `message`
+    (with the exception's traceback as `exc_info` when there is one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": iso_utc(record.created, ms=True),
+            "event": "log",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LeasecronError, ValidationError
+from .eventlog import JsonFormatter
 
 DEFAULT_APP = "examples/agentos_app.py:agent_os"
 SERVER_EXTRA = "pip install 'leasecron[server]'"
@@ -157,6 +158,7 @@ async def run_uvicorn(
     *,
     lifespan: str,
     on_started: Callable[[], None],
+    log_format: str = "text",
 ) -> bool:
     """Serve `app` on `sock` until `stop` is set; then shut down (connections, then the app's
     lifespan: an AgentOS's scheduler lets its attempts in flight finish). False when the app
@@ -178,7 +180,10 @@ async def run_uvicorn(
             if self.started:
                 on_started()
 
-    server = Server(uvicorn.Config(app, lifespan=lifespan, log_level="info"))
+    options: dict[str, Any] = {}
+    if log_format == "json":  # uvicorn's own lines as JSON objects too
+        options["log_config"] = uvicorn_json_logging()
+    server = Server(uvicorn.Config(app, lifespan=lifespan, log_level="info", **options))
 
     async def stop_when_asked() -> None:
         await stop.wait()
@@ -194,3 +199,18 @@ async def run_uvicorn(
     finally:
         watcher.cancel()
     return server.started
+
+
+def uvicorn_json_logging() -> dict[str, Any]:
+    """A logging.config dict sending uvicorn's records to stderr as JSON objects, one a line."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"json": handler},
+        "loggers": {
+            name: {"handlers": ["json"], "level": "INFO", "propagate": False}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -706,3 +707,30 @@ def test_a_table_of_a_later_version_made_by_someone_else_is_refused_too(tmp_path
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM agno_leasecron_meta").fetchone() == ("1",)
     conn.close()
+
+
+def test_run_log_format_json_writes_one_object_per_line(tmp_path):
+    db = tmp_path / "json.db"
+    make_db(db, ("tick", {"interval_seconds": 0.5}))
+    base_url = f"http://127.0.0.1:{_dead_port()}"
+    proc, out, err = start_run(db, base_url, "--log-fires", "--log-format", "json")
+    try:
+        assert out.wait_for('"event": "finish"'), out.lines
+        assert err.wait_for('"level": "WARNING"'), err.lines
+    finally:
+        assert stop_run(proc) == 0
+    outs = [json.loads(line) for line in out.join()]  # every line is one JSON object
+    errs = [json.loads(line) for line in err.join()]
+    assert outs[0]["event"] == "started" and outs[0]["db"] == str(db)
+    assert outs[-1]["event"] == "stopped" and outs[-1]["attempts_sent"] >= 1
+    fire = next(o for o in outs if o["event"] == "fire")
+    finish = next(o for o in outs if o["event"] == "finish" and o["run"] == fire["run"])
+    assert fire["schedule"] == "tick" and fire["attempt"] == 1 and fire["replica"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fire["slot"])
+    assert (finish["status"], finish["status_code"], finish["slot"]) == (
+        "failed",
+        None,
+        fire["slot"],
+    )
+    assert "ConnectError" in finish["error"] and finish["duration_ms"] >= 0
+    assert errs[0]["level"] == "WARNING" and "tick: attempt 1 failed" in errs[0]["message"]

@@ -5,6 +5,7 @@ errors of a bad --app, a taken port, a vendored kernel without the demo and a fa
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import signal
@@ -262,3 +263,23 @@ def test_without_the_server_extra_the_error_names_it(missing, app, message, tmp_
     assert proc.returncode == 1, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_log_format_json_makes_every_line_one_object(tmp_path):
+    served = Served(
+        "--db", str(tmp_path / "json.db"), "--log-format", "json", cwd=tmp_path, banner_end=None
+    )
+    try:
+        served.wait_for(r'"event": "finish".*"schedule": "echo-every-2s"')
+    finally:
+        code, err = served.stop(signal.SIGTERM)
+    assert code == 0
+    records = [json.loads(line) for line in served.lines]  # stdout: one object a line
+    assert records[0]["event"] == "serving" and records[0]["url"] == served.url
+    assert records[-1]["event"] == "stopped"
+    fire = next(r for r in records if r["event"] == "fire")
+    finish = next(r for r in records if r["event"] == "finish" and r["run"] == fire["run"])
+    assert (fire["schedule"], fire["trigger"], fire["attempt"]) == ("echo-every-2s", "schedule", 1)
+    assert finish["status"] == "success" and finish["duration_ms"] >= 0
+    logged = [json.loads(line) for line in err.splitlines()]  # uvicorn's lines too
+    assert any(r["logger"].startswith("uvicorn") for r in logged)
