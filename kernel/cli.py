@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import logging
 import math
@@ -66,6 +67,7 @@ from .process import stop_on_signals
 from .scheduler import Scheduler
 from .serve import DEFAULT_APP, bound_url, is_agent_os, listen, load_target, run_uvicorn
 from .sim import ALL_FAULTS, FAULTS, SimConfig, simulate
+from .status import cluster_status, render_status
 from .stores import open_store
 
 PROG = "leasecron"
@@ -73,7 +75,7 @@ DEFAULT_DB = "leasecron.db"
 TOKEN_ENV = "LEASECRON_TOKEN"
 
 # Commands that only read: a SQLite file is opened read-only (never created or migrated).
-_READ_ONLY = frozenset({"list", "show", "runs"})
+_READ_ONLY = frozenset({"list", "show", "runs", "status"})
 # Commands that act on existing schedules: a SQLite path that does not exist is an error.
 _NEED_FILE = _READ_ONLY | {"pause", "resume", "trigger", "rm", "prune"}
 
@@ -355,6 +357,20 @@ async def cmd_rm(args: argparse.Namespace, manager: ScheduleManager) -> int:
     if not await manager.delete(s.id):
         raise ScheduleNotFoundError(args.schedule)
     print(f"deleted: {s.name} (id {s.id})")
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, manager: ScheduleManager) -> int:
+    version = manager.store.schema_version()
+    if inspect.isawaitable(version):  # Postgres reads it over the network
+        version = await version
+    status = await cluster_status(
+        manager, await manager.now(), window=args.window_minutes * 60, schema_version=version
+    )
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=2))
+    else:
+        print(render_status(status))
     return 0
 
 
@@ -815,6 +831,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("schedule", metavar="NAME_OR_ID")
 
+    p = sub.add_parser(
+        "status", parents=[common], help="replicas, leases, overdue schedules, recent failures"
+    )
+    p.add_argument("--window-minutes", type=_number, default=60, help="history summarised")
+    p.add_argument("--json", action="store_true", help="the same as one JSON object")
+
     p = sub.add_parser("runs", parents=[common], help="the newest runs, oldest first")
     p.add_argument("schedule", metavar="NAME_OR_ID", nargs="?")
     p.add_argument("--limit", type=int, default=20)
@@ -896,6 +918,7 @@ _CRUD = {
     "rm": cmd_rm,
     "runs": cmd_runs,
     "prune": cmd_prune,
+    "status": cmd_status,
 }
 
 

@@ -81,6 +81,10 @@ class ScheduleManager:
             await fresh()
         return self.clock.now()
 
+    async def now(self) -> float:
+        """The time this manager writes with (the store's authority's, when it has one)."""
+        return await self._now()
+
     async def create(
         self, name: str, *, endpoint: str, if_exists: str = "raise", **fields: Any
     ) -> Schedule:

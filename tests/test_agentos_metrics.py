@@ -41,3 +41,28 @@ def test_metrics_route_counts_the_apps_own_fires(tmp_path):
     assert f'leasecron_finishes_total{{replica="{replica}",status="success"}} {successes}' in text
     assert 'leasecron_schedules{state="enabled"} 1' in text
     assert 'leasecron_schedules{state="disabled"} 1' in text
+
+
+def test_status_route_shows_the_apps_replica_and_its_fires(tmp_path):
+    clock = SimClock()
+    agent_os = AgentOS(
+        db=str(tmp_path / "os.db"), agents=[Echo()], token=TOKEN, clock=clock,
+        scheduler_poll_interval=30,
+    )  # fmt: skip
+
+    async def main():
+        async with started(agent_os) as client:
+            assert (await client.get("/status")).status_code == 401
+            await agent_os.ctx.manager.create(
+                "tick", endpoint="/agents/echo/runs", payload={"message": "t"}, interval_seconds=10
+            )
+            await clock.advance(35)
+            bad = await client.get("/status", params={"window_minutes": 0}, headers=AUTH)
+            return (await client.get("/status", headers=AUTH)).json(), bad
+
+    data, bad = asyncio.run(main())
+    assert bad.status_code == 422
+    (replica,) = data["replicas"]
+    assert replica["replica"] == agent_os.metrics.replica and replica["fires"] >= 3
+    assert data["schedules"]["total"] == 1 and data["overdue"] == []
+    assert data["runs"]["total"] == replica["fires"] and data["schema_version"] == 4

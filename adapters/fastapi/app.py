@@ -184,7 +184,7 @@ class AgentOS:
         return self._app
 
     def _build(self) -> FastAPI:
-        from . import metrics, runs, schedules
+        from . import metrics, runs, schedules, status
 
         ctx = self.ctx
 
@@ -200,6 +200,7 @@ class AgentOS:
         app.include_router(runs.router(ctx), dependencies=guarded)
         app.include_router(schedules.router(ctx), dependencies=guarded)
         app.include_router(metrics.router(ctx, self.metrics), dependencies=guarded)
+        app.include_router(status.router(ctx), dependencies=guarded)
         return app
 
     @contextlib.asynccontextmanager

@@ -1,0 +1,39 @@
+"""`GET /status`: the cluster as the store shows it (kernel/status.py) as JSON: replicas seen and
+their leases, overdue schedules, failures in the window, history kept, fire lag, schema
+version. What `leasecron status --json` prints; the dashboard's cluster view reads it."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from leasecron.kernel.status import cluster_status
+
+from .context import ServerContext
+
+
+def router(ctx: ServerContext) -> APIRouter:
+    api = APIRouter()
+
+    @api.get(
+        "/status",
+        summary="Cluster status: replicas, leases, overdue schedules, recent failures",
+        responses={401: {"description": "No or wrong token"}},
+    )
+    async def get_status(
+        window_minutes: float = Query(60, gt=0, le=7 * 24 * 60),
+    ) -> dict[str, Any]:
+        manager = ctx.manager
+        if manager is None:
+            raise HTTPException(503, "the store is not open yet")
+        version = manager.store.schema_version()
+        if inspect.isawaitable(version):
+            version = await version
+        status = await cluster_status(
+            manager, await manager.now(), window=window_minutes * 60, schema_version=version
+        )
+        return status.as_dict()
+
+    return api
