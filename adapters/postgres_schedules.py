@@ -12,7 +12,14 @@ from psycopg import errors as pg_errors
 
 from leasecron.kernel.errors import ScheduleExistsError
 from leasecron.kernel.model import Schedule, ScheduleRun
-from leasecron.kernel.rows import _json_dump, _run_params, _schedule_values, _to_run, _to_schedule
+from leasecron.kernel.rows import (
+    _json_dump,
+    _run_params,
+    _schedule_values,
+    _to_run,
+    _to_schedule,
+    schedule_filter,
+)
 from leasecron.kernel.store import SPEC_FIELDS
 
 if TYPE_CHECKING:
@@ -56,18 +63,6 @@ class PostgresSchedules:
     async def get_schedule_by_name(self, name: str) -> Schedule | None:
         return await self._run("get_schedule_by_name", lambda conn: self._get(conn, "name", name))
 
-    @staticmethod
-    def _filter(enabled: bool | None, user_id: str | None) -> tuple[str, dict[str, Any]]:
-        """The WHERE of a schedule list or count."""
-        terms, args = [], {}
-        if enabled is not None:
-            terms.append("enabled = %(enabled)s")
-            args["enabled"] = bool(enabled)
-        if user_id is not None:
-            terms.append("user_id = %(user_id)s")
-            args["user_id"] = user_id
-        return (" WHERE " + " AND ".join(terms) if terms else ""), args
-
     async def list_schedules(
         self,
         enabled: bool | None = None,
@@ -77,7 +72,7 @@ class PostgresSchedules:
         offset: int = 0,
     ) -> list[Schedule]:
         async def op(conn: Conn) -> list[Schedule]:
-            where, args = self._filter(enabled, user_id)
+            where, args = schedule_filter(enabled, user_id, lambda name: f"%({name})s")
             args.update(limit=limit, offset=offset)  # LIMIT NULL: no limit
             # COLLATE "C": the same byte order as SQLite's ORDER BY name, whatever the locale.
             sql = f'SELECT * FROM {self.schedules_table}{where} ORDER BY name COLLATE "C"'
@@ -90,7 +85,7 @@ class PostgresSchedules:
         self, enabled: bool | None = None, *, user_id: str | None = None
     ) -> int:
         async def op(conn: Conn) -> int:
-            where, args = self._filter(enabled, user_id)
+            where, args = schedule_filter(enabled, user_id, lambda name: f"%({name})s")
             row = await self._one(
                 conn, f"SELECT count(*) AS n FROM {self.schedules_table}{where}", args
             )

@@ -4,7 +4,7 @@ back, with JSON columns encoded once here. Any DB-API row that maps names to val
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields as dc_fields
 from typing import Any
 
@@ -115,3 +115,18 @@ def _run_params(run: ScheduleRun) -> dict[str, Any]:
         "input": _json_dump(run.input),
         "created_at": run.created_at,
     }
+
+
+def schedule_filter(
+    enabled: bool | None, user_id: str | None, param: Callable[[str], str]
+) -> tuple[str, dict[str, Any]]:
+    """The WHERE of a schedule list or count, for either store: `param(name)` is the dialect's
+    placeholder (":name" in SQLite, "%(name)s" in psycopg)."""
+    terms, args = [], {}
+    if enabled is not None:
+        terms.append(f"enabled = {param('enabled')}")
+        args["enabled"] = bool(enabled)
+    if user_id is not None:
+        terms.append(f"user_id = {param('user_id')}")
+        args["user_id"] = user_id
+    return (" WHERE " + " AND ".join(terms) if terms else ""), args

@@ -31,6 +31,7 @@ from .rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and b
     _schedule_values,
     _to_run,
     _to_schedule,
+    schedule_filter,
 )
 from .sqlite_schema import (  # noqa: F401
     MIGRATIONS,
@@ -262,17 +263,6 @@ class SqliteStore(SqliteSessions):
             "get_schedule_by_name", lambda: self._get(self._connect(), "name", name)
         )
 
-    def _filter(self, enabled: bool | None, user_id: str | None) -> tuple[str, dict[str, Any]]:
-        """The WHERE of a schedule list or count."""
-        terms, args = [], {}
-        if enabled is not None:
-            terms.append("enabled = :enabled")
-            args["enabled"] = int(enabled)
-        if user_id is not None:
-            terms.append("user_id = :user_id")
-            args["user_id"] = user_id
-        return (" WHERE " + " AND ".join(terms) if terms else ""), args
-
     async def list_schedules(
         self,
         enabled: bool | None = None,
@@ -282,7 +272,7 @@ class SqliteStore(SqliteSessions):
         offset: int = 0,
     ) -> list[Schedule]:
         def op() -> list[Schedule]:
-            where, args = self._filter(enabled, user_id)
+            where, args = schedule_filter(enabled, user_id, lambda name: f":{name}")
             args.update(limit=-1 if limit is None else limit, offset=offset)
             sql = f"SELECT * FROM {self.schedules_table}{where} ORDER BY name"
             rows = self._connect().execute(sql + " LIMIT :limit OFFSET :offset", args).fetchall()
@@ -294,7 +284,7 @@ class SqliteStore(SqliteSessions):
         self, enabled: bool | None = None, *, user_id: str | None = None
     ) -> int:
         def op() -> int:
-            where, args = self._filter(enabled, user_id)
+            where, args = schedule_filter(enabled, user_id, lambda name: f":{name}")
             sql = f"SELECT count(*) FROM {self.schedules_table}{where}"
             return self._connect().execute(sql, args).fetchone()[0]
 

@@ -10,12 +10,20 @@ from leasecron.adapters.fastapi import AgentOS
 from leasecron.kernel import SimClock
 
 
+def app_on(tmp_path, clock: SimClock) -> AgentOS:
+    """An app whose scheduler runs on `clock`, polling every 30 simulated seconds."""
+    return AgentOS(
+        db=str(tmp_path / "os.db"),
+        agents=[Echo()],
+        token=TOKEN,
+        clock=clock,
+        scheduler_poll_interval=30,
+    )
+
+
 def test_metrics_route_counts_the_apps_own_fires(tmp_path):
     clock = SimClock()
-    agent_os = AgentOS(
-        db=str(tmp_path / "os.db"), agents=[Echo()], token=TOKEN, clock=clock,
-        scheduler_poll_interval=30,
-    )  # fmt: skip
+    agent_os = app_on(tmp_path, clock)
 
     async def main():
         async with started(agent_os) as client:
@@ -45,10 +53,7 @@ def test_metrics_route_counts_the_apps_own_fires(tmp_path):
 
 def test_status_route_shows_the_apps_replica_and_its_fires(tmp_path):
     clock = SimClock()
-    agent_os = AgentOS(
-        db=str(tmp_path / "os.db"), agents=[Echo()], token=TOKEN, clock=clock,
-        scheduler_poll_interval=30,
-    )  # fmt: skip
+    agent_os = app_on(tmp_path, clock)
 
     async def main():
         async with started(agent_os) as client:
