@@ -182,7 +182,7 @@ class AgentOS:
         return self._app
 
     def _build(self) -> FastAPI:
-        from . import runs, schedules
+        from . import dashboard, runs, schedules
 
         ctx = self.ctx
 
@@ -195,6 +195,7 @@ class AgentOS:
         install_error_handlers(app)
         guarded = [Depends(authorized)]
         app.include_router(runs.open_router(ctx, self))
+        app.include_router(dashboard.router())
         app.include_router(runs.router(ctx), dependencies=guarded)
         app.include_router(schedules.router(ctx), dependencies=guarded)
         return app
