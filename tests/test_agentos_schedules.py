@@ -20,6 +20,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from leasecron.adapters.fastapi import AgentOS
+from leasecron.adapters.fastapi.schedules import _named
 from leasecron.kernel import ScheduleManager, ScheduleRun, SimClock, StepInput, Workflow
 from support import T0
 
@@ -268,6 +269,42 @@ async def test_the_list_pages_by_name_with_meta_and_filters_on_enabled(tmp_path)
         )
         names, meta = await page(enabled="true", limit=3, page=2)
         assert (names, meta["total_count"], meta["total_pages"]) == (["n4"], 4, 2)
+
+
+async def test_q_keeps_names_containing_it_in_any_case_paged_with_meta(tmp_path):
+    async with api(tmp_path) as a:
+        for name in ("Backup db", "nightly backup", "report", "backup-logs", "Other"):
+            await a.create(name, enabled=name != "backup-logs")
+
+        async def page(**params) -> tuple[list[str], dict]:
+            r = await a.http.get("/schedules", params=params)
+            assert r.status_code == 200, r.text
+            return [s["name"] for s in r.json()["data"]], r.json()["meta"]
+
+        names, meta = await page(q="BACKUP")
+        assert names == ["Backup db", "backup-logs", "nightly backup"]
+        assert (meta["total_count"], meta["total_pages"]) == (3, 1)
+        assert await page(q="backup", limit=2, page=2) == (
+            ["nightly backup"],
+            {"page": 2, "limit": 2, "total_pages": 2, "total_count": 3},
+        )
+        assert (await page(q="backup", enabled="true"))[0] == ["Backup db", "nightly backup"]
+        assert await page(q="nothing like it") == (
+            [],
+            {"page": 1, "limit": 20, "total_pages": 0, "total_count": 0},
+        )
+        assert (await page(q=""))[1]["total_count"] == 5  # empty: no filter
+        assert "q" in fields_named(await a.http.get("/schedules", params={"q": "x" * 201}))
+
+
+async def test_q_scans_across_batches_without_losing_or_repeating_a_match(tmp_path):
+    async with api(tmp_path) as a:
+        for i in range(7):
+            await a.create(f"job{i}-{'hit' if i % 2 else 'miss'}")
+        for limit, offset in ((1, 0), (2, 1), (3, 0), (10, 2)):
+            items, total = await _named(a.manager, "HIT", None, None, limit, offset, batch=2)
+            expected = ["job1-hit", "job3-hit", "job5-hit"][offset : offset + limit]
+            assert ([s.name for s in items], total) == (expected, 3)
 
 
 async def test_an_empty_list_has_zero_pages(tmp_path):

@@ -10,8 +10,9 @@ schedules through its own routes, with the same token an external caller sends.
 Files: `app.py` (AgentOS: the store, the lifespan, the scheduler), `context.py` (what every
 route shares: the token check, the caller's user, kernel errors as HTTP errors), `runs.py`
 (run routes, sessions, traces), `schedules.py` (the schedule routes), `schedule_models.py`
-(their request and response shapes), `targets.py` (which endpoints a schedule may target). Built
-on the kernel's public API only.
+(their request and response shapes), `targets.py` (which endpoints a schedule may target),
+`dashboard.py` (the operators' page at `/`, its files in `dashboard/`). Built on the kernel's
+public API only.
 """
 
 from .app import AgentOS

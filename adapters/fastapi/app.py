@@ -184,7 +184,7 @@ class AgentOS:
         return self._app
 
     def _build(self) -> FastAPI:
-        from . import metrics, runs, schedules, status
+        from . import dashboard, metrics, runs, schedules, status
 
         ctx = self.ctx
 
@@ -197,6 +197,7 @@ class AgentOS:
         install_error_handlers(app)
         guarded = [Depends(authorized)]
         app.include_router(runs.open_router(ctx, self))
+        app.include_router(dashboard.router())
         app.include_router(runs.router(ctx), dependencies=guarded)
         app.include_router(schedules.router(ctx), dependencies=guarded)
         app.include_router(metrics.router(ctx, self.metrics), dependencies=guarded)
