@@ -396,10 +396,29 @@ async def cmd_runs(args: argparse.Namespace, manager: ScheduleManager) -> int:
     return 0
 
 
+class Progress:
+    """Progress of long work on stderr, at most one line every `every` seconds of real time
+    (and none for work that ends before the first): stdout keeps only the result."""
+
+    def __init__(self, every: float = 2.0):
+        self.every = every
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            print(f"... {text} ({now - self.started:.0f}s)", file=sys.stderr, flush=True)
+
+
 async def cmd_prune(args: argparse.Namespace, manager: ScheduleManager) -> int:
     if not args.older_than_days >= 0:
         raise ValidationError("older_than_days", f"{args.older_than_days!r} must be >= 0")
-    deleted = await manager.prune_runs(args.older_than_days * 86_400)
+    progress = Progress()
+    deleted = await manager.prune_runs(
+        args.older_than_days * 86_400,
+        on_progress=lambda n: progress(f"{n} run rows deleted so far"),
+    )
     print(f"deleted {deleted} finished run(s) older than {args.older_than_days:g} day(s)")
     return 0
 
@@ -432,6 +451,10 @@ async def cmd_sim(args: argparse.Namespace) -> int:
             faults=faults,
             fault_rate=args.fault_rate,
             min_interval=args.min_interval,
+        )
+        progress = Progress()
+        config.on_progress = lambda hours, sent, seed=seed, progress=progress: progress(
+            f"seed {seed}: {hours:g} of {args.hours:g} simulated hours, {sent} requests sent"
         )
         if args.store:
             schema = f"sim_{seed}_{uuid.uuid4().hex[:8]}"

@@ -235,7 +235,9 @@ class ScheduleManager:
     async def get_run(self, run_row_id: str) -> ScheduleRun | None:
         return await self.store.get_run(run_row_id)
 
-    async def prune_runs(self, older_than_seconds: float) -> int:
+    async def prune_runs(
+        self, older_than_seconds: float, *, on_progress: Callable[[int], None] | None = None
+    ) -> int:
         """Retention: delete finished run rows created more than `older_than_seconds` ago
         (pending and running rows are kept), in batches of 500 rows per transaction, then give
         the space back where the store can (kernel/retention.py). Returns how many were deleted."""
@@ -243,4 +245,6 @@ class ScheduleManager:
             raise ValidationError("older_than_seconds", f"{older_than_seconds!r} must be a number")
         if older_than_seconds < 0:
             raise ValidationError("older_than_seconds", f"{older_than_seconds!r} must be >= 0")
-        return await prune_history(self.store, await self._now() - older_than_seconds)
+        return await prune_history(
+            self.store, await self._now() - older_than_seconds, on_progress=on_progress
+        )

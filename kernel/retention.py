@@ -11,20 +11,30 @@ reclaims the dead rows). Both capabilities are optional on a store, looked up by
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 PRUNE_BATCH = 500  # run rows deleted per transaction
 RECLAIM_PAGES = 1000  # free pages handed back per step (4 MB at the default page size)
 
 
-async def prune_history(store: Any, before: float, *, batch: int = PRUNE_BATCH) -> int:
+async def prune_history(
+    store: Any,
+    before: float,
+    *,
+    batch: int = PRUNE_BATCH,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
     """Delete every final run row created before `before`, `batch` rows per transaction, then
     return the space where the store allows it. Returns how many rows were deleted. Safe to run
-    on several replicas at once: each batch deletes rows nobody else has deleted yet."""
+    on several replicas at once: each batch deletes rows nobody else has deleted yet.
+    `on_progress(rows deleted so far)` is called after each batch."""
     deleted = 0
     while True:
         count = await store.prune_runs(before, batch)
         deleted += count
+        if on_progress is not None:
+            on_progress(deleted)
         if count < batch:
             break
         await asyncio.sleep(0)

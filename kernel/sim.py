@@ -76,6 +76,9 @@ class SimConfig:
     store_factory: Callable[[str], Any] | None = None  # path -> Store; default SqliteStore
     start: float | None = None  # epoch seconds; None: one of STARTS, drawn from the seed
     extra_schedules: tuple[dict[str, Any], ...] = ()  # create() keyword sets added to the draw
+    # Called as on_progress(simulated hours done, requests sent so far) after each simulated
+    # hour (the run then advances an hour at a time; the same timers fire in the same order).
+    on_progress: Callable[[float, int], None] | None = None
 
 
 @dataclass
@@ -477,7 +480,15 @@ async def simulate(config: SimConfig) -> SimResult:
             await sim.start_replica(name)
         end_faults = config.start + config.hours * 3600
         chaos = loop.create_task(sim.chaos(end_faults))
-        await sim.clock.advance(config.hours * 3600)
+        if config.on_progress is None:
+            await sim.clock.advance(config.hours * 3600)
+        else:
+            done = 0.0
+            while done < config.hours:
+                step = min(1.0, config.hours - done)
+                await sim.clock.advance_to(config.start + (done + step) * 3600)
+                done += step
+                config.on_progress(done, len(sim.requests))
         chaos.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await chaos

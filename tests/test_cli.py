@@ -539,3 +539,17 @@ def test_add_takes_absolute_urls_only_for_allowed_hosts(cli):
     assert code == 0 and out.startswith("created: ext"), err
     code, _, err = cli("add", "up", "--endpoint", "/api/../admin")
     assert code == 2 and "dot segments" in err
+
+
+def test_progress_goes_to_stderr_at_most_once_per_period(capsys):
+    from leasecron.kernel.cli import Progress
+
+    every_call = Progress(every=0)
+    every_call("1 of 3")
+    every_call("2 of 3")
+    rarely = Progress(every=3600)
+    rarely("never shown: the work ended before the first period")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["... 1 of 3", "... 2 of 3"]

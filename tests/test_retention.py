@@ -194,8 +194,13 @@ async def test_prune_runs_takes_a_batch_and_concurrent_pruners_share_the_rows(op
     await a.add_pending_run(pending("p", "a", T0 + 5, created=T0 - 9_000), T0)
     assert await a.prune_runs(T0, 500) == 500
     # two stores (two replicas' connections) pruning the rest at the same time
-    counts = await asyncio.gather(prune_history(a, T0, batch=100), prune_history(b, T0, batch=100))
+    seen: list[int] = []
+    counts = await asyncio.gather(
+        prune_history(a, T0, batch=100, on_progress=seen.append),
+        prune_history(b, T0, batch=100),
+    )
     assert sum(counts) == 800
+    assert seen == sorted(seen) and seen[-1] == counts[0]  # after each batch, the running total
     assert sorted(r.id for r in await a.list_runs("a", 10_000)) == ["live", "p"]
     assert await b.prune_runs(T0) == 0
 

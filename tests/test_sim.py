@@ -25,6 +25,19 @@ async def test_same_seed_same_run_different_seed_different_run():
     assert sum(a.faults.values()) > 10  # faults really struck
 
 
+async def test_progress_reports_each_simulated_hour_and_changes_nothing():
+    seen: list[tuple[float, int]] = []
+    config = dict(SMALL, hours=2.5)
+    watched = await simulate(
+        SimConfig(seed=21, on_progress=lambda h, n: seen.append((h, n)), **config)
+    )
+    plain = await simulate(SimConfig(seed=21, **config))
+    assert [h for h, _ in seen] == [1.0, 2.0, 2.5]
+    sent = [n for _, n in seen]
+    assert sent == sorted(sent) and 0 < sent[-1] <= len(watched.requests)
+    assert watched.digest() == plain.digest()  # an hour at a time fires the same timers
+
+
 async def test_seed_sweep_with_every_fault_has_no_violation():
     total = 0
     for seed in range(100, 150):
