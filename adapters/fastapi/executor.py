@@ -31,6 +31,8 @@ from leasecron.kernel import (
     WorkflowRunOutput,
 )
 
+from .run_cache import RecordingStore, SavedRuns
+
 log = logging.getLogger("leasecron")
 
 KINDS = ("agents", "teams", "workflows")
@@ -169,6 +171,10 @@ class RunExecutor:
 
     def __init__(self, store: Any, workflows: Iterable[Workflow] = ()):
         self.store = store
+        # What this process's runs last saved, so their polls need no store read; the runs save
+        # through `db`, the store noting each save there.
+        self.saved = SavedRuns()
+        self.db = RecordingStore(store, self.saved)
         self.runs: dict[str, LiveRun] = {}
         self._adopted: list[tuple[Workflow, bool, Any]] = []
         for wf in workflows:
@@ -177,18 +183,18 @@ class RunExecutor:
     # -- set-up ------------------------------------------------------------------------------
 
     def _adopt(self, wf: Workflow) -> None:
-        """Give the workflow the app's store (unless it has a store) and route its spans
-        through this registry as well as to its own recorder; undone by `release`."""
-        gave_db = wf.db is None
-        if gave_db:
-            wf.db = self.store
-        self._adopted.append((wf, gave_db, wf.recorder))
+        """Give the workflow the app's store (unless it has a store of its own) and route its
+        spans through this registry as well as to its own recorder; undone by `release`."""
+        own_db = wf.db
+        if own_db is None or own_db is self.store:
+            wf.db = self.db
+        self._adopted.append((wf, own_db, wf.recorder))
         wf.recorder = _Fanout(self, wf.recorder)
 
     def release(self) -> None:
-        for wf, gave_db, recorder in self._adopted:
-            if gave_db:
-                wf.db = None
+        for wf, own_db, recorder in self._adopted:
+            if wf.db is self.db:
+                wf.db = own_db
             wf.recorder = recorder
         self._adopted.clear()
 
@@ -231,13 +237,16 @@ class RunExecutor:
             name=component.name,
             description=getattr(component.obj, "description", None),
             steps=[Step(component.name, agent=call)],
-            db=self.store,
+            db=self.db,
             recorder=_Fanout(self, None),
         )
 
     async def _drive(self, live: LiveRun) -> None:
         live.started = True
         request = live.request
+        state = request.session_state if live.component.kind == "workflows" else None
+        if state is None and request.session_id is None:
+            state = {}  # a session this run has just made up: no stored state to read
         try:
             if live.cancel_requested:
                 live.output = await self._save_cancelled(live)
@@ -248,9 +257,7 @@ class RunExecutor:
                     run_id=live.run_id,
                     user_id=request.user_id,
                     additional_data=additional_data(request),
-                    session_state=request.session_state
-                    if live.component.kind == "workflows"
-                    else None,
+                    session_state=state,
                 )
         except asyncio.CancelledError:
             # Cancelled by shutdown: the Workflow saved the run CANCELLED on its way out.
@@ -338,7 +345,7 @@ class RunExecutor:
 
     async def _save(self, out: WorkflowRunOutput) -> None:
         try:
-            await self.store.save_run(out)
+            await self.db.save_run(out)
         except Exception as exc:
             out.persist_error = f"{type(exc).__name__}: {exc}"
             log.warning("run %s not saved: %s", out.run_id, exc)

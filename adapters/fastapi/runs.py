@@ -223,7 +223,7 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
     async def get_run(component_id: str, run_id: str, session_id: str = Query(...)) -> JSONResponse:
         component = _component(ctx, kind, component_id)
         executor = _executor(ctx)
-        run = await executor.store.get_workflow_run(run_id)
+        run = await _stored_run(executor, run_id)
         if run is None:
             live = executor.runs.get(run_id)
             if live is not None and _live_belongs(live, component, session_id):
@@ -252,7 +252,7 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         if live is not None and _live_belongs(live, component, session_id):
             await executor.cancel(run_id)
             return JSONResponse({})
-        run = await executor.store.get_workflow_run(run_id)
+        run = await _stored_run(executor, run_id)
         if run is None or not _belongs(run, component):
             raise HTTPException(404, RUN_NOT_FOUND)
         if session_id is not None and run.session_id != session_id:
@@ -262,6 +262,12 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
             # it): nothing here can stop it.
             raise HTTPException(409, "the run is not running in this server process")
         return JSONResponse({})  # already over: nothing to cancel
+
+
+async def _stored_run(executor: RunExecutor, run_id: str) -> WorkflowRunOutput | None:
+    """The run as the store holds it: from what this process saved when it ran it, else read."""
+    run = executor.saved.get(run_id)
+    return run if run is not None else await executor.store.get_workflow_run(run_id)
 
 
 def _belongs(run: WorkflowRunOutput, component: Component) -> bool:
