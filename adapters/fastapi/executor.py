@@ -18,6 +18,7 @@ import inspect
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,22 +78,39 @@ def display_name(obj: Any, fallback: str) -> str:
     return name if isinstance(name, str) and name.strip() else fallback
 
 
-def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments `fn` takes (all of them if it takes **kwargs)."""
+# function -> (its parameter names, takes **kwargs), None if it has no signature; read once
+# per agent function, not on every run.
+_PARAMS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _params(fn: Any) -> tuple[frozenset[str], bool] | None:
+    key = getattr(fn, "__func__", fn)  # a bound method: its function (keeps no object alive)
+    cacheable = inspect.isfunction(key)
+    if cacheable and key in _PARAMS:
+        return _PARAMS[key]
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
+        found = None
+    else:
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        found = (frozenset(params), var_kw)
+    if cacheable:
+        _PARAMS[key] = found
+    return found
+
+
+def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments `fn` takes (all of them if it takes **kwargs)."""
+    params = _params(fn)
+    if params is None or params[1]:
         return kwargs
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
+    return {k: v for k, v in kwargs.items() if k in params[0]}
 
 
 def _named(fn: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+    params = _params(fn)
+    return params is not None and name in params[0]
 
 
 class AgentCall:
@@ -218,6 +236,7 @@ class RunExecutor:
             events=asyncio.Queue() if stream else None,
         )
         self.runs[run_id] = live
+        self.saved.submitted(run_id)
         live.task = asyncio.create_task(self._drive(live), name=f"leasecron-run-{run_id}")
         return live
 
@@ -273,6 +292,7 @@ class RunExecutor:
             live.events.put_nowait(("end", output))
             live.events.put_nowait(END)
         self.runs.pop(live.run_id, None)
+        self.saved.ended(live.run_id)
 
     def _record(self, span: Span) -> None:
         """A span of some run ended: a streamed run hears of its steps."""

@@ -37,8 +37,22 @@ class SavedRuns:
     def __init__(self, limit: int = LIMIT):
         self.limit = limit
         self._runs: OrderedDict[str, WorkflowRunOutput] = OrderedDict()
+        # Runs submitted here whose first save has not returned: the store holds no row of them.
+        self._unsaved: set[str] = set()
+
+    def submitted(self, run_id: str) -> None:
+        self._unsaved.add(run_id)
+
+    def ended(self, run_id: str) -> None:
+        """The run's task is over: whatever it saved (or not) is in the store now."""
+        self._unsaved.discard(run_id)
+
+    def unsaved(self, run_id: str) -> bool:
+        """The run is this process's and nothing of it is stored yet."""
+        return run_id in self._unsaved
 
     def put(self, run: WorkflowRunOutput) -> None:
+        self._unsaved.discard(run.run_id)
         self._runs[run.run_id] = run
         self._runs.move_to_end(run.run_id)
         while len(self._runs) > self.limit:
@@ -48,6 +62,7 @@ class SavedRuns:
         return self._runs.get(run_id)
 
     def forget(self, run_id: str) -> None:
+        self._unsaved.discard(run_id)
         self._runs.pop(run_id, None)
 
     def __len__(self) -> int:
@@ -76,7 +91,12 @@ class RecordingStore:
                 copy = as_stored(run)
             except Exception:  # the store says what is wrong with it (or keeps it its own way)
                 copy = None
-            await found(run, *args, **options)
+            try:
+                await found(run, *args, **options)
+            except BaseException:
+                if copy is None:  # did it write? only the store can say now
+                    saved.forget(run.run_id)
+                raise
             if copy is None:
                 saved.forget(run.run_id)  # the store read decides
             else:

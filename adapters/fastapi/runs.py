@@ -181,10 +181,7 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
             return StreamingResponse(_events(executor, live), media_type="text/event-stream")
         live = executor.submit(component, run_request)
         if run_request.background:
-            return JSONResponse(
-                {"run_id": live.run_id, "session_id": live.session_id, "status": "PENDING"},
-                status_code=202,
-            )
+            return accepted(live)
         out = await executor.wait(live)
         if out is None:  # the server shut down under it
             raise HTTPException(503, "the server is shutting down; the run was cancelled")
@@ -223,15 +220,12 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
     async def get_run(component_id: str, run_id: str, session_id: str = Query(...)) -> JSONResponse:
         component = _component(ctx, kind, component_id)
         executor = _executor(ctx)
-        run = await _stored_run(executor, run_id)
-        if run is None:
-            live = executor.runs.get(run_id)
-            if live is not None and _live_belongs(live, component, session_id):
-                return JSONResponse(live_view(live))
+        answer = poll_answer(
+            executor, component, run_id, session_id, await _stored_run(executor, run_id)
+        )
+        if answer is None:
             raise HTTPException(404, RUN_NOT_FOUND)
-        if not _belongs(run, component) or run.session_id != session_id:
-            raise HTTPException(404, RUN_NOT_FOUND)
-        return JSONResponse(run_view(run))
+        return answer
 
     @api.post(
         f"/{kind}/{{component_id}}/runs/{{run_id}}/cancel",
@@ -264,10 +258,39 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         return JSONResponse({})  # already over: nothing to cancel
 
 
+def accepted(live: LiveRun) -> JSONResponse:
+    """The 202 answer to a background run's POST."""
+    return JSONResponse(
+        {"run_id": live.run_id, "session_id": live.session_id, "status": "PENDING"},
+        status_code=202,
+    )
+
+
+def poll_answer(
+    executor: RunExecutor,
+    component: Component,
+    run_id: str,
+    session_id: str,
+    run: WorkflowRunOutput | None,
+) -> JSONResponse | None:
+    """A poll's answer given the run as stored (None: not stored, or not yet): the stored run,
+    else the run in flight here not yet saved; None for "Run not found"."""
+    if run is None:
+        live = executor.runs.get(run_id)
+        if live is not None and _live_belongs(live, component, session_id):
+            return JSONResponse(live_view(live))
+        return None
+    if not _belongs(run, component) or run.session_id != session_id:
+        return None
+    return JSONResponse(run_view(run))
+
+
 async def _stored_run(executor: RunExecutor, run_id: str) -> WorkflowRunOutput | None:
     """The run as the store holds it: from what this process saved when it ran it, else read."""
     run = executor.saved.get(run_id)
-    return run if run is not None else await executor.store.get_workflow_run(run_id)
+    if run is not None or executor.saved.unsaved(run_id):
+        return run
+    return await executor.store.get_workflow_run(run_id)
 
 
 def _belongs(run: WorkflowRunOutput, component: Component) -> bool:
