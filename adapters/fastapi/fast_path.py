@@ -32,6 +32,7 @@ class FastPath:
     def __init__(self, app: ASGIApp, ctx: ServerContext):
         self.app = app
         self.ctx = ctx
+        self.answered = 0  # requests answered here (the rest went on to the routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.ctx.runs is not None:
@@ -77,6 +78,7 @@ class FastPath:
         response = poll_answer(executor, component, run_id, sessions[0], run)
         if response is None:
             return False
+        self.answered += 1
         await response(scope, receive, send)
         return True
 
@@ -106,6 +108,7 @@ class FastPath:
         if run_request.user_id is None:
             run_request.user_id = request_user(request)
         live = self.ctx.runs.submit(component, run_request)
+        self.answered += 1
         await accepted(live)(scope, replay, send)
         return None
 
