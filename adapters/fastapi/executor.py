@@ -33,6 +33,8 @@ from leasecron.kernel import (
 )
 
 from .run_cache import RecordingStore, SavedRuns
+from .server_stamp import KEY as STAMP_KEY
+from .server_stamp import this_process
 
 log = logging.getLogger("leasecron")
 
@@ -194,6 +196,7 @@ class RunExecutor:
         self.saved = SavedRuns()
         self.db = RecordingStore(store, self.saved)
         self.runs: dict[str, LiveRun] = {}
+        self.stamp = this_process()  # which process runs them (server_stamp.py)
         self._adopted: list[tuple[Workflow, bool, Any]] = []
         for wf in workflows:
             self._adopt(wf)
@@ -275,7 +278,7 @@ class RunExecutor:
                     session_id=live.session_id,
                     run_id=live.run_id,
                     user_id=request.user_id,
-                    additional_data=additional_data(request),
+                    additional_data=additional_data(request, self.stamp),
                     session_state=state,
                 )
         except asyncio.CancelledError:
@@ -347,7 +350,7 @@ class RunExecutor:
             status=status,
             user_id=live.request.user_id,
             input=live.request.message,
-            additional_data=additional_data(live.request),
+            additional_data=additional_data(live.request, self.stamp),
             started_at=live.created_at,
             ended_at=now,
             error=error,
@@ -371,11 +374,13 @@ class RunExecutor:
             log.warning("run %s not saved: %s", out.run_id, exc)
 
 
-def additional_data(request: RunRequest) -> dict[str, Any]:
+def additional_data(request: RunRequest, stamp: dict[str, Any]) -> dict[str, Any]:
     """What a run keeps beside its input: the client's extra keys, its `metadata` (returned
-    verbatim on the run) and whether it ran in the background (the reference words an ERROR
-    run's content after it)."""
-    data = {k: v for k, v in request.extra.items() if k not in RESERVED}
+    verbatim on the run), whether it ran in the background (the reference words an ERROR
+    run's content after it) and the process serving it (server_stamp.py; not shown on the
+    run)."""
+    data = {k: v for k, v in request.extra.items() if k not in RESERVED and k != STAMP_KEY}
+    data[STAMP_KEY] = stamp
     if request.metadata is not None:
         data["metadata"] = request.metadata
     data["background"] = request.background

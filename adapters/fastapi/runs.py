@@ -6,6 +6,7 @@ component lists; and the open routes (`/health`, `/info`). The AgentOS protocol'
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -21,7 +22,11 @@ from leasecron.kernel import RunStatus, WorkflowRunOutput
 from . import schemas
 from .context import ServerContext, request_user
 from .executor import END, KINDS, SINGULAR, Component, LiveRun, RunExecutor
+from .run_cache import as_stored
 from .run_request import OPENAPI_BODY, read_run_request
+from .server_stamp import ENDED as PROCESS_ENDED
+from .server_stamp import KEY as STAMP_KEY
+from .server_stamp import process_gone
 from .views import iso, live_view, run_view, session_view, trace_view
 
 RUN_NOT_FOUND = "Run not found"
@@ -290,7 +295,31 @@ async def _stored_run(executor: RunExecutor, run_id: str) -> WorkflowRunOutput |
     run = executor.saved.get(run_id)
     if run is not None or executor.saved.unsaved(run_id):
         return run
-    return await executor.store.get_workflow_run(run_id)
+    run = await executor.store.get_workflow_run(run_id)
+    if (
+        run is not None
+        and RunStatus(run.status) in (RunStatus.RUNNING, RunStatus.PENDING)
+        and run_id not in executor.runs
+        and process_gone(run.additional_data.get(STAMP_KEY), executor.stamp)
+    ):
+        run = await _end_orphan(executor, run)
+    return run
+
+
+async def _end_orphan(executor: RunExecutor, run: WorkflowRunOutput) -> WorkflowRunOutput:
+    """Save ERROR a run whose server process ended under it (no one else ever will), and
+    return it as the store now holds it. Its session keeps the state it has: the run's copy is
+    the one it started with."""
+    session = await executor.store.get_session(run.session_id, with_runs=False)
+    ended = dataclasses.replace(
+        run,
+        status=RunStatus.ERROR,
+        error=PROCESS_ENDED,
+        ended_at=time.time(),
+        session_state=session.session_state if session is not None else run.session_state,
+    )
+    await executor.store.save_run(ended)
+    return as_stored(ended)
 
 
 def _belongs(run: WorkflowRunOutput, component: Component) -> bool:
