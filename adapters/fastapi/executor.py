@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 import uuid
 import weakref
@@ -43,6 +44,25 @@ SINGULAR = {"agents": "agent", "teams": "team", "workflows": "workflow"}
 # Run arguments the server sets itself; a client's extra keys never override them.
 RESERVED = frozenset({"input", "message", "run_id", "session_id", "user_id", "stream"})
 END = object()  # the last item of a live run's event queue
+
+
+class _Ids:
+    """uuid4 strings from random bytes read 4 KiB at a time: os.urandom releases the GIL, and
+    on a loaded loop each release can wait for the store's thread to hand it back (two ids per
+    run). Read again in a forked child, so parent and child never share ids."""
+
+    def __init__(self) -> None:
+        self._pool, self._at, self._pid = b"", 0, 0
+
+    def __call__(self) -> str:
+        if self._at >= len(self._pool) or self._pid != os.getpid():
+            self._pool, self._at, self._pid = os.urandom(4096), 0, os.getpid()
+        chunk = self._pool[self._at : self._at + 16]
+        self._at += 16
+        return str(uuid.UUID(bytes=chunk, version=4))
+
+
+new_id = _Ids()
 
 
 def stored_id(kind: str, component_id: str) -> str:
@@ -223,8 +243,8 @@ class RunExecutor:
 
     def submit(self, component: Component, request: RunRequest, *, stream: bool = False) -> LiveRun:
         """Start a run in a task of its own and return it at once."""
-        run_id = str(uuid.uuid4())
-        session_id = request.session_id or str(uuid.uuid4())
+        run_id = new_id()
+        session_id = request.session_id or new_id()
         if component.kind == "workflows":
             workflow = component.obj
         else:

@@ -36,7 +36,9 @@ class SavedRuns:
 
     def __init__(self, limit: int = LIMIT):
         self.limit = limit
-        self._runs: OrderedDict[str, WorkflowRunOutput] = OrderedDict()
+        # A run as saved: its row (decoded on first read: most start saves are never read) or
+        # the run decoded from it.
+        self._runs: OrderedDict[str, WorkflowRunOutput | dict[str, Any]] = OrderedDict()
         # Runs submitted here whose first save has not returned: the store holds no row of them.
         self._unsaved: set[str] = set()
 
@@ -51,15 +53,20 @@ class SavedRuns:
         """The run is this process's and nothing of it is stored yet."""
         return run_id in self._unsaved
 
-    def put(self, run: WorkflowRunOutput) -> None:
-        self._unsaved.discard(run.run_id)
-        self._runs[run.run_id] = run
-        self._runs.move_to_end(run.run_id)
+    def put(self, run: WorkflowRunOutput | dict[str, Any]) -> None:
+        """Keep a run as saved: the run as a store read gives it, or its row (run_params)."""
+        run_id = run["run_id"] if isinstance(run, dict) else run.run_id
+        self._unsaved.discard(run_id)
+        self._runs[run_id] = run
+        self._runs.move_to_end(run_id)
         while len(self._runs) > self.limit:
             self._runs.popitem(last=False)
 
     def get(self, run_id: str) -> WorkflowRunOutput | None:
-        return self._runs.get(run_id)
+        found = self._runs.get(run_id)
+        if isinstance(found, dict):
+            found = self._runs[run_id] = run_from_row(found, _json_load)
+        return found
 
     def forget(self, run_id: str) -> None:
         self._unsaved.discard(run_id)
@@ -88,7 +95,7 @@ class RecordingStore:
         async def recorded(run: WorkflowRunOutput, *args: Any, **options: Any) -> None:
             # Copied now: the run goes on changing while the save is in flight.
             try:
-                copy = as_stored(run)
+                copy = run_params(run)  # the row the store writes; decoded when read
             except Exception:  # the store says what is wrong with it (or keeps it its own way)
                 copy = None
             try:
