@@ -51,7 +51,15 @@ class GroupCommit:
             self._pending.append((fn, future))
             lead = len(self._pending) == 1
         if lead:  # the first write of a batch queues the batch; later ones join it until it runs
-            self._worker.submit(self._commit)
+            try:
+                self._worker.submit(self._commit)
+            except BaseException as exc:  # the worker is shut down (the store closed)
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                for _, waiting in batch:
+                    if waiting is not future:
+                        waiting.set_exception(exc)
+                raise
         with tracked():
             return await asyncio.wrap_future(future)
 

@@ -106,3 +106,11 @@ async def test_a_caller_cancelled_before_its_batch_ran_writes_nothing(tmp_path):
         assert await store.get_workflow_run("dropped") is None
     finally:
         await store.close()
+
+
+async def test_a_write_after_close_fails_and_leaves_no_batch_behind(tmp_path):
+    store = SqliteStore(str(tmp_path / "g.db"))
+    await store.close()
+    for _ in range(2):  # the second must fail as the first did, not wait on a lost batch
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(store.save_run(run("late")), timeout=60)
