@@ -177,3 +177,33 @@ async def test_the_fast_path_answers_as_the_routes_do_and_hands_on_the_rest(tmp_
             assert replies[4].json()["detail"][0]["loc"] == ["body", "message"]
             assert replies[5].json()["content"] == "echo: sync"
             assert replies[6].json()["detail"][0]["loc"] == ["body", "metadata"]
+
+
+async def test_a_plain_form_reads_as_the_form_parser_reads_it():
+    from starlette.requests import Request
+
+    from leasecron.adapters.fastapi.run_request import _plain_form
+
+    bodies = [
+        b"message=go&stream=false&background=true",
+        b"message=a+b%20c%26d%3D&x=%C3%A9t%C3%A9&x=last&empty=&eq=a=b",
+        "message=caf\u00e9".encode("latin-1"),
+        b"message=%FF%00",
+    ]
+    for body in bodies:
+        sent = False
+
+        async def receive(body=body):
+            nonlocal sent
+            done, sent = sent, True
+            return {"type": "http.disconnect"} if done else {"type": "http.request", "body": body}
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
+        }
+        form = await Request(scope, receive).form()
+        assert _plain_form(body) == dict(form.items()), body
+    for other in (b"", b"flag", b"=x", b"a=1&&b=2", b"a=1&" * 70):
+        assert _plain_form(other) is None, other
