@@ -67,6 +67,21 @@ class PostgresSessions:
         if rows:
             await self._tx("save_spans", op)
 
+    async def save_end(self, run: WorkflowRunOutput, spans: list[Span]) -> None:
+        """The save at a run's end in one transaction: its row, its session's, its spans. All or
+        nothing; the engine falls back to save_run and save_spans apart when it fails."""
+        session, row = session_params(run), run_params(run)
+        rows = [span_params(span) for span in spans]
+
+        async def op(conn: Conn) -> None:
+            await conn.execute(self._sessions_sql["upsert_run"], row)
+            await conn.execute(self._sessions_sql["upsert_session"], session)
+            if rows:
+                async with conn.cursor() as cur:
+                    await cur.executemany(self._sessions_sql["upsert_span"], rows)
+
+        await self._tx("save_end", op)
+
     async def get_workflow_run(self, run_id: str) -> WorkflowRunOutput | None:
         """The run as last saved (spans left out: `get_trace`), or None."""
 

@@ -196,13 +196,13 @@ class _Reply:
     """A read reply: status, headers and (possibly cut) body bytes; text and JSON come out with
     the secret redacted."""
 
-    __slots__ = ("body", "code", "encoding", "headers", "reason", "redact", "truncated")
+    __slots__ = ("body", "code", "headers", "reason", "redact", "response", "truncated")
 
     def __init__(self, response: httpx.Response, body: bytes, truncated: bool, redact: _Redactor):
         self.code = response.status_code
         self.reason = response.reason_phrase
         self.headers = response.headers
-        self.encoding = response.encoding or "utf-8"
+        self.response = response  # its encoding is read only for text: parsing it costs
         self.body = body
         self.truncated = truncated
         self.redact = redact
@@ -212,7 +212,8 @@ class _Reply:
         return 200 <= self.code < 300
 
     def text(self) -> str:
-        return self.redact(self.body.decode(self.encoding, errors="replace"))
+        encoding = self.response.encoding or "utf-8"
+        return self.redact(self.body.decode(encoding, errors="replace"))
 
     def json(self) -> Any:
         """The body as JSON, or None when it is empty, cut or not JSON."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -54,6 +54,10 @@ class Worker:
         finally:
             with _lock:
                 _in_flight -= 1
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue on the worker thread without waiting (the caller tracks its own result)."""
+        return self._executor.submit(fn, *args)
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run on the worker thread and wait, from synchronous code (set-up, the CLI)."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import writes
 from .errors import ScheduleExistsError, StoreError
+from .group_commit import GroupCommit
 from .model import Schedule, ScheduleRun
 from .offload import Worker
 from .rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and benchmarks)
@@ -88,6 +89,9 @@ class SqliteStore(SqliteSessions):
         self._sessions_sql = {name: sql.format(**tables) for name, sql in SESSIONS_SQL.items()}
         self._listeners: list[Callable[[], None]] = []
         self._worker = None if inline else Worker(f"leasecron-sqlite-{prefix}")
+        self._group = (
+            None if self._worker is None else GroupCommit(self._worker, self._connect, self._tx)
+        )
         self._local = threading.local()
         self._conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
@@ -137,6 +141,18 @@ class SqliteStore(SqliteSessions):
             if self._worker is None:
                 return fn(*args)
             return await self._worker.run(fn, *args)
+        except (ScheduleExistsError, StoreError):
+            raise
+        except sqlite3.Error as exc:
+            raise StoreError(operation, exc) from exc
+
+    async def _write(self, operation: str, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """A write that may share its transaction with others queued at the same time (group
+        commit: kernel/group_commit.py); it fails, or commits, as it would on its own."""
+        if self._group is None:
+            return await self._run(operation, self._tx, fn)
+        try:
+            return await self._group.run(fn)
         except (ScheduleExistsError, StoreError):
             raise
         except sqlite3.Error as exc:
@@ -570,7 +586,7 @@ class SqliteStore(SqliteSessions):
             # Returns None, not the cursor: see sqlite_sessions.save_spans.
             conn.execute(self._sql["set_run_ids"], params)
 
-        await self._run("set_run_ids", self._tx, op)
+        await self._write("set_run_ids", op)
 
     async def prune_runs(self, before: float, limit: int | None = None) -> int:
         """Delete final run rows created before `before`, at most `limit` (None: all) in this

@@ -49,7 +49,7 @@ class SqliteSessions:
                 conn.execute(self._sessions_sql["upsert_run"], row)
             conn.execute(self._sessions_sql["upsert_session"], session)
 
-        await self._run("save_run", self._tx, op)
+        await self._write("save_run", op)
 
     async def save_spans(self, spans: list[Span]) -> None:
         """Store spans (each keyed by trace id and span id; saving one again replaces it)."""
@@ -62,7 +62,21 @@ class SqliteSessions:
             conn.executemany(self._sessions_sql["upsert_span"], rows)
 
         if rows:
-            await self._run("save_spans", self._tx, op)
+            await self._write("save_spans", op)
+
+    async def save_end(self, run: WorkflowRunOutput, spans: list[Span]) -> None:
+        """The save at a run's end in one transaction: its row, its session's, its spans. All or
+        nothing; the engine falls back to save_run and save_spans apart when it fails."""
+        session, row = session_params(run), run_params(run)
+        rows = [span_params(span) for span in spans]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(self._sessions_sql["upsert_run"], row)
+            conn.execute(self._sessions_sql["upsert_session"], session)
+            if rows:
+                conn.executemany(self._sessions_sql["upsert_span"], rows)
+
+        await self._write("save_end", op)
 
     async def get_workflow_run(self, run_id: str) -> WorkflowRunOutput | None:
         """The run as last saved (spans left out: `get_trace`), or None."""

@@ -209,6 +209,11 @@ class WorkflowStore(Protocol):
     async def save_spans(self, spans: list[Span]) -> None:
         """Upsert spans, keyed by (trace_id, span_id); trace id = run id."""
 
+    async def save_end(self, run: WorkflowRunOutput, spans: list[Span]) -> None:
+        """The save at a run's end, atomically: `save_run(run)` and `save_spans(spans)` in one
+        transaction (all or nothing). Optional: the engine uses it when the store has it, and
+        falls back to the two calls apart when it fails."""
+
     async def get_workflow_run(self, run_id: str) -> WorkflowRunOutput | None:
         """The run as last saved, without spans; None if unknown."""
 

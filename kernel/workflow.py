@@ -20,6 +20,8 @@ whole trace). When `db` has them, the engine calls
                                 # its error), so the stored run never stays RUNNING
     await db.save_spans(spans)  # list[Span] of the run (trace id = run id), once at the end,
                                 # whether or not the run row was saved
+    await db.save_end(run, spans)  # instead of the two saves at the end, when db has it: both
+                                # in one transaction; if it fails, the two calls as above
 
 (`create=` and `summary=` are passed only to a save_run that takes them.) SqliteStore and
 PostgresStore implement them (the `WorkflowStore` part of kernel/store.py). Saves must copy what
@@ -326,6 +328,14 @@ class Workflow:
         keeps a finished run as RUNNING for want of one odd value."""
         if db is None:
             return
+        save_end = getattr(db, "save_end", None)
+        if save_end is not None:  # one transaction for the row and the spans, when it works
+            try:
+                await save_end(out, list(out.spans))
+            except Exception as exc:
+                log.warning("workflow %s run %s end save failed: %s", self.id, out.run_id, exc)
+            else:
+                return
         problems = []
         save_run = getattr(db, "save_run", None)
         if save_run is not None:

@@ -16,6 +16,7 @@ import copy
 import functools
 import inspect
 import json
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -361,12 +362,37 @@ async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def accepted_kwargs(fn: Any, names: tuple[str, ...]) -> tuple[str, ...]:
+# function -> its parameter names, or ANY (it takes **kwargs), or () (no signature): reading a
+# signature costs more than most steps, and the engine asks before every save.
+_PARAMS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_ANY = object()
+
+
+def _param_names(fn: Any) -> Any:
+    # A bound method's names are its function's (plus self): cached on the function, so no
+    # bound method (nor the object it is bound to) is kept alive by the cache.
+    key = getattr(fn, "__func__", fn)
+    if inspect.isfunction(key):
+        found = _PARAMS.get(key)
+        if found is not None:
+            return found
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return ()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        found = ()
+    else:
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            found = _ANY
+        else:
+            found = frozenset(params)
+    if inspect.isfunction(key):
+        _PARAMS[key] = found
+    return found
+
+
+def accepted_kwargs(fn: Any, names: tuple[str, ...]) -> tuple[str, ...]:
+    params = _param_names(fn)
+    if params is _ANY:
         return names
     return tuple(n for n in names if n in params)
 

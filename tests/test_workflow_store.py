@@ -738,6 +738,56 @@ async def test_spans_saved_again_replace_their_copies_and_orphans_are_roots(open
     assert await store.get_trace("t2") == []
 
 
+@store_test
+async def test_save_end_keeps_the_run_its_session_and_its_spans_all_or_nothing(open_store):
+    store = open_store()
+    out = await Workflow(id="w", steps=[Step("ok", executor=lambda si: "ok")]).arun(
+        "go", session_id="s", session_state={"n": 1}
+    )
+    assert out.persist_error is None and len(out.spans) == 3
+    await store.save_end(out, list(out.spans))
+    assert_same_run(await store.get_workflow_run(out.run_id), out)
+    session = await store.get_session("s")
+    assert session.session_state == {"n": 1} and [r.run_id for r in session.runs] == [out.run_id]
+    assert [n.span.name for _, n in (await store.get_trace(out.run_id))[0].walk()] == [
+        "w",
+        "ok",
+        "<lambda>",
+    ]
+
+    # A span the database refuses (no span id: NOT NULL), written after the run row in the same
+    # transaction, fails the whole save: neither the row nor any span is kept.
+    bad = await Workflow(id="w", steps=[Step("ok", executor=lambda si: "ok")]).arun("again")
+    broken = Span(bad.run_id, None, None, "x", "step", T0, T0 + 1, "ok")
+    with pytest.raises(StoreError):
+        await store.save_end(bad, [*bad.spans, broken])
+    assert await store.get_workflow_run(bad.run_id) is None
+    assert await store.get_trace(bad.run_id) == []
+
+
+@store_test
+async def test_a_store_save_end_that_fails_falls_back_to_the_two_saves(open_store):
+    store = open_store()
+
+    class NoSaveEnd:
+        async def save_end(self, run, spans):
+            raise StoreError("save_end", RuntimeError("refused"))
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+    out = await Workflow(id="w", steps=[Step("ok", executor=lambda si: "ok")], db=NoSaveEnd()).arun(
+        "go"
+    )
+    assert out.persist_error is None
+    assert (await store.get_workflow_run(out.run_id)).status is RunStatus.COMPLETED
+    assert tree_of(await store.get_trace(out.run_id)) == [
+        (0, "workflow", "w", "ok"),
+        (1, "step", "ok", "ok"),
+        (2, "executor", "<lambda>", "ok"),
+    ]
+
+
 # -- migrations ------------------------------------------------------------------------------------
 
 

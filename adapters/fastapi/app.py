@@ -34,6 +34,7 @@ from leasecron.kernel.stores import open_store
 
 from .context import ServerContext, check_token, install_error_handlers
 from .executor import KINDS, RunExecutor, check_component
+from .fast_path import FastPath
 
 IN_PROCESS_BASE_URL = "http://agentos.internal"
 # The scheduler polls runs on this app (or a replica of it) where short runs are common: the
@@ -195,6 +196,7 @@ class AgentOS:
 
         app = FastAPI(title=self.name, lifespan=self._lifespan)
         install_error_handlers(app)
+        app.add_middleware(FastPath, ctx=ctx)  # a fire's POST and polls, ahead of the routing
         guarded = [Depends(authorized)]
         app.include_router(runs.open_router(ctx, self))
         app.include_router(dashboard.router())

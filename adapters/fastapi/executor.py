@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 import uuid
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,10 @@ from leasecron.kernel import (
     WorkflowRunOutput,
 )
 
+from .run_cache import RecordingStore, SavedRuns
+from .server_stamp import KEY as STAMP_KEY
+from .server_stamp import this_process
+
 log = logging.getLogger("leasecron")
 
 KINDS = ("agents", "teams", "workflows")
@@ -38,6 +44,25 @@ SINGULAR = {"agents": "agent", "teams": "team", "workflows": "workflow"}
 # Run arguments the server sets itself; a client's extra keys never override them.
 RESERVED = frozenset({"input", "message", "run_id", "session_id", "user_id", "stream"})
 END = object()  # the last item of a live run's event queue
+
+
+class _Ids:
+    """uuid4 strings from random bytes read 4 KiB at a time: os.urandom releases the GIL, and
+    on a loaded loop each release can wait for the store's thread to hand it back (two ids per
+    run). Read again in a forked child, so parent and child never share ids."""
+
+    def __init__(self) -> None:
+        self._pool, self._at, self._pid = b"", 0, 0
+
+    def __call__(self) -> str:
+        if self._at >= len(self._pool) or self._pid != os.getpid():
+            self._pool, self._at, self._pid = os.urandom(4096), 0, os.getpid()
+        chunk = self._pool[self._at : self._at + 16]
+        self._at += 16
+        return str(uuid.UUID(bytes=chunk, version=4))
+
+
+new_id = _Ids()
 
 
 def stored_id(kind: str, component_id: str) -> str:
@@ -75,22 +100,39 @@ def display_name(obj: Any, fallback: str) -> str:
     return name if isinstance(name, str) and name.strip() else fallback
 
 
-def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments `fn` takes (all of them if it takes **kwargs)."""
+# function -> (its parameter names, takes **kwargs), None if it has no signature; read once
+# per agent function, not on every run.
+_PARAMS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _params(fn: Any) -> tuple[frozenset[str], bool] | None:
+    key = getattr(fn, "__func__", fn)  # a bound method: its function (keeps no object alive)
+    cacheable = inspect.isfunction(key)
+    if cacheable and key in _PARAMS:
+        return _PARAMS[key]
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
+        found = None
+    else:
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        found = (frozenset(params), var_kw)
+    if cacheable:
+        _PARAMS[key] = found
+    return found
+
+
+def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments `fn` takes (all of them if it takes **kwargs)."""
+    params = _params(fn)
+    if params is None or params[1]:
         return kwargs
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
+    return {k: v for k, v in kwargs.items() if k in params[0]}
 
 
 def _named(fn: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+    params = _params(fn)
+    return params is not None and name in params[0]
 
 
 class AgentCall:
@@ -169,7 +211,12 @@ class RunExecutor:
 
     def __init__(self, store: Any, workflows: Iterable[Workflow] = ()):
         self.store = store
+        # What this process's runs last saved, so their polls need no store read; the runs save
+        # through `db`, the store noting each save there.
+        self.saved = SavedRuns()
+        self.db = RecordingStore(store, self.saved)
         self.runs: dict[str, LiveRun] = {}
+        self.stamp = this_process()  # which process runs them (server_stamp.py)
         self._adopted: list[tuple[Workflow, bool, Any]] = []
         for wf in workflows:
             self._adopt(wf)
@@ -177,18 +224,18 @@ class RunExecutor:
     # -- set-up ------------------------------------------------------------------------------
 
     def _adopt(self, wf: Workflow) -> None:
-        """Give the workflow the app's store (unless it has a store) and route its spans
-        through this registry as well as to its own recorder; undone by `release`."""
-        gave_db = wf.db is None
-        if gave_db:
-            wf.db = self.store
-        self._adopted.append((wf, gave_db, wf.recorder))
+        """Give the workflow the app's store (unless it has a store of its own) and route its
+        spans through this registry as well as to its own recorder; undone by `release`."""
+        own_db = wf.db
+        if own_db is None or own_db is self.store:
+            wf.db = self.db
+        self._adopted.append((wf, own_db, wf.recorder))
         wf.recorder = _Fanout(self, wf.recorder)
 
     def release(self) -> None:
-        for wf, gave_db, recorder in self._adopted:
-            if gave_db:
-                wf.db = None
+        for wf, own_db, recorder in self._adopted:
+            if wf.db is self.db:
+                wf.db = own_db
             wf.recorder = recorder
         self._adopted.clear()
 
@@ -196,8 +243,8 @@ class RunExecutor:
 
     def submit(self, component: Component, request: RunRequest, *, stream: bool = False) -> LiveRun:
         """Start a run in a task of its own and return it at once."""
-        run_id = str(uuid.uuid4())
-        session_id = request.session_id or str(uuid.uuid4())
+        run_id = new_id()
+        session_id = request.session_id or new_id()
         if component.kind == "workflows":
             workflow = component.obj
         else:
@@ -212,6 +259,7 @@ class RunExecutor:
             events=asyncio.Queue() if stream else None,
         )
         self.runs[run_id] = live
+        self.saved.submitted(run_id)
         live.task = asyncio.create_task(self._drive(live), name=f"leasecron-run-{run_id}")
         return live
 
@@ -231,13 +279,16 @@ class RunExecutor:
             name=component.name,
             description=getattr(component.obj, "description", None),
             steps=[Step(component.name, agent=call)],
-            db=self.store,
+            db=self.db,
             recorder=_Fanout(self, None),
         )
 
     async def _drive(self, live: LiveRun) -> None:
         live.started = True
         request = live.request
+        state = request.session_state if live.component.kind == "workflows" else None
+        if state is None and request.session_id is None:
+            state = {}  # a session this run has just made up: no stored state to read
         try:
             if live.cancel_requested:
                 live.output = await self._save_cancelled(live)
@@ -247,10 +298,8 @@ class RunExecutor:
                     session_id=live.session_id,
                     run_id=live.run_id,
                     user_id=request.user_id,
-                    additional_data=additional_data(request),
-                    session_state=request.session_state
-                    if live.component.kind == "workflows"
-                    else None,
+                    additional_data=additional_data(request, self.stamp),
+                    session_state=state,
                 )
         except asyncio.CancelledError:
             # Cancelled by shutdown: the Workflow saved the run CANCELLED on its way out.
@@ -266,6 +315,7 @@ class RunExecutor:
             live.events.put_nowait(("end", output))
             live.events.put_nowait(END)
         self.runs.pop(live.run_id, None)
+        self.saved.ended(live.run_id)
 
     def _record(self, span: Span) -> None:
         """A span of some run ended: a streamed run hears of its steps."""
@@ -320,7 +370,7 @@ class RunExecutor:
             status=status,
             user_id=live.request.user_id,
             input=live.request.message,
-            additional_data=additional_data(live.request),
+            additional_data=additional_data(live.request, self.stamp),
             started_at=live.created_at,
             ended_at=now,
             error=error,
@@ -338,17 +388,19 @@ class RunExecutor:
 
     async def _save(self, out: WorkflowRunOutput) -> None:
         try:
-            await self.store.save_run(out)
+            await self.db.save_run(out)
         except Exception as exc:
             out.persist_error = f"{type(exc).__name__}: {exc}"
             log.warning("run %s not saved: %s", out.run_id, exc)
 
 
-def additional_data(request: RunRequest) -> dict[str, Any]:
+def additional_data(request: RunRequest, stamp: dict[str, Any]) -> dict[str, Any]:
     """What a run keeps beside its input: the client's extra keys, its `metadata` (returned
-    verbatim on the run) and whether it ran in the background (the reference words an ERROR
-    run's content after it)."""
-    data = {k: v for k, v in request.extra.items() if k not in RESERVED}
+    verbatim on the run), whether it ran in the background (the reference words an ERROR
+    run's content after it) and the process serving it (server_stamp.py; not shown on the
+    run)."""
+    data = {k: v for k, v in request.extra.items() if k not in RESERVED and k != STAMP_KEY}
+    data[STAMP_KEY] = stamp
     if request.metadata is not None:
         data["metadata"] = request.metadata
     data["background"] = request.background

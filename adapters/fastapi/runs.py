@@ -6,6 +6,7 @@ component lists; and the open routes (`/health`, `/info`). The AgentOS protocol'
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -21,7 +22,11 @@ from leasecron.kernel import RunStatus, WorkflowRunOutput
 from . import schemas
 from .context import ServerContext, request_user
 from .executor import END, KINDS, SINGULAR, Component, LiveRun, RunExecutor
+from .run_cache import as_stored
 from .run_request import OPENAPI_BODY, read_run_request
+from .server_stamp import ENDED as PROCESS_ENDED
+from .server_stamp import KEY as STAMP_KEY
+from .server_stamp import process_gone
 from .views import iso, live_view, run_view, session_view, trace_view
 
 RUN_NOT_FOUND = "Run not found"
@@ -114,7 +119,7 @@ def _components(ctx: ServerContext, kind: str) -> dict[str, Any]:
     return {"agents": ctx.agents, "teams": ctx.teams, "workflows": ctx.workflows}[kind]
 
 
-def _component(ctx: ServerContext, kind: str, component_id: str) -> Component:
+def find_component(ctx: ServerContext, kind: str, component_id: str) -> Component:
     obj = _components(ctx, kind).get(component_id)
     if obj is None:
         raise HTTPException(404, f"{SINGULAR[kind].capitalize()} not found")
@@ -152,7 +157,7 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         name=f"get_{noun}",
     )
     async def get_component(component_id: str) -> JSONResponse:
-        return JSONResponse(_summary(_component(ctx, kind, component_id)))
+        return JSONResponse(_summary(find_component(ctx, kind, component_id)))
 
     @api.post(
         f"/{kind}/{{component_id}}/runs",
@@ -171,7 +176,7 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         name=f"create_{noun}_run",
     )
     async def create_run(component_id: str, request: Request) -> Any:
-        component = _component(ctx, kind, component_id)
+        component = find_component(ctx, kind, component_id)
         run_request = await read_run_request(request)
         if run_request.user_id is None:
             run_request.user_id = request_user(request)
@@ -181,10 +186,7 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
             return StreamingResponse(_events(executor, live), media_type="text/event-stream")
         live = executor.submit(component, run_request)
         if run_request.background:
-            return JSONResponse(
-                {"run_id": live.run_id, "session_id": live.session_id, "status": "PENDING"},
-                status_code=202,
-            )
+            return accepted(live)
         out = await executor.wait(live)
         if out is None:  # the server shut down under it
             raise HTTPException(503, "the server is shutting down; the run was cancelled")
@@ -198,7 +200,7 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         name=f"list_{noun}_runs",
     )
     async def list_runs(component_id: str, session_id: str = Query(...)) -> JSONResponse:
-        component = _component(ctx, kind, component_id)
+        component = find_component(ctx, kind, component_id)
         executor = _executor(ctx)
         session = await executor.store.get_session(session_id)
         stored = [r for r in (session.runs if session else []) if _belongs(r, component)]
@@ -221,17 +223,14 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         name=f"get_{noun}_run",
     )
     async def get_run(component_id: str, run_id: str, session_id: str = Query(...)) -> JSONResponse:
-        component = _component(ctx, kind, component_id)
+        component = find_component(ctx, kind, component_id)
         executor = _executor(ctx)
-        run = await executor.store.get_workflow_run(run_id)
-        if run is None:
-            live = executor.runs.get(run_id)
-            if live is not None and _live_belongs(live, component, session_id):
-                return JSONResponse(live_view(live))
+        answer = poll_answer(
+            executor, component, run_id, session_id, await _stored_run(executor, run_id)
+        )
+        if answer is None:
             raise HTTPException(404, RUN_NOT_FOUND)
-        if not _belongs(run, component) or run.session_id != session_id:
-            raise HTTPException(404, RUN_NOT_FOUND)
-        return JSONResponse(run_view(run))
+        return answer
 
     @api.post(
         f"/{kind}/{{component_id}}/runs/{{run_id}}/cancel",
@@ -246,13 +245,13 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
     async def cancel_run(
         component_id: str, run_id: str, session_id: str | None = Query(None)
     ) -> JSONResponse:
-        component = _component(ctx, kind, component_id)
+        component = find_component(ctx, kind, component_id)
         executor = _executor(ctx)
         live = executor.runs.get(run_id)
         if live is not None and _live_belongs(live, component, session_id):
             await executor.cancel(run_id)
             return JSONResponse({})
-        run = await executor.store.get_workflow_run(run_id)
+        run = await _stored_run(executor, run_id)
         if run is None or not _belongs(run, component):
             raise HTTPException(404, RUN_NOT_FOUND)
         if session_id is not None and run.session_id != session_id:
@@ -262,6 +261,65 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
             # it): nothing here can stop it.
             raise HTTPException(409, "the run is not running in this server process")
         return JSONResponse({})  # already over: nothing to cancel
+
+
+def accepted(live: LiveRun) -> JSONResponse:
+    """The 202 answer to a background run's POST."""
+    return JSONResponse(
+        {"run_id": live.run_id, "session_id": live.session_id, "status": "PENDING"},
+        status_code=202,
+    )
+
+
+def poll_answer(
+    executor: RunExecutor,
+    component: Component,
+    run_id: str,
+    session_id: str,
+    run: WorkflowRunOutput | None,
+) -> JSONResponse | None:
+    """A poll's answer given the run as stored (None: not stored, or not yet): the stored run,
+    else the run in flight here not yet saved; None for "Run not found"."""
+    if run is None:
+        live = executor.runs.get(run_id)
+        if live is not None and _live_belongs(live, component, session_id):
+            return JSONResponse(live_view(live))
+        return None
+    if not _belongs(run, component) or run.session_id != session_id:
+        return None
+    return JSONResponse(run_view(run))
+
+
+async def _stored_run(executor: RunExecutor, run_id: str) -> WorkflowRunOutput | None:
+    """The run as the store holds it: from what this process saved when it ran it, else read."""
+    run = executor.saved.get(run_id)
+    if run is not None or executor.saved.unsaved(run_id):
+        return run
+    run = await executor.store.get_workflow_run(run_id)
+    if (
+        run is not None
+        and RunStatus(run.status) in (RunStatus.RUNNING, RunStatus.PENDING)
+        and run_id not in executor.runs
+        and process_gone(run.additional_data.get(STAMP_KEY), executor.stamp)
+    ):
+        run = await _end_orphan(executor, run)
+    return run
+
+
+async def _end_orphan(executor: RunExecutor, run: WorkflowRunOutput) -> WorkflowRunOutput:
+    """Save ERROR a run whose server process ended under it (no one else ever will), and
+    return it as the store now holds it. Its session keeps the state it has: the run's copy is
+    the one it started with."""
+    session = await executor.store.get_session(run.session_id, with_runs=False)
+    ended = dataclasses.replace(
+        run,
+        status=RunStatus.ERROR,
+        error=PROCESS_ENDED,
+        ended_at=time.time(),
+        session_state=session.session_state if session is not None else run.session_state,
+    )
+    await executor.store.save_run(ended)
+    return as_stored(ended)
 
 
 def _belongs(run: WorkflowRunOutput, component: Component) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from leasecron.kernel import RunStatus, StepOutput, TraceNode, WorkflowRunOutput, WorkflowSession
 
 from .executor import SINGULAR, LiveRun, parse_stored_id
+from .server_stamp import KEY as STAMP_KEY
 
 NO_CONTENT = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED)
 
@@ -58,6 +59,7 @@ def run_view(run: WorkflowRunOutput) -> dict[str, Any]:
     data = dict(run.additional_data)
     metadata = data.pop("metadata", None)
     background = bool(data.pop("background", False))
+    data.pop(STAMP_KEY, None)  # which process ran it: for the server, not the client
     view: dict[str, Any] = {
         "run_id": run.run_id,
         "session_id": run.session_id,
