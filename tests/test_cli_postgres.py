@@ -26,6 +26,8 @@ from leasecron.adapters.postgres import PostgresStore  # noqa: E402
 from leasecron.kernel import ScheduleManager, StoreError  # noqa: E402
 from leasecron.kernel.cli import main  # noqa: E402
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture
 def db_url():
