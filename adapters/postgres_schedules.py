@@ -27,6 +27,16 @@ if TYPE_CHECKING:
 
     Conn = psycopg.AsyncConnection
 
+# strpos, not LIKE: the needle's % and _ are plain characters; lower() folds by the database's
+# locale (all letters, where SQLite's folds A-Z only).
+CONTAINS = "strpos(lower(name), lower({needle})) > 0"
+
+
+def _filter(
+    enabled: bool | None, user_id: str | None, name_contains: str | None
+) -> tuple[str, dict[str, Any]]:
+    return schedule_filter(enabled, user_id, lambda n: f"%({n})s", name_contains, CONTAINS)
+
 
 class PostgresSchedules:
     """Schedule and run-history operations for PostgresStore (see the module docstring)."""
@@ -70,9 +80,10 @@ class PostgresSchedules:
         user_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        name_contains: str | None = None,
     ) -> list[Schedule]:
         async def op(conn: Conn) -> list[Schedule]:
-            where, args = schedule_filter(enabled, user_id, lambda name: f"%({name})s")
+            where, args = _filter(enabled, user_id, name_contains)
             args.update(limit=limit, offset=offset)  # LIMIT NULL: no limit
             # COLLATE "C": the same byte order as SQLite's ORDER BY name, whatever the locale.
             sql = f'SELECT * FROM {self.schedules_table}{where} ORDER BY name COLLATE "C"'
@@ -82,10 +93,14 @@ class PostgresSchedules:
         return await self._run("list_schedules", op)
 
     async def count_schedules(
-        self, enabled: bool | None = None, *, user_id: str | None = None
+        self,
+        enabled: bool | None = None,
+        *,
+        user_id: str | None = None,
+        name_contains: str | None = None,
     ) -> int:
         async def op(conn: Conn) -> int:
-            where, args = schedule_filter(enabled, user_id, lambda name: f"%({name})s")
+            where, args = _filter(enabled, user_id, name_contains)
             row = await self._one(
                 conn, f"SELECT count(*) AS n FROM {self.schedules_table}{where}", args
             )

@@ -41,6 +41,13 @@ def _caller_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _validate_needle(name_contains: Any) -> None:
+    if name_contains is not None and not isinstance(name_contains, str):
+        raise ValidationError(
+            "name_contains", f"{name_contains!r}: must be a string (a part of a name) or None"
+        )
+
+
 class ScheduleManager:
     """allowed_hosts: hosts (or host:port) an absolute endpoint URL may name; a schedule for any
     other is refused when written. Give the dispatcher the same list.
@@ -133,17 +140,31 @@ class ScheduleManager:
         user_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        name_contains: str | None = None,
     ) -> list[Schedule]:
         """Schedules by name: all owners' with user_id=None (the operator view), else only that
-        user's; a page of `limit` from `offset` when given."""
+        user's; only names containing `name_contains` (any case) when given; a page of `limit`
+        from `offset` when given. The name filter runs in the store's query."""
         validate_user_id(user_id)
         validate_page(limit, offset)
-        return await self.store.list_schedules(enabled, user_id=user_id, limit=limit, offset=offset)
+        _validate_needle(name_contains)
+        return await self.store.list_schedules(
+            enabled, user_id=user_id, limit=limit, offset=offset, name_contains=name_contains
+        )
 
-    async def count(self, enabled: bool | None = None, *, user_id: str | None = None) -> int:
-        """How many list(enabled, user_id=user_id) returns without a limit."""
+    async def count(
+        self,
+        enabled: bool | None = None,
+        *,
+        user_id: str | None = None,
+        name_contains: str | None = None,
+    ) -> int:
+        """How many list(enabled, user_id=..., name_contains=...) returns without a limit."""
         validate_user_id(user_id)
-        return await self.store.count_schedules(enabled, user_id=user_id)
+        _validate_needle(name_contains)
+        return await self.store.count_schedules(
+            enabled, user_id=user_id, name_contains=name_contains
+        )
 
     async def _require(self, schedule_id: str) -> Schedule:
         schedule = await self.store.get_schedule(schedule_id)

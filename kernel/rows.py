@@ -118,11 +118,19 @@ def _run_params(run: ScheduleRun) -> dict[str, Any]:
 
 
 def schedule_filter(
-    enabled: bool | None, user_id: str | None, param: Callable[[str], str]
+    enabled: bool | None,
+    user_id: str | None,
+    param: Callable[[str], str],
+    name_contains: str | None = None,
+    contains: str = "",
 ) -> tuple[str, dict[str, Any]]:
     """The WHERE of a schedule list or count, for either store: `param(name)` is the dialect's
-    placeholder (":name" in SQLite, "%(name)s" in psycopg)."""
+    placeholder (":name" in SQLite, "%(name)s" in psycopg) and `contains` its test that the name
+    holds a substring in any case, with `{needle}` where the placeholder goes."""
     terms, args = [], {}
+    if name_contains:
+        terms.append(contains.format(needle=param("needle")))
+        args["needle"] = name_contains
     if enabled is not None:
         terms.append(f"enabled = {param('enabled')}")
         args["enabled"] = bool(enabled)

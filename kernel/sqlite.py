@@ -286,9 +286,10 @@ class SqliteStore(SqliteSessions):
         user_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        name_contains: str | None = None,
     ) -> list[Schedule]:
         def op() -> list[Schedule]:
-            where, args = schedule_filter(enabled, user_id, lambda name: f":{name}")
+            where, args = self._filter(enabled, user_id, name_contains)
             args.update(limit=-1 if limit is None else limit, offset=offset)
             sql = f"SELECT * FROM {self.schedules_table}{where} ORDER BY name"
             rows = self._connect().execute(sql + " LIMIT :limit OFFSET :offset", args).fetchall()
@@ -296,11 +297,24 @@ class SqliteStore(SqliteSessions):
 
         return await self._run("list_schedules", op)
 
+    @staticmethod
+    def _filter(
+        enabled: bool | None, user_id: str | None, name_contains: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        # instr, not LIKE: the needle's % and _ are plain characters. SQLite's lower() folds
+        # A-Z only; other letters match in their own case.
+        contains = "instr(lower(name), lower({needle})) > 0"
+        return schedule_filter(enabled, user_id, lambda n: f":{n}", name_contains, contains)
+
     async def count_schedules(
-        self, enabled: bool | None = None, *, user_id: str | None = None
+        self,
+        enabled: bool | None = None,
+        *,
+        user_id: str | None = None,
+        name_contains: str | None = None,
     ) -> int:
         def op() -> int:
-            where, args = schedule_filter(enabled, user_id, lambda name: f":{name}")
+            where, args = self._filter(enabled, user_id, name_contains)
             sql = f"SELECT count(*) FROM {self.schedules_table}{where}"
             return self._connect().execute(sql, args).fetchone()[0]
 

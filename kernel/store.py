@@ -135,14 +135,20 @@ class Store(Protocol):
         user_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        name_contains: str | None = None,
     ) -> list[Schedule]:
-        """By name; only `enabled` (or disabled) ones and only `user_id`'s when given (None: all
-        owners); the page `offset`, `limit` of that order, cut in the query."""
+        """By name; only `enabled` (or disabled) ones, only `user_id`'s when given (None: all
+        owners) and only names containing `name_contains` in any case (None or "": all); the
+        page `offset`, `limit` of that order, cut in the query."""
 
     async def count_schedules(
-        self, enabled: bool | None = None, *, user_id: str | None = None
+        self,
+        enabled: bool | None = None,
+        *,
+        user_id: str | None = None,
+        name_contains: str | None = None,
     ) -> int:
-        """How many list_schedules(enabled, user_id=user_id) would return unpaged."""
+        """How many list_schedules(enabled, user_id=..., name_contains=...) returns unpaged."""
 
     async def update_schedule(
         self, schedule_id: str, fields: dict[str, Any], now: float

@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 DOCS_SHOT = ROOT / "docs" / "dashboard.png"  # LEASECRON_DASHBOARD_SHOT=1 renews it
 WAIT_MS = 30_000  # what any browser wait may take on a loaded box
-CHROMIUM = shutil.which("chromium")
 # A failure long enough that a table cell would be tempted to cut it (the kernel keeps 500).
 LONG_ERROR = "the report service refused the request: " + "quota exhausted for this hour; " * 8
 
@@ -71,17 +70,19 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path) -> Iterator[Server]:
-    """An AgentOS with a token under uvicorn on a loopback port. The socket listens before the
-    server starts, so a connection made early waits in the backlog: nothing polls for readiness."""
-    agent_os = AgentOS(
-        db=str(tmp_path / "dash.db"),
-        agents=[EchoAgent(), FailingAgent()],
-        token=TOKEN,
-        scheduler=True,
-        scheduler_poll_interval=0.05,
-        name="leasecron AgentOS",
-    )
+def serving(tmp_path: Path, **options: Any) -> Iterator[Server]:
+    """An AgentOS with a token under uvicorn on a loopback port (`options` change its arguments).
+    The socket listens before the server starts, so a connection made early waits in the
+    backlog: nothing polls for readiness."""
+    arguments = {
+        "db": str(tmp_path / "dash.db"),
+        "agents": [EchoAgent(), FailingAgent()],
+        "token": TOKEN,
+        "scheduler": True,
+        "scheduler_poll_interval": 0.05,
+        "name": "leasecron AgentOS",
+    }
+    agent_os = AgentOS(**(arguments | options))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
@@ -153,23 +154,7 @@ def test_a_build_of_the_package_ships_the_dashboard_files(tmp_path):
     assert sorted(p.name for p in shipped.iterdir()) == sorted(FILES)
 
 
-# -- in a real browser ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def browser():
-    if CHROMIUM is None:
-        why = "no chromium on PATH (Debian's apt package `chromium`)"
-        if os.environ.get("LEASECRON_BROWSER_REQUIRED") == "1":  # .ci/run: required, not skipped
-            pytest.fail(f"LEASECRON_BROWSER_REQUIRED=1 but {why}", pytrace=False)
-        pytest.skip(why)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield launched
-        finally:
-            launched.close()
+# -- in a real browser (the `browser` fixture is in conftest.py) ----------------------------------
 
 
 def open_page(browser, url: str, requests: list):

@@ -356,6 +356,26 @@ async def test_get_get_by_name_and_list_filtered_by_enabled(env):
     assert [s.name for s in await m.list(enabled=False)] == ["beta"]
 
 
+async def test_list_and_count_filter_by_a_part_of_the_name_in_the_store(env):
+    m = env.manager
+    for name, owner in [("Nightly report", "ann"), ("weekly REPORT", None), ("sweep", "ann")]:
+        await m.create(name, interval_seconds=60, endpoint="/hooks/x", user_id=owner)
+    assert [s.name for s in await m.list(name_contains="report")] == [
+        "Nightly report",
+        "weekly REPORT",
+    ]
+    assert [s.name for s in await m.list(user_id="ann", name_contains="REP")] == ["Nightly report"]
+    assert [s.name for s in await m.list(name_contains="report", limit=1, offset=1)] == [
+        "weekly REPORT"
+    ]
+    assert await m.count(name_contains="Report") == 2
+    assert await m.count(False, name_contains="report") == 0
+    for call in (m.list, m.count):
+        with pytest.raises(ValidationError) as err:
+            await call(name_contains=5)
+        assert err.value.field == "name_contains"
+
+
 async def test_owners_list_count_and_page_through_the_manager(env):
     m = env.manager
     for name, owner in [("c", "ann"), ("a", "ann"), ("b", None), ("d", "bob"), ("e", "ann")]:

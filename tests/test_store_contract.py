@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -1085,6 +1086,36 @@ async def test_lists_filter_by_owner_and_enabled_in_name_order(open_store):
         await store.count_schedules(user_id="nobody"),
     ]
     assert counts == [6, 4, 3, 2, 0]
+
+
+@store_test
+async def test_lists_and_counts_filter_by_a_part_of_the_name_in_any_case(open_store):
+    store = open_store()
+    for sid, name, enabled in (
+        ("s1", "Backup db", True),
+        ("s2", "nightly BACKUP", True),
+        ("s3", "backup-logs", False),
+        ("s4", "report", True),
+        ("s5", "100%_done", True),
+        ("s6", "100 done", True),
+    ):
+        await store.create_schedule(replace(sched(sid, T0, enabled=enabled), name=name))
+
+    async def names(**kwargs) -> list[str]:
+        return [s.name for s in await store.list_schedules(**kwargs)]
+
+    assert await names(name_contains="backup") == ["Backup db", "backup-logs", "nightly BACKUP"]
+    assert await names(name_contains="BACKUP", enabled=True) == ["Backup db", "nightly BACKUP"]
+    assert await names(name_contains="Backup", limit=1, offset=1) == ["backup-logs"]
+    # LIKE's wildcards are plain characters here.
+    assert await names(name_contains="%_") == ["100%_done"]
+    assert await names(name_contains="_") == ["100%_done"]
+    assert await names(name_contains="nothing") == []
+    assert len(await names(name_contains="")) == len(await names(name_contains=None)) == 6
+    assert await store.count_schedules(name_contains="backup") == 3
+    assert await store.count_schedules(True, name_contains="BACKUP") == 2
+    assert await store.count_schedules(name_contains="%") == 1
+    assert await store.count_schedules(user_id="ann", name_contains="backup") == 0
 
 
 @store_test
