@@ -9,6 +9,7 @@ import platform
 import resource
 import secrets
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,24 @@ def machine() -> str:
     )
 
 
+class SetupProgress:
+    """Progress of a large set-up on stderr (rows written so far), at most every 2 s."""
+
+    def __init__(self, total: int, what: str = "rows"):
+        self.total, self.what = total, what
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= 2.0 or (done == self.total and now - self.started >= 2.0):
+            self.last = now
+            print(
+                f"... set-up: {done:,} of {self.total:,} {self.what} ({now - self.started:.0f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 def temp_db(name: str) -> str:
     return os.path.join(tempfile.mkdtemp(prefix="leasecron-bench-"), name)
 
@@ -40,7 +59,10 @@ def bulk_schedules(
     cols = [c for c in _SCHEDULE_COLUMNS]
     marks = ", ".join("?" for _ in cols)
     rows = []
+    progress = SetupProgress(n, "schedules")
     for i in range(n):
+        if i % 10_000 == 0:
+            progress(i)
         s = Schedule(
             id=f"s{i:07d}",
             name=f"bench-{i:07d}",
@@ -212,7 +234,10 @@ def pg_bulk_schedules(
     stamps = (cols.index("created_at"), cols.index("updated_at"))
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
         with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+            progress = SetupProgress(n, "schedules")
             for i in range(first, first + n):
+                if (i - first) % 10_000 == 0:
+                    progress(i - first)
                 due = due_at + step * i
                 row[at["id"]] = f"s{i:07d}"
                 row[at["name"]] = f"bench-{i:07d}"
