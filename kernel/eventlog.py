@@ -152,6 +152,8 @@ class JsonEventLog:
                 "retry_at": iso_utc(data["retry_at"], ms=True) if data.get("retry_at") else None,
                 "recorded": data["recorded"],
             }
+        elif event == "poll":  # one per look at the store: the metrics' business, not a log's
+            return
         else:
             record = {"ts": iso_utc(self.clock.now(), ms=True), "event": event, **data}
         self.out(json.dumps(record, ensure_ascii=False, default=str))

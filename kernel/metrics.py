@@ -20,6 +20,9 @@ Series (every one labelled by `replica`):
   leasecron_in_flight                         attempts sent and not yet finished (gauge)
   leasecron_fire_lag_seconds                  histogram: start of an attempt minus its slot
   leasecron_attempt_duration_seconds          histogram: an attempt from send to outcome
+  leasecron_polls_total                       looks at the store (a peek, and a claim if due)
+  leasecron_claimed_total                     schedules those polls claimed
+  leasecron_poll_seconds                      histogram: what one poll cost (its store calls)
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+POLL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 _HELP = {
@@ -44,9 +48,12 @@ _HELP = {
     "leasecron_lease_losses_total": ("counter", "Leases taken over while held."),
     "leasecron_unrecorded_outcomes_total": ("counter", "Outcomes not written (lease lost)."),
     "leasecron_store_errors_total": ("counter", "Store operations that failed."),
+    "leasecron_polls_total": ("counter", "Looks at the store for due work."),
+    "leasecron_claimed_total": ("counter", "Schedules claimed by those polls."),
     "leasecron_in_flight": ("gauge", "Attempts sent and not finished."),
     "leasecron_fire_lag_seconds": ("histogram", "Attempt start minus its slot, in seconds."),
     "leasecron_attempt_duration_seconds": ("histogram", "Attempt send to outcome, in seconds."),
+    "leasecron_poll_seconds": ("histogram", "What one poll of the store cost, in seconds."),
 }
 _FAILED = frozenset({"failed", "timeout"})
 
@@ -110,6 +117,7 @@ class Metrics:
         self._replicas: set[str] = {replica} if replica else set()  # every one that fired
         self._lag: dict[str, _Histogram] = {}
         self._duration: dict[str, _Histogram] = {}
+        self._poll: dict[str, _Histogram] = {}
 
     def _count(self, name: str, replica: str, amount: float = 1.0, **labels: str) -> None:
         key = (("replica", replica), *sorted(labels.items()))
@@ -126,6 +134,14 @@ class Metrics:
                 self._count("leasecron_skipped_slots_total", replica, data.get("count", 1))
             elif event == "redelivery":
                 self._count("leasecron_redeliveries_total", replica, data.get("count", 1))
+            elif event == "poll":
+                self._count("leasecron_polls_total", replica)
+                if data.get("claimed"):
+                    self._count("leasecron_claimed_total", replica, data["claimed"])
+                hist = self._poll.get(replica) or self._poll.setdefault(
+                    replica, _Histogram(POLL_BUCKETS)
+                )
+                hist.observe(max(0.0, float(data.get("seconds", 0.0))))
             elif event == "lease_lost":
                 self._count("leasecron_lease_losses_total", replica)
             elif event == "store_error":
@@ -198,7 +214,11 @@ class Metrics:
                         value = in_flight.get(replica, 0)
                         lines.append(f"{name}{_labels((('replica', replica),))} {value}")
                 else:
-                    hists = self._lag if name == "leasecron_fire_lag_seconds" else self._duration
+                    hists = {
+                        "leasecron_fire_lag_seconds": self._lag,
+                        "leasecron_attempt_duration_seconds": self._duration,
+                        "leasecron_poll_seconds": self._poll,
+                    }[name]
                     if not hists:
                         continue
                     lines += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,8 +77,8 @@ class Scheduler(Heartbeat):
     lease_seconds: lease length; renewed every lease/4 while work is in flight.
     max_concurrent: attempts in flight at once on this replica.
     on_event: optional hook called as on_event(name, data) for "fire", "finish", "lease_lost",
-        "store_error", and "skip" / "redelivery" (counts of slots a start recorded skipped and
-        of orphans it sent again).
+        "store_error", "skip" / "redelivery" (counts of slots a start recorded skipped and
+        of orphans it sent again), and "poll" (what one look at the store cost, and claimed).
     retention_seconds: final run rows older than this are pruned by the replica's housekeeping
         (0 keeps every row).
     housekeeping_interval: how often that housekeeping runs: prune, give the space back, and
@@ -288,12 +289,24 @@ class Scheduler(Heartbeat):
                 wake_at = min(wake_at, await self._fire_held(now))
                 capacity = self.max_concurrent - self._in_flight
                 if capacity > 0:
+                    # What a poll costs (wall time of the store calls: a cost, not a schedule,
+                    # so not the injected clock's), for the metrics hook only.
+                    polled = time.perf_counter() if self.on_event is not None else 0.0
                     due = await self.store.next_due()
                     now = self.clock.now()  # the poll may have corrected an aligned clock
+                    claims = []
                     if due is not None and due <= now:
                         claims = await self.store.claim(
                             self.replica_id, now, self.lease_seconds, capacity
                         )
+                    if self.on_event is not None:
+                        self._emit(
+                            "poll",
+                            replica=self.replica_id,
+                            seconds=time.perf_counter() - polled,
+                            claimed=len(claims),
+                        )
+                    if due is not None and due <= now:
                         if claims:
                             if await self._start(claims, now):
                                 # Yield before looking again: other tasks (and, in one process,

@@ -84,6 +84,12 @@ def test_counts_match_the_runs_table_and_the_targets_log(tmp_path):
             assert buckets == sorted(buckets)  # cumulative
             assert buckets[-1] == samples[f'{name}_count{{replica="{replica}"}}']
     assert all(v == 0 for k, v in samples.items() if k.startswith("leasecron_in_flight"))
+    for replica in by_replica:  # every look at the store counted and timed
+        polls = metrics.value("leasecron_polls_total", replica=replica)
+        assert polls > 0
+        assert samples[f'leasecron_poll_seconds_count{{replica="{replica}"}}'] == polls
+    polled = [d for e, d in cluster.events if e == "poll"]
+    assert metrics.value("leasecron_claimed_total") == sum(d["claimed"] for d in polled) > 0
 
 
 def test_store_errors_lease_losses_and_in_flight():
