@@ -209,6 +209,12 @@ def test_sign_in_see_the_schedule_trigger_it_and_watch_the_run_succeed(tmp_path,
         expect(row(page, "nightly-report").locator("td").nth(1)).to_contain_text(
             "daily at 02:00 (Europe/Berlin)"
         )
+        # Next runs also in the schedule's own zone (a UTC one shows UTC only).
+        expect(row(page, "nightly-report").locator("td.next-run .zone")).to_contain_text("02:00:00")
+        expect(row(page, "nightly-report").locator("td.next-run .zone")).to_contain_text(
+            "(Europe/Berlin)"
+        )
+        expect(r.locator("td.next-run .zone")).to_have_count(0)
         expect(row(page, "legacy-export").locator("td.enabled")).to_have_text("no")
         expect(row(page, "legacy-export").locator("button.trigger")).to_be_disabled()
 
@@ -286,6 +292,7 @@ def test_filter_page_disable_enable_and_read_a_failed_runs_error_whole(tmp_path,
         error = s.http.get(f"/schedules/{sid}/runs").json()["data"][0]["error"]
         assert "quota exhausted" in error
         expect(run.locator("td.error-text")).to_have_text(error)  # the whole text, not cut
+        expect(r.locator("td.last-status .failures")).to_have_text("1 failed in a row")
 
         # Close hides the runs (and ends their poll, which this test does not wait to see).
         page.click("#close-runs")

@@ -141,10 +141,13 @@ function utc(epoch) {
   return Number.isNaN(date.getTime()) ? "" : date.toISOString().replace(/\.\d+Z$/, "Z");
 }
 
-function local(epoch) {
+function local(epoch, timeZone) {
+  // The viewer's zone, or the one given (a schedule's).
   if (epoch === null || epoch === undefined) return "";
   const date = new Date(epoch * 1000);
-  return Number.isNaN(date.getTime()) ? "" : date.toLocaleString(undefined, LOCAL_FORMAT);
+  if (Number.isNaN(date.getTime())) return "";
+  const format = timeZone ? { ...LOCAL_FORMAT, timeZone } : LOCAL_FORMAT;
+  return date.toLocaleString(undefined, format);
 }
 
 function duration(ms) {
@@ -216,10 +219,24 @@ function scheduleRow(s) {
     mine.className = "local";
     mine.textContent = local(s.next_run_at);
     next.append(iso, mine);
+    if (s.timezone && s.timezone !== "UTC") {
+      // The time the schedule itself speaks of: "02:00 in Europe/Berlin".
+      const zone = document.createElement("div");
+      zone.className = "zone";
+      zone.textContent = `${local(s.next_run_at, s.timezone)} (${s.timezone})`;
+      next.append(zone);
+    }
   } else {
     next.textContent = "—";
   }
-  badge(cell(row, "", "last-status"), s.last_status);
+  const last = cell(row, "", "last-status");
+  badge(last, s.last_status);
+  if (s.consecutive_failures > 0) {
+    const streak = document.createElement("div");
+    streak.className = "failures";
+    streak.textContent = `${s.consecutive_failures} failed in a row`;
+    last.append(streak);
+  }
   const enabled = cell(row, s.enabled ? "yes" : "no", "enabled");
   if (!s.enabled && s.disabled_reason) enabled.title = s.disabled_reason;
   const actions = cell(row, "", "actions");
