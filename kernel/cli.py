@@ -65,7 +65,7 @@ from .manager import ScheduleManager
 from .model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES, Schedule
 from .process import stop_on_signals
 from .scheduler import Scheduler
-from .serve import DEFAULT_APP, bound_url, is_agent_os, listen, load_target, run_uvicorn
+from .serve import DEFAULT_APP, asgi_runner, bound_url, is_agent_os, listen, load_target
 from .sim import ALL_FAULTS, FAULTS, SimConfig, simulate
 from .status import cluster_status, render_status
 from .stores import open_store
@@ -736,7 +736,8 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> bool:
 
     try:
         with log_to_stderr(logging.WARNING, args.log_format):
-            return await run_uvicorn(
+            run = asgi_runner()
+            return await run(
                 app, sock, stop, lifespan=lifespan, on_started=started, log_format=args.log_format
             )
     finally:

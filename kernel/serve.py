@@ -1,26 +1,24 @@
 """`leasecron serve`'s plumbing: find the app it names (`module:attr` or `path.py:attr`; an
-AgentOS, recognised by its get_app(), or any ASGI app), listen on the address, and run the app
-under uvicorn until a signal.
+AgentOS, recognised by its get_app(), or any ASGI app), listen on the address, and find the ASGI
+server that runs it until a signal.
 
-The kernel imports neither uvicorn nor FastAPI at module level (nor ever the adapters by
-name): uvicorn is imported when the command runs, the app through importlib.
+The kernel imports neither uvicorn nor FastAPI (nor ever the adapters by name): the app comes
+through importlib, the server runner through the `leasecron.servers` entry point.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib
 import importlib.util
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from .errors import LeasecronError, ValidationError
-from .eventlog import JsonFormatter
 
 DEFAULT_APP = "examples/agentos_app.py:agent_os"
 SERVER_EXTRA = "pip install 'leasecron[server]'"
@@ -151,66 +149,15 @@ def bound_url(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-async def run_uvicorn(
-    app: Any,
-    sock: socket.socket,
-    stop: asyncio.Event,
-    *,
-    lifespan: str,
-    on_started: Callable[[], None],
-    log_format: str = "text",
-) -> bool:
-    """Serve `app` on `sock` until `stop` is set; then shut down (connections, then the app's
-    lifespan: an AgentOS's scheduler lets its attempts in flight finish). False when the app
-    failed to start (uvicorn has logged why)."""
+def asgi_runner() -> Callable[..., Awaitable[bool]]:
+    """The installed ASGI server runner (the `leasecron.servers` entry point the server extra's
+    adapter registers, as stores are found by scheme): called as
+    `await run(app, sock, stop, lifespan=..., on_started=..., log_format=...)`, True once the app
+    ran and stopped, False when it failed to start."""
+    found = entry_points(group="leasecron.servers", name="uvicorn")
+    if not found:
+        raise ServeError(f"no ASGI server is installed: {SERVER_EXTRA}")
     try:
-        import uvicorn
-    except ImportError:
-        raise ServeError(f"uvicorn is not installed: {SERVER_EXTRA}") from None
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):
-            # The command handles SIGINT and SIGTERM itself (and exits 130 after a Ctrl-C):
-            # uvicorn would re-raise the signal at the end instead.
-            yield
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:
-                on_started()
-
-    options: dict[str, Any] = {}
-    if log_format == "json":  # uvicorn's own lines as JSON objects too
-        options["log_config"] = uvicorn_json_logging()
-    server = Server(uvicorn.Config(app, lifespan=lifespan, log_level="info", **options))
-
-    async def stop_when_asked() -> None:
-        await stop.wait()
-        server.should_exit = True
-
-    # serve() is awaited here, not in a task: a failed startup raises SystemExit, which a task
-    # would pass on through the event loop itself.
-    watcher = asyncio.ensure_future(stop_when_asked())
-    try:
-        await server.serve(sockets=[sock])
-    except SystemExit:  # uvicorn's answer to a failed startup, logged by it
-        return False
-    finally:
-        watcher.cancel()
-    return server.started
-
-
-def uvicorn_json_logging() -> dict[str, Any]:
-    """A logging.config dict sending uvicorn's records to stderr as JSON objects, one a line."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"json": handler},
-        "loggers": {
-            name: {"handlers": ["json"], "level": "INFO", "propagate": False}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
-        },
-    }
+        return next(iter(found)).load()
+    except ImportError as exc:
+        raise ServeError(f"{exc.name or 'the server'} is not installed: {SERVER_EXTRA}") from None
