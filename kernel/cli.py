@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import inspect
 import json
 import logging
 import math
@@ -51,7 +50,7 @@ from .errors import (
     StoreError,
     ValidationError,
 )
-from .eventlog import JsonEventLog, JsonFormatter, ReplicaLog
+from .eventlog import JsonEventLog, JsonFormatter, ReplicaLog, chain
 from .fmt import (
     fmt_duration,
     iso_local,
@@ -361,12 +360,7 @@ async def cmd_rm(args: argparse.Namespace, manager: ScheduleManager) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, manager: ScheduleManager) -> int:
-    version = manager.store.schema_version()
-    if inspect.isawaitable(version):  # Postgres reads it over the network
-        version = await version
-    status = await cluster_status(
-        manager, await manager.now(), window=args.window_minutes * 60, schema_version=version
-    )
+    status = await cluster_status(manager, await manager.now(), window=args.window_minutes * 60)
     if args.json:
         print(json.dumps(status.as_dict(), indent=2))
     else:
@@ -557,16 +551,6 @@ def _say(args: argparse.Namespace, event: str, text: str, **fields: Any) -> None
         print(text, flush=True)
 
 
-def _hooks(*hooks: Callable[[str, dict[str, Any]], None] | None):
-    chain = [h for h in hooks if h is not None]
-
-    def on_event(event: str, data: dict[str, Any]) -> None:
-        for hook in chain:
-            hook(event, data)
-
-    return on_event
-
-
 async def cmd_run(args: argparse.Namespace) -> int:
     for name, value, minimum in (
         ("poll_interval", args.poll_interval, 0.0),
@@ -599,7 +583,7 @@ async def _run_replica(args: argparse.Namespace, token: str | None) -> int:
         poll_interval=args.poll_interval,
         lease_seconds=args.lease_seconds,
         max_concurrent=args.max_concurrent,
-        on_event=_hooks(replica_log, _fire_log(args, clock, args.log_fires)),
+        on_event=chain(replica_log, _fire_log(args, clock, args.log_fires)),
         retention_seconds=args.retention_days * 86_400,
     )
     stop = asyncio.Event()
@@ -704,7 +688,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> bool:
             "db": args.db,
             "scheduler": False if args.no_scheduler else None,
             "token": token,
-            "on_event": _hooks(getattr(target, "on_event", None), replica_log, fire_log),
+            "on_event": chain(getattr(target, "on_event", None), replica_log, fire_log),
         }
         configure = getattr(target, "configure", None)
         if configure is None:

@@ -174,3 +174,18 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def chain(*hooks: Any) -> Any:
+    """One on_event hook calling each given hook (None ones left out) in order."""
+    live = [h for h in hooks if h is not None]
+    if not live:
+        return None
+    if len(live) == 1:
+        return live[0]
+
+    def on_event(event: str, data: dict[str, Any]) -> None:
+        for hook in live:
+            hook(event, data)
+
+    return on_event

@@ -238,18 +238,3 @@ def _histogram_lines(name: str, replica: str, hist: _Histogram) -> list[str]:
     out.append(f"{name}_sum{base} {_number(hist.total)}")
     out.append(f"{name}_count{base} {hist.count}")
     return out
-
-
-def chain(*hooks: Any) -> Any:
-    """One on_event hook calling each given hook (None ones left out) in order."""
-    live = [h for h in hooks if h is not None]
-    if not live:
-        return None
-    if len(live) == 1:
-        return live[0]
-
-    def on_event(event: str, data: dict[str, Any]) -> None:
-        for hook in live:
-            hook(event, data)
-
-    return on_event

@@ -4,7 +4,6 @@ version. What `leasecron status --json` prints; the dashboard's cluster view rea
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -28,12 +27,7 @@ def router(ctx: ServerContext) -> APIRouter:
         manager = ctx.manager
         if manager is None:
             raise HTTPException(503, "the store is not open yet")
-        version = manager.store.schema_version()
-        if inspect.isawaitable(version):
-            version = await version
-        status = await cluster_status(
-            manager, await manager.now(), window=window_minutes * 60, schema_version=version
-        )
+        status = await cluster_status(manager, await manager.now(), window=window_minutes * 60)
         return status.as_dict()
 
     return api
