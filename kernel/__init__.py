@@ -1,10 +1,8 @@
 """leasecron kernel: schedules in a table, row leases, HTTP fires; workflows, kept in the same
 store when given one. Import from here."""
 
-from .cel import CelEvaluationError, CelNotInstalledError, cel_available
 from .clock import AlignedClock, Clock, SimClock, SystemClock
 from .cron import CronExpr, load_timezone
-from .dispatch import Dispatcher, HttpDispatcher
 from .errors import (
     LeasecronError,
     ScheduleExistsError,
@@ -12,18 +10,20 @@ from .errors import (
     StoreError,
     ValidationError,
 )
+from .http.dispatch import Dispatcher, HttpDispatcher
 from .manager import ScheduleManager
 from .model import Fire, Outcome, Schedule, ScheduleRun
 from .scheduler import Scheduler
-from .sessions import TraceNode, WorkflowSession
 from .sqlite import SqliteStore
 from .store import Claim, FinishPlan, StartPlan, Store, WorkflowStore
 from .tools import SchedulerTools
-from .trace import Span, SpanRecorder, Tracer
-from .workflow import Workflow
-from .workflow_flow import Condition, Loop, Router
-from .workflow_steps import Parallel, Step, Steps, StepTimeoutError
-from .workflow_types import Media, RunStatus, StepInput, StepOutput, WorkflowRunOutput
+from .workflow.cel import CelEvaluationError, CelNotInstalledError, cel_available
+from .workflow.engine import Workflow
+from .workflow.flow import Condition, Loop, Router
+from .workflow.sessions import TraceNode, WorkflowSession
+from .workflow.steps import Parallel, Step, Steps, StepTimeoutError
+from .workflow.trace import Span, SpanRecorder, Tracer
+from .workflow.types import Media, RunStatus, StepInput, StepOutput, WorkflowRunOutput
 
 __all__ = [
     "AlignedClock",

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock, SystemClock
-from .dispatch import Dispatcher
 from .errors import StoreError
 from .heartbeat import Heartbeat
+from .http.dispatch import Dispatcher
 from .model import Outcome, Schedule, ScheduleRun
 from .policy import Planner, StartDecision, fire_for
 from .retention import checkpoint, prune_history

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .model import Schedule, ScheduleRun
-from .sessions import TraceNode, WorkflowSession
-from .trace import Span
-from .workflow_types import WorkflowRunOutput
+from .workflow.sessions import TraceNode, WorkflowSession
+from .workflow.trace import Span
+from .workflow.types import WorkflowRunOutput
 
 # Columns a caller may set on create/update; everything else belongs to the lease machinery.
 SPEC_FIELDS = (

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .errors import ValidationError
-from .sqlite import SqliteStore
+from .sqlite.store import SqliteStore
 
 
 def open_store(db: str, *, inline: bool = False, readonly: bool = False, **options: Any) -> Any:

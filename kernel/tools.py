@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .cron import load_timezone
-from .dispatch import RUN_ENDPOINT_RE
 from .errors import (
     ScheduleExistsError,
     ScheduleNotFoundError,
@@ -25,6 +24,7 @@ from .errors import (
     ValidationError,
 )
 from .fmt import iso_local, iso_utc, kind_of
+from .http.dispatch import RUN_ENDPOINT_RE
 from .manager import ScheduleManager
 from .model import Schedule, ScheduleRun
 from .spec import validate_endpoint, validate_user_id

@@ -23,7 +23,7 @@ from leasecron.kernel import (
     Workflow,
     cel_available,
 )
-from leasecron.kernel import cel as kcel
+from leasecron.kernel.workflow import cel as kcel
 
 
 def const(value, name="const"):

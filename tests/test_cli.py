@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from leasecron.kernel.cli import main
-from leasecron.kernel.demo import Delivery, DemoTarget, demo_report
+from leasecron.kernel.cli.demo import Delivery, DemoTarget, demo_report
 from leasecron.kernel.manager import ScheduleManager
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.sqlite import SqliteStore
@@ -542,7 +542,7 @@ def test_add_takes_absolute_urls_only_for_allowed_hosts(cli):
 
 
 def test_progress_goes_to_stderr_at_most_once_per_period(capsys):
-    from leasecron.kernel.cli import Progress
+    from leasecron.kernel.cli.main import Progress
 
     every_call = Progress(every=0)
     every_call("1 of 3")

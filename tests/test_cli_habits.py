@@ -26,7 +26,7 @@ import pytest
 
 from leasecron.kernel import HttpDispatcher, ScheduleManager, Scheduler, SimClock, StoreError
 from leasecron.kernel.cli import main
-from leasecron.kernel.eventlog import ReplicaLog
+from leasecron.kernel.observe.eventlog import ReplicaLog
 from leasecron.kernel.sqlite import SqliteStore
 from support import T0, Cluster, HookedStore, Target
 
@@ -422,7 +422,7 @@ def test_read_only_commands_work_in_a_read_only_directory_on_a_read_only_file(tm
 def test_read_only_commands_write_nothing_even_when_they_could(tmp_path, capsys, monkeypatch):
     """An older file is read as it is (not migrated by a `list`); a file that is not
     leasecron's is refused."""
-    import leasecron.kernel.sqlite as sqlite_mod
+    import leasecron.kernel.sqlite.store as sqlite_mod
 
     db = tmp_path / "v1.db"
     with monkeypatch.context() as m:
@@ -693,7 +693,7 @@ def test_an_agentos_database_is_refused_naming_prefix(tmp_path, capsys, ddl, tab
 def test_a_table_of_a_later_version_made_by_someone_else_is_refused_too(tmp_path):
     """leasecron tables of version 1 (no sessions table yet) beside an AgentOS's agno_sessions:
     the upgrade must not adopt theirs."""
-    import leasecron.kernel.sqlite as sqlite_mod
+    import leasecron.kernel.sqlite.store as sqlite_mod
 
     db = tmp_path / "shared.db"
     with pytest.MonkeyPatch.context() as m:

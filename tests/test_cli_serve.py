@@ -21,7 +21,7 @@ import pytest
 
 from leasecron.kernel import SqliteStore
 from leasecron.kernel.cli import main
-from leasecron.kernel.serve import listen
+from leasecron.kernel.cli.serve import listen
 from served import DEADLINE, Served, clean_env, until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,13 +18,13 @@ import httpx
 import pytest
 
 from leasecron.kernel.clock import SimClock
-from leasecron.kernel.dispatch import (
+from leasecron.kernel.errors import ValidationError
+from leasecron.kernel.http.dispatch import (
     HttpDispatcher,
     validate_endpoint,
     validate_method,
 )
-from leasecron.kernel.errors import ValidationError
-from leasecron.kernel.http11 import Http11Transport
+from leasecron.kernel.http.http11 import Http11Transport
 from leasecron.kernel.model import Fire, Outcome
 
 BASE = "http://agentos.test"

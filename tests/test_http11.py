@@ -25,8 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from leasecron.kernel.dispatch import HttpDispatcher
-from leasecron.kernel.http11 import Http11Transport
+from leasecron.kernel.http.dispatch import HttpDispatcher
+from leasecron.kernel.http.http11 import Http11Transport
 from leasecron.kernel.model import Fire
 
 LIMIT = 3.0  # real-time bound of every async test

@@ -8,8 +8,8 @@ import asyncio
 import re
 from collections import Counter
 
-from leasecron.kernel.eventlog import chain
-from leasecron.kernel.metrics import Metrics, failure_class
+from leasecron.kernel.observe.eventlog import chain
+from leasecron.kernel.observe.metrics import Metrics, failure_class
 from support import Cluster
 
 SERIES = re.compile(r'^([a-z_]+)(\{([a-z_]+="[^"]*")(,[a-z_]+="[^"]*")*\})? (-?[0-9.e+]+|\+Inf)$')

@@ -24,8 +24,8 @@ require_server()
 
 import psycopg  # noqa: E402
 
-from leasecron.adapters import postgres_sql  # noqa: E402
 from leasecron.adapters.postgres import PostgresStore  # noqa: E402
+from leasecron.adapters.postgres import sql as postgres_sql  # noqa: E402
 from leasecron.kernel import (  # noqa: E402
     HttpDispatcher,
     ScheduleExistsError,

@@ -10,7 +10,7 @@ import pytest
 from leasecron.kernel import SqliteStore
 from leasecron.kernel.cli import main
 from leasecron.kernel.policy import Planner
-from leasecron.kernel.sim import ALL_FAULTS, T0, SimConfig, simulate
+from leasecron.kernel.sim.simulation import ALL_FAULTS, T0, SimConfig, simulate
 
 SMALL = dict(replicas=3, schedules=10, hours=1.0)
 
@@ -270,7 +270,7 @@ async def test_a_stall_is_not_stretched_by_a_backward_clock_step():
     import asyncio
 
     from leasecron.kernel.clock import SimClock
-    from leasecron.kernel.simfaults import ReplicaClock
+    from leasecron.kernel.sim.faults import ReplicaClock
 
     base = SimClock(start=T0)
     replica = ReplicaClock(base)
@@ -294,9 +294,9 @@ def _retry_pair(ended: tuple[float, float], sent: tuple[float, float]):
     at (wall, monotonic); retry_delay_seconds 20 (a 18 s floor with the -10 % jitter)."""
     from types import SimpleNamespace
 
-    from leasecron.kernel.check import _retries
     from leasecron.kernel.model import Schedule
-    from leasecron.kernel.simtarget import Request
+    from leasecron.kernel.sim.check import _retries
+    from leasecron.kernel.sim.target import Request
 
     def request(attempt, at, mono, end=(None, None)):
         return Request(

@@ -16,7 +16,7 @@ from leasecron.kernel import (
     SqliteStore,
     StoreError,
 )
-from leasecron.kernel import sqlite as sqlite_mod
+from leasecron.kernel.sqlite import store as sqlite_mod
 from store_builders import (
     LEASE,
     pending,

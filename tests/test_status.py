@@ -8,7 +8,7 @@ import json
 from collections import Counter
 
 from leasecron.kernel.cli import main
-from leasecron.kernel.status import cluster_status, render_status
+from leasecron.kernel.observe.status import cluster_status, render_status
 from support import Cluster
 
 

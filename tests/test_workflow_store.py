@@ -37,8 +37,8 @@ from leasecron.kernel import (
     Workflow,
     WorkflowRunOutput,
 )
-from leasecron.kernel import sqlite as sqlite_mod
-from leasecron.kernel.sessions import span_tree
+from leasecron.kernel.sqlite import store as sqlite_mod
+from leasecron.kernel.workflow.sessions import span_tree
 from store_builders import (
     LEASE,
     claim_one,
@@ -794,7 +794,7 @@ async def test_a_store_save_end_that_fails_falls_back_to_the_two_saves(open_stor
 def migrations_module(kind: str):
     if kind == "sqlite":
         return sqlite_mod
-    from leasecron.adapters import postgres_sql
+    from leasecron.adapters.postgres import sql as postgres_sql
 
     return postgres_sql
 

@@ -29,8 +29,8 @@ from leasecron.kernel import (
     SystemClock,
     ValidationError,
 )
-from leasecron.kernel.eventlog import chain
-from leasecron.kernel.metrics import Metrics
+from leasecron.kernel.observe.eventlog import chain
+from leasecron.kernel.observe.metrics import Metrics
 from leasecron.kernel.stores import open_store
 
 from .context import ServerContext, check_token, install_error_handlers

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from leasecron.kernel.metrics import CONTENT_TYPE, Metrics
+from leasecron.kernel.observe.metrics import CONTENT_TYPE, Metrics
 
 from .context import ServerContext
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from leasecron.kernel import WorkflowRunOutput
 from leasecron.kernel.rows import _json_load
-from leasecron.kernel.sessions import run_from_row, run_params
+from leasecron.kernel.workflow.sessions import run_from_row, run_params
 
 # Enough for every run in flight plus the recent ones a scheduler still polls; a run pushed out
 # is read from the store.

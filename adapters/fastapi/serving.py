@@ -12,8 +12,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from leasecron.kernel.eventlog import JsonFormatter
-from leasecron.kernel.serve import SERVER_EXTRA, ServeError
+from leasecron.kernel.cli.serve import SERVER_EXTRA, ServeError
+from leasecron.kernel.observe.eventlog import JsonFormatter
 
 
 async def run_uvicorn(

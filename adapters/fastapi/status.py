@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from leasecron.kernel.status import cluster_status
+from leasecron.kernel.observe.status import cluster_status
 
 from .context import ServerContext
 

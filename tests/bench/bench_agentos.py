@@ -33,7 +33,7 @@ from common import bulk_schedules_sql, machine, percentiles, temp_db
 from leasecron.adapters.fastapi import AgentOS
 from leasecron.adapters.fastapi.fast_path import FastPath
 from leasecron.kernel import SqliteStore
-from leasecron.kernel.serve import listen
+from leasecron.kernel.cli.serve import listen
 
 REFERENCE = (100.0, 250.0)  # the reference's fires/s
 AGENT = "noop"

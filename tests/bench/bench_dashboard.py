@@ -31,7 +31,7 @@ import uvicorn
 from common import bulk_schedules_sql, machine, temp_db
 from leasecron.adapters.fastapi import AgentOS
 from leasecron.kernel import ScheduleManager, SqliteStore
-from leasecron.kernel.serve import listen
+from leasecron.kernel.cli.serve import listen
 
 TOKEN = "bench-dashboard-token"
 NEEDLE = "BENCH-00012"  # 100 of 10,000 names, in another case than theirs

@@ -16,7 +16,7 @@ import httpx
 from common import Timer, bulk_schedules, machine, noop_transport, temp_db
 from leasecron.kernel import HttpDispatcher, Scheduler, SqliteStore
 from leasecron.kernel.model import ScheduleRun
-from leasecron.kernel.sqlite import _run_params
+from leasecron.kernel.rows import _run_params
 from leasecron.kernel.store import orphan_places
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from common import machine
 from leasecron.kernel import Parallel, Step, StepInput, Workflow
-from leasecron.kernel.cel import CONDITION_VARIABLES, ROUTER_VARIABLES, compile_cel, to_cel
+from leasecron.kernel.workflow.cel import CONDITION_VARIABLES, ROUTER_VARIABLES, compile_cel, to_cel
 
 STEPS = 100
 BRANCHES = 1_000

@@ -17,8 +17,7 @@ from collections.abc import Iterator, Sequence
 import httpx
 
 from leasecron.kernel import Schedule, SqliteStore
-from leasecron.kernel.rows import _json_dump
-from leasecron.kernel.sqlite import _SCHEDULE_COLUMNS
+from leasecron.kernel.rows import _SCHEDULE_COLUMNS, _json_dump
 
 
 def machine() -> str:

@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ValidationError
+from ..errors import ValidationError
 from .trace import Span
-from .workflow_types import Media, RunStatus, StepOutput, WorkflowRunOutput
+from .types import Media, RunStatus, StepOutput, WorkflowRunOutput
 
 SESSION_TYPE = "workflow"
 

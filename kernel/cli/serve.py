@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from .errors import LeasecronError, ValidationError
+from ..errors import LeasecronError, ValidationError
 
 DEFAULT_APP = "examples/agentos_app.py:agent_os"
 SERVER_EXTRA = "pip install 'leasecron[server]'"
@@ -32,7 +32,7 @@ class ServeError(LeasecronError):
 
 def project_root() -> Path:
     """The folder holding the kernel's folder: where `examples/` is in a checkout."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]  # kernel/cli/serve.py
 
 
 def is_agent_os(target: Any) -> bool:

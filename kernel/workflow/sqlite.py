@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from .errors import ValidationError
-from .rows import _json_load
+from ..errors import ValidationError
+from ..rows import _json_load
 from .sessions import (
     TraceNode,
     WorkflowSession,
@@ -24,7 +24,7 @@ from .sessions import (
     span_tree,
 )
 from .trace import Span
-from .workflow_types import WorkflowRunOutput
+from .types import WorkflowRunOutput
 
 
 class SqliteSessions:

@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ValidationError
 from .cel import (
     CONDITION_VARIABLES,
     LOOP_VARIABLES,
@@ -23,9 +24,7 @@ from .cel import (
     CelExpression,
     compile_cel,
 )
-from .errors import ValidationError
-from .trace import Span
-from .workflow_steps import (
+from .steps import (
     Carry,
     Node,
     RunContext,
@@ -38,7 +37,8 @@ from .workflow_steps import (
     run_sequence,
     sequence_output,
 )
-from .workflow_types import StepInput, StepOutput
+from .trace import Span
+from .types import StepInput, StepOutput
 
 
 class DecisionError(Exception):

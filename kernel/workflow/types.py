@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import ValidationError
+from ..errors import ValidationError
 from .trace import Span
 
 MEDIA_KINDS = ("audio", "image", "video", "file")

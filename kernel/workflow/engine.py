@@ -43,11 +43,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .clock import Clock, SystemClock
-from .errors import ValidationError
-from .trace import SpanRecorder, Tracer
-from .workflow_flow import Condition, Loop, Router
-from .workflow_steps import (
+from ..clock import Clock, SystemClock
+from ..errors import ValidationError
+from .flow import Condition, Loop, Router
+from .steps import (
     Carry,
     Parallel,
     RunContext,
@@ -59,7 +58,8 @@ from .workflow_steps import (
     check_cel_errors,
     run_sequence,
 )
-from .workflow_types import (
+from .trace import SpanRecorder, Tracer
+from .types import (
     Media,
     RunStatus,
     StepInput,

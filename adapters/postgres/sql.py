@@ -329,7 +329,7 @@ CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_run_id" ON {R} (run_id);
 CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_created" ON {R} (created_at, seq)
 """
 
-# Workflow persistence (leasecron.kernel.sessions, statements in postgres_sessions_sql.py):
+# Workflow persistence (leasecron.kernel.workflow.sessions, statements in postgres_sessions_sql.py):
 # sessions, their runs and the runs' spans, as SQLite's migration 2 with Postgres types (JSON as
 # JSONB). New tables only, so a schema of version 1 keeps every schedule and run row as it was.
 # Runs have a table of their own, so a run by id is one primary-key lookup; `seq` orders a

@@ -10,8 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .clock import Clock
-from .fmt import iso_utc, short_id
+from ..clock import Clock
+from ..fmt import iso_utc, short_id
 
 log = logging.getLogger("leasecron.replica")
 

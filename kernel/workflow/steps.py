@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .clock import Clock
-from .errors import LeasecronError, ValidationError
-from .offload import tracked
+from ..clock import Clock
+from ..errors import LeasecronError, ValidationError
+from ..offload import tracked
 from .trace import Span, Tracer
-from .workflow_types import Media, StepInput, StepOutput, to_step_output
+from .types import Media, StepInput, StepOutput, to_step_output
 
 CEL_ERROR_MODES = ("fail", "false")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from .errors import StoreError
+from ..errors import StoreError
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS {S} (

@@ -38,11 +38,11 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 
-from .clock import Clock, SystemClock
-from .errors import ValidationError
+from ..clock import Clock, SystemClock
+from ..errors import ValidationError
+from ..model import Fire, Outcome
+from ..spec import validate_endpoint as check_endpoint
 from .http11 import Http11Transport
-from .model import Fire, Outcome
-from .spec import validate_endpoint as check_endpoint
 
 OnStarted = Callable[[str | None, str | None], Awaitable[None]]
 

@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import LeasecronError, ValidationError
+from ..errors import LeasecronError, ValidationError
 
 INSTALL_HINT = "pip install 'leasecron[cel]' (or: pip install cel-python)"
 

@@ -39,19 +39,16 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from .clock import SystemClock
-from .cron import load_timezone
-from .demo import cmd_demo
-from .dispatch import HttpDispatcher
-from .errors import (
+from ..clock import SystemClock
+from ..cron import load_timezone
+from ..errors import (
     LeasecronError,
     ScheduleExistsError,
     ScheduleNotFoundError,
     StoreError,
     ValidationError,
 )
-from .eventlog import JsonEventLog, JsonFormatter, ReplicaLog, chain
-from .fmt import (
+from ..fmt import (
     fmt_duration,
     iso_local,
     iso_utc,
@@ -60,14 +57,17 @@ from .fmt import (
     short_id,
     table,
 )
-from .manager import ScheduleManager
-from .model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES, Schedule
+from ..http.dispatch import HttpDispatcher
+from ..manager import ScheduleManager
+from ..model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES, Schedule
+from ..observe.eventlog import JsonEventLog, JsonFormatter, ReplicaLog, chain
+from ..observe.status import cluster_status, render_status
+from ..scheduler import Scheduler
+from ..sim.simulation import ALL_FAULTS, FAULTS, SimConfig, simulate
+from ..stores import open_store
+from .demo import cmd_demo
 from .process import stop_on_signals
-from .scheduler import Scheduler
 from .serve import DEFAULT_APP, asgi_runner, bound_url, is_agent_os, listen, load_target
-from .sim import ALL_FAULTS, FAULTS, SimConfig, simulate
-from .status import cluster_status, render_status
-from .stores import open_store
 
 PROG = "leasecron"
 DEFAULT_DB = "leasecron.db"

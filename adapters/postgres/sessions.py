@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from leasecron.kernel.errors import ValidationError
-from leasecron.kernel.sessions import (
+from leasecron.kernel.workflow.sessions import (
     TraceNode,
     WorkflowSession,
     check_limit,
@@ -22,8 +22,8 @@ from leasecron.kernel.sessions import (
     span_params,
     span_tree,
 )
-from leasecron.kernel.trace import Span
-from leasecron.kernel.workflow_types import WorkflowRunOutput
+from leasecron.kernel.workflow.trace import Span
+from leasecron.kernel.workflow.types import WorkflowRunOutput
 
 if TYPE_CHECKING:
     import psycopg

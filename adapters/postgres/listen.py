@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from .postgres_sql import LISTEN_SQL, PROBE_SQL
+from .sql import LISTEN_SQL, PROBE_SQL
 
 log = logging.getLogger("leasecron.postgres")
 

@@ -18,12 +18,11 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from . import writes
-from .errors import ScheduleExistsError, StoreError
-from .group_commit import GroupCommit
-from .model import Schedule, ScheduleRun
-from .offload import Worker
-from .rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and benchmarks)
+from .. import writes
+from ..errors import ScheduleExistsError, StoreError
+from ..model import Schedule, ScheduleRun
+from ..offload import Worker
+from ..rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and benchmarks)
     _RUN_COLUMNS,
     _SCHEDULE_COLUMNS,
     _json_dump,
@@ -34,7 +33,11 @@ from .rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and b
     _to_schedule,
     schedule_filter,
 )
-from .sqlite_schema import (  # noqa: F401
+from ..store import SPEC_FIELDS, Claim, FinishPlan, StartPlan, orphan_places
+from ..workflow.sqlite import SqliteSessions
+from ..workflow.sqlite_sql import SESSIONS_SQL
+from .group_commit import GroupCommit
+from .schema import (  # noqa: F401
     MIGRATIONS,
     SCHEMA_VERSION,
     check_readable,
@@ -42,10 +45,7 @@ from .sqlite_schema import (  # noqa: F401
     schema_version,
     table_names,
 )
-from .sqlite_sessions import SqliteSessions
-from .sqlite_sessions_sql import SESSIONS_SQL
-from .sqlite_sql import _FAR, LEASE_SQL
-from .store import SPEC_FIELDS, Claim, FinishPlan, StartPlan, orphan_places
+from .sql import _FAR, LEASE_SQL
 
 WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL is cut back to after a checkpoint
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .offload import Worker, tracked
+from ..offload import Worker, tracked
 
 Write = Callable[[sqlite3.Connection], Any]
 

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .clock import Clock
+from ..clock import Clock
 
 log = logging.getLogger("leasecron")
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .cron import CronExpr, load_timezone
-from .slots import first_slot, slot_after
+from ..cron import CronExpr, load_timezone
+from ..slots import first_slot, slot_after
 
 _SUMMARY = re.compile(r"more slot\(s\) up to ([0-9.]+) not listed")
 _EPS = 1e-6

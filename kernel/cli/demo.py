@@ -24,18 +24,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .clock import SystemClock
-from .dispatch import HttpDispatcher
-from .errors import (
+from ..clock import SystemClock
+from ..errors import (
     ValidationError,
 )
-from .fmt import clock_utc, fmt_duration, iso_utc, kind_of, table
-from .manager import ScheduleManager
-from .model import Schedule, ScheduleRun
+from ..fmt import clock_utc, fmt_duration, iso_utc, kind_of, table
+from ..http.dispatch import HttpDispatcher
+from ..manager import ScheduleManager
+from ..model import Schedule, ScheduleRun
+from ..scheduler import Scheduler
+from ..slots import slot_after
+from ..sqlite.store import SqliteStore
 from .process import stop_on_signals
-from .scheduler import Scheduler
-from .slots import slot_after
-from .sqlite import SqliteStore
 
 # -- demo: a local target, several replicas, an exactly-once report ----------------------------
 

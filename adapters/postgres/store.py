@@ -40,15 +40,15 @@ from leasecron.kernel.clock import AlignedClock, Clock, SystemClock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.offload import tracked
 from leasecron.kernel.rows import _to_run
-from leasecron.kernel.sqlite_schema import tables_to_create
+from leasecron.kernel.sqlite.schema import tables_to_create
 from leasecron.kernel.store import Claim, FinishPlan, StartPlan, orphan_places
 
-from . import postgres_sql
-from .postgres_listen import relay_notifications
-from .postgres_schedules import PostgresSchedules
-from .postgres_sessions import PostgresSessions
-from .postgres_sessions_sql import SESSIONS_SQL
-from .postgres_sql import LEASE_SQL, META_SQL
+from . import sql as postgres_sql
+from .listen import relay_notifications
+from .schedules import PostgresSchedules
+from .sessions import PostgresSessions
+from .sessions_sql import SESSIONS_SQL
+from .sql import LEASE_SQL, META_SQL
 
 log = logging.getLogger("leasecron")
 

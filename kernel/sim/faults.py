@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .clock import SimClock
-from .errors import StoreError
+from ..clock import SimClock
+from ..errors import StoreError
 
 if TYPE_CHECKING:  # the owner, imported for names only (it imports this module)
-    from .sim import Simulation
+    from .simulation import Simulation
 
 # Where a replica may die, keyed by the hook that fires there.
 CRASH_POINTS = {

@@ -24,15 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..clock import SimClock
+from ..errors import StoreError
+from ..manager import ScheduleManager
+from ..model import Fire, Schedule
+from ..scheduler import Scheduler
+from ..sqlite.store import SqliteStore
 from .check import Violation, check_run
-from .clock import SimClock
-from .errors import StoreError
-from .manager import ScheduleManager
-from .model import Fire, Schedule
-from .scheduler import Scheduler
-from .simfaults import CRASH_POINTS, FaultyStore, ReplicaClock, _Crash
-from .simtarget import Behaviour, Request, TargetDispatcher
-from .sqlite import SqliteStore
+from .faults import CRASH_POINTS, FaultyStore, ReplicaClock, _Crash
+from .target import Behaviour, Request, TargetDispatcher
 
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 # Half an hour before each 2026 DST transition of the workload's zones, and one quiet instant: a

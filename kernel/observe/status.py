@@ -15,9 +15,9 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fmt import fmt_duration, iso_utc, table
-from .manager import ScheduleManager
-from .model import Schedule, ScheduleRun
+from ..fmt import fmt_duration, iso_utc, table
+from ..manager import ScheduleManager
+from ..model import Schedule, ScheduleRun
 
 WINDOW = 3600.0  # seconds of history the view summarises
 RUN_LIMIT = 10_000  # the most recent run rows read for it

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .model import Fire, Outcome
+from ..model import Fire, Outcome
 
 if TYPE_CHECKING:  # the owner and its clock, imported for names only
-    from .sim import Simulation
-    from .simfaults import ReplicaClock
+    from .faults import ReplicaClock
+    from .simulation import Simulation
 
 
 @dataclass
