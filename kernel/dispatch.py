@@ -604,10 +604,11 @@ class HttpDispatcher:
         if self.long_poll is not None:
             # Name the run ourselves and record it before sending: a lost reply or a crash
             # mid-request leaves an id the retry or the next holder attaches to (the target
-            # answers a repeated POST of that id with the run it has), never a second run.
-            state.run_id = uuid.uuid4().hex
-            state.session_id = form.get("session_id") or uuid.uuid4().hex
-            form["run_id"], form["session_id"] = state.run_id, state.session_id
+            # answers a repeated POST of that id with the run it has), never a second run. The
+            # session stays the target's to make up (a new one costs it no read); it is
+            # recorded with the outcome.
+            state.run_id = form["run_id"] = uuid.uuid4().hex
+            state.session_id = form.get("session_id")
             if on_started is not None:
                 await on_started(state.run_id, state.session_id)
             post_headers = [*headers, self._prefer(fire.timeout_seconds)]
@@ -642,9 +643,13 @@ class HttpDispatcher:
         state.status_code = reply.code
         state.run_id = run_id
         state.session_id = _str_or_none(body.get("session_id"))
-        if on_started is not None and (state.run_id, state.session_id) != planned:
-            await on_started(state.run_id, state.session_id)  # the target named it
         final = self._run_result(body, state, default=None)
+        # Record what the target named, unless we named it ourselves and it is over already
+        # (its session is recorded with the outcome).
+        if on_started is not None and (
+            state.run_id != planned[0] or (final is None and state.session_id != planned[1])
+        ):
+            await on_started(state.run_id, state.session_id)
         if final is not None:  # the start reply already carries a final status
             return final
         held = _wait_applied(reply)

@@ -210,6 +210,7 @@ class LiveRun:
     # nothing ran and nothing was saved under that id.
     refused: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)  # set as its task ends
+    begun: asyncio.Event = field(default_factory=asyncio.Event)  # its start is saved (or done)
 
 
 class RunExecutor:
@@ -222,6 +223,7 @@ class RunExecutor:
         # What this process's runs last saved, so their polls need no store read; the runs save
         # through `db`, the store noting each save there.
         self.saved = SavedRuns()
+        self.saved.on_saved = self._start_saved
         self.db = RecordingStore(store, self.saved)
         self.runs: dict[str, LiveRun] = {}
         self.stamp = this_process()  # which process runs them (server_stamp.py)
@@ -331,6 +333,7 @@ class RunExecutor:
             live.events.put_nowait(END)
         self.runs.pop(live.run_id, None)
         self.saved.ended(live.run_id)
+        live.begun.set()
         live.done.set()
 
     def _record(self, span: Span) -> None:
@@ -366,6 +369,15 @@ class RunExecutor:
         """Wait up to `seconds` of the server's clock for the run to end (it runs on if not);
         True if it ended."""
         return await self.clock.wait(live.done, seconds)
+
+    async def begin(self, live: LiveRun) -> None:
+        """Wait until the run's start is saved (or it is refused, or over)."""
+        await live.begun.wait()
+
+    def _start_saved(self, run_id: str) -> None:
+        live = self.runs.get(run_id)
+        if live is not None:
+            live.begun.set()
 
     async def shutdown(self) -> None:
         """Cancel every run still in flight and wait until each is saved CANCELLED: a run

@@ -184,24 +184,32 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         executor = _executor(ctx)
         wait = preferred_wait(request)
         if run_request.run_id is not None:
-            existing = await _existing_run(executor, component, run_request)
-            if existing is not None:
-                return await _held_answer(executor, component, existing, run_request, wait)
+            # A run this process knows answers from memory; one only the store holds is found
+            # when the store refuses the new run's start (below), so a fresh id costs no read.
+            known = _known_run(executor, component, run_request)
+            if run_request.stream and known is None:
+                known = await _stored_of(executor, component, run_request)
+            if known is not None:
+                return await _repeated(executor, known, run_request, wait)
         if run_request.stream:
             live = executor.submit(component, run_request, stream=True)
             return StreamingResponse(_events(executor, live), media_type="text/event-stream")
         live = executor.submit(component, run_request)
         if run_request.background:
             if wait is None:
+                if run_request.run_id is not None:
+                    await executor.begin(live)  # saved, or refused: its id is another's
+                    if live.refused is not None:
+                        return await _refused(executor, component, run_request, wait)
                 return accepted(live)
             if not await executor.settle(live, wait):
                 return accepted(live, applied(wait))
             if live.refused is not None:
-                raise HTTPException(409, live.refused)
+                return await _refused(executor, component, run_request, wait)
             return _ended(live, applied(wait))
         out = await executor.wait(live)
         if live.refused is not None:
-            raise HTTPException(409, live.refused)
+            return await _refused(executor, component, run_request, wait)
         if out is None:  # the server shut down under it
             raise HTTPException(503, "the server is shutting down; the run was cancelled")
         return JSONResponse(run_view(out))
@@ -237,7 +245,12 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         name=f"get_{noun}_run",
     )
     async def get_run(
-        component_id: str, run_id: str, request: Request, session_id: str = Query(...)
+        component_id: str,
+        run_id: str,
+        request: Request,
+        session_id: str | None = Query(
+            None, description="the run's session (the reference requires it; here optional)"
+        ),
     ) -> JSONResponse:
         component = find_component(ctx, kind, component_id)
         executor = _executor(ctx)
@@ -302,20 +315,33 @@ def _ended(live: LiveRun, headers: dict[str, str]) -> JSONResponse:
     return JSONResponse(run_view(live.output), headers=headers)
 
 
-async def _existing_run(
+def _known_run(
     executor: RunExecutor, component: Component, run_request: RunRequest
 ) -> LiveRun | WorkflowRunOutput | None:
-    """The run a POST's client-chosen `run_id` already names (in flight here, or stored), so a
-    client repeating its POST (a retry after a lost reply, a re-delivered fire) gets that run
-    instead of a second one; None if the id is free. An id another component's run, or another
+    """The run a POST's client-chosen `run_id` names if this process has it (in flight, or in
+    what it saved), so a client repeating its POST (after a lost reply, a re-delivered fire)
+    gets that run instead of a second one. An id another component's run, or another
     session's, holds is a 409."""
     run_id = run_request.run_id
     assert run_id is not None
     found: LiveRun | WorkflowRunOutput | None = executor.runs.get(run_id)
-    if found is None:
-        found = await _stored_run(executor, run_id)
-    if found is None:
-        return None
+    if found is None and run_id in executor.saved:
+        found = executor.saved.get(run_id)
+    return None if found is None else _same_run(found, component, run_request)
+
+
+async def _stored_of(
+    executor: RunExecutor, component: Component, run_request: RunRequest
+) -> WorkflowRunOutput | None:
+    """The run the store keeps under the POST's `run_id` (None: none), checked as _known_run."""
+    assert run_request.run_id is not None
+    found = await _stored_run(executor, run_request.run_id)
+    return None if found is None else _same_run(found, component, run_request)
+
+
+def _same_run(
+    found: LiveRun | WorkflowRunOutput, component: Component, run_request: RunRequest
+) -> LiveRun | WorkflowRunOutput:
     if isinstance(found, LiveRun):
         same = found.component.stored_id == component.stored_id
     else:
@@ -323,13 +349,24 @@ async def _existing_run(
     if not same or (
         run_request.session_id is not None and found.session_id != run_request.session_id
     ):
-        raise HTTPException(409, f"run_id {run_id!r} is another run's")
+        raise HTTPException(409, f"run_id {run_request.run_id!r} is another run's")
     return found
 
 
-async def _held_answer(
+async def _refused(
+    executor: RunExecutor, component: Component, run_request: RunRequest, wait: float | None
+) -> JSONResponse:
+    """The store refused the new run's start: its id is a stored run's (one another process
+    started, or this one before a restart). That run is the answer if it is this component's
+    and session's; else 409. Nothing ran and nothing was saved for this request."""
+    found = await _stored_of(executor, component, run_request)
+    if found is None:  # gone again since (pruned): the client may simply try again
+        raise HTTPException(409, f"run_id {run_request.run_id!r} is another run's")
+    return await _repeated(executor, found, run_request, wait)
+
+
+async def _repeated(
     executor: RunExecutor,
-    component: Component,
     found: LiveRun | WorkflowRunOutput,
     run_request: RunRequest,
     wait: float | None,
@@ -359,7 +396,7 @@ def poll_answer(
     executor: RunExecutor,
     component: Component,
     run_id: str,
-    session_id: str,
+    session_id: str | None,
     run: WorkflowRunOutput | None,
 ) -> JSONResponse | None:
     """A poll's answer given the run as stored (None: not stored, or not yet): the stored run,
@@ -369,7 +406,7 @@ def poll_answer(
         if live is not None and _live_belongs(live, component, session_id):
             return JSONResponse(live_view(live))
         return None
-    if not _belongs(run, component) or run.session_id != session_id:
+    if not _belongs(run, component) or session_id not in (None, run.session_id):
         return None
     return JSONResponse(run_view(run))
 
