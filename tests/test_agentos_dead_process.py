@@ -108,7 +108,8 @@ def test_a_run_of_a_killed_server_reads_error_and_its_redelivery_succeeds(tmp_pa
             lambda: [r for r in asyncio.run(schedule_runs(db, s.id)) if r.run_id],
         )[0]
         dead_run = attempt.run_id
-        run = asyncio.run(workflow_run(db, dead_run))
+        # The id is recorded before the run's POST is sent: wait for the run's start save.
+        run = until("the run's start saved", lambda: asyncio.run(workflow_run(db, dead_run)))
         assert run.status is RunStatus.RUNNING
         assert run.additional_data[KEY]["pid"] == first.proc.pid
 

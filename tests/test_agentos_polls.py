@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
-import httpx
 from test_agentos_server import agent_of, make_os, poll, serving, settle, start
 
-from leasecron.adapters.fastapi.fast_path import FastPath
 from leasecron.adapters.fastapi.run_cache import SavedRuns
 from leasecron.adapters.fastapi.views import run_view
 from leasecron.kernel import WorkflowRunOutput
@@ -116,67 +113,6 @@ def test_saved_runs_keep_the_newest_and_refresh_a_run_saved_again():
     assert saved.get("b") is None and saved.get("a") is a and saved.get("c") is c
     saved.forget("a")
     assert saved.get("a") is None and len(saved) == 1
-
-
-# -- the fast path (fast_path.py) ----------------------------------------------------------------
-
-
-def behind_fast_path(app) -> tuple[FastPath, Any]:
-    """The app's FastPath middleware and the ASGI app behind it (the routes)."""
-    node = app.middleware_stack
-    while not isinstance(node, FastPath):
-        node = node.app
-    return node, node.app
-
-
-async def test_the_fast_path_answers_as_the_routes_do_and_hands_on_the_rest(tmp_path):
-    agent_os = make_os(tmp_path, token="tok")
-    headers = {"Authorization": "Bearer tok"}
-    async with serving(agent_os, token="tok") as client:
-        assert (await client.get("/health")).status_code == 200  # builds the middleware stack
-        fast, routes = behind_fast_path(agent_os.get_app())
-        direct = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=routes), base_url="http://os", headers=headers
-        )
-        async with direct:
-            form = {"message": "hi", "stream": "false", "background": "true", "tone": "dry"}
-            answered = fast.answered
-            via_fast = await client.post("/agents/echo/runs", data=form)
-            via_route = await direct.post("/agents/echo/runs", data=form)
-            assert fast.answered == answered + 1
-            assert via_fast.status_code == via_route.status_code == 202
-            assert via_fast.headers.keys() == via_route.headers.keys()
-            assert via_fast.json().keys() == via_route.json().keys()
-            await settle(agent_os)
-            started = via_fast.json()
-            url = f"/agents/echo/runs/{started['run_id']}"
-            params = {"session_id": started["session_id"]}
-            answered = fast.answered
-            polled = await client.get(url, params=params)
-            routed = await direct.get(url, params=params)
-            assert fast.answered == answered + 1
-            assert polled.status_code == routed.status_code == 200
-            assert polled.content == routed.content
-            assert dict(polled.headers) == dict(routed.headers)
-
-            # Everything else goes on to the routes, answered in their shapes.
-            answered = fast.answered
-            cases = [
-                client.get(url, params=params, headers={"Authorization": "Bearer wrong"}),
-                client.get(url),  # no session_id: 422
-                client.get(url, params={"session_id": "other"}),  # 404
-                client.get("/agents/nobody/runs/x", params=params),  # 404
-                client.post("/agents/echo/runs", data={"stream": "false", "background": "true"}),
-                client.post("/agents/echo/runs", data={"message": "sync", "stream": "false"}),
-                client.post("/agents/echo/runs", data={**form, "metadata": "[1]"}),
-            ]
-            replies = [await c for c in cases]
-            assert fast.answered == answered
-            assert [r.status_code for r in replies] == [401, 422, 404, 404, 422, 200, 422]
-            assert replies[0].json() == {"detail": "Invalid authentication token"}
-            assert replies[4].json()["detail"][0]["loc"] == ["body", "message"]
-            assert replies[5].json()["content"] == "echo: sync"
-            assert replies[6].json()["detail"][0]["loc"] == ["body", "metadata"]
 
 
 async def test_a_plain_form_reads_as_the_form_parser_reads_it():

@@ -400,7 +400,7 @@ async def test_team_runs_are_served_and_kept_apart_from_agents(tmp_path):
 # -- polls, lists, not found ---------------------------------------------------------------------
 
 
-async def test_unknown_components_runs_and_sessions_are_404_and_missing_session_is_422(tmp_path):
+async def test_unknown_components_runs_and_sessions_are_404_and_a_run_is_found_by_id(tmp_path):
     async with serving(make_os(tmp_path)) as client:
         assert (await client.post("/agents/nope/runs", data={"message": "m"})).json() == {
             "detail": "Agent not found"
@@ -424,9 +424,11 @@ async def test_unknown_components_runs_and_sessions_are_404_and_missing_session_
         for path, params in cases:
             r = await client.get(path, params=params)
             assert r.status_code == 404 and r.json() == {"detail": "Run not found"}, path
-        missing = await client.get(f"/agents/echo/runs/{rid}")
-        assert missing.status_code == 422
-        assert missing.json()["detail"][0]["loc"] == ["query", "session_id"]
+        # Without session_id (the reference requires one), a run is found by its id alone.
+        by_id = await client.get(f"/agents/echo/runs/{rid}")
+        assert by_id.status_code == 200 and by_id.json() == run
+        other = await client.get(f"/workflows/blog/runs/{rid}")
+        assert other.status_code == 404
         assert (await client.get("/agents/echo/runs")).status_code == 422
         assert (await client.get("/sessions/unknown")).json() == {"detail": "Session not found"}
         assert (await client.get("/traces/unknown")).status_code == 404

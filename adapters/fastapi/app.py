@@ -35,13 +35,14 @@ from leasecron.kernel.stores import open_store
 
 from .context import ServerContext, check_token, install_error_handlers
 from .executor import KINDS, RunExecutor, check_component
-from .fast_path import FastPath
 
 IN_PROCESS_BASE_URL = "http://agentos.internal"
-# The scheduler polls runs on this app (or a replica of it) where short runs are common: the
-# first poll goes out almost at once (a no-op run is over by then; at the dispatcher's default
-# 0.5 s every fire took at least that), the next ones back off as usual. One extra request for
-# a long run, a function call in-process.
+# The scheduler fires this app (or a replica of it), which honours `Prefer: wait`: a run's POST
+# is held until the run ends (200 with the finished run: one request per fire for a short run),
+# a longer run's polls likewise, each at most this long (and never past the attempt's timeout).
+LONG_POLL = 30.0
+# Should a poll ever come back unheld (a target that ignores the preference), the first goes out
+# almost at once and the next ones back off as usual.
 FIRST_POLL = 0.002
 OnStartup = Callable[[ScheduleManager], Awaitable[None]]
 EventHook = Callable[[str, dict[str, Any]], None]
@@ -197,7 +198,6 @@ class AgentOS:
 
         app = FastAPI(title=self.name, lifespan=self._lifespan)
         install_error_handlers(app)
-        app.add_middleware(FastPath, ctx=ctx)  # a fire's POST and polls, ahead of the routing
         guarded = [Depends(authorized)]
         app.include_router(runs.open_router(ctx, self))
         app.include_router(dashboard.router())
@@ -216,7 +216,7 @@ class AgentOS:
         ctx.store = store
         ctx.manager = ScheduleManager(store, clock=self.clock)
         ctx.started_at = clock.now()
-        ctx.runs = RunExecutor(store, ctx.workflows.values())
+        ctx.runs = RunExecutor(store, ctx.workflows.values(), clock=self.clock)
         dispatcher = None
         try:
             if self.on_startup is not None:
@@ -259,6 +259,7 @@ class AgentOS:
                 token=self.ctx.token,
                 transport=httpx.ASGITransport(app=app),
                 poll_initial=FIRST_POLL,
+                long_poll=LONG_POLL,
                 clock=self.clock,
             )
         return HttpDispatcher(
@@ -266,6 +267,7 @@ class AgentOS:
             token=self.ctx.token,
             max_connections=self.scheduler_max_concurrent,
             poll_initial=FIRST_POLL,
+            long_poll=LONG_POLL,
             clock=self.clock,
         )
 

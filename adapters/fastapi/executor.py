@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leasecron.kernel import (
+    Clock,
     RunStatus,
     Span,
     Step,
+    SystemClock,
     ValidationError,
     Workflow,
     WorkflowRunOutput,
@@ -180,6 +182,7 @@ class RunRequest:
 
     message: str
     session_id: str | None = None
+    run_id: str | None = None  # the client's choice; None: a new one
     user_id: str | None = None
     stream: bool = True
     background: bool = False
@@ -203,17 +206,24 @@ class LiveRun:
     cancel_requested: bool = False  # cancelled before its task began
     output: WorkflowRunOutput | None = None
     events: asyncio.Queue | None = None  # live events for a streamed run
+    # Why the store refused the run at its start (its client-chosen id is another run's):
+    # nothing ran and nothing was saved under that id.
+    refused: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # set as its task ends
+    begun: asyncio.Event = field(default_factory=asyncio.Event)  # its start is saved (or done)
 
 
 class RunExecutor:
     """The registry of runs in flight, and the recorder every run's spans go through (live
     step events for streamed runs)."""
 
-    def __init__(self, store: Any, workflows: Iterable[Workflow] = ()):
+    def __init__(self, store: Any, workflows: Iterable[Workflow] = (), clock: Clock | None = None):
         self.store = store
+        self.clock: Clock = clock if clock is not None else SystemClock()
         # What this process's runs last saved, so their polls need no store read; the runs save
         # through `db`, the store noting each save there.
         self.saved = SavedRuns()
+        self.saved.on_saved = self._start_saved
         self.db = RecordingStore(store, self.saved)
         self.runs: dict[str, LiveRun] = {}
         self.stamp = this_process()  # which process runs them (server_stamp.py)
@@ -243,7 +253,7 @@ class RunExecutor:
 
     def submit(self, component: Component, request: RunRequest, *, stream: bool = False) -> LiveRun:
         """Start a run in a task of its own and return it at once."""
-        run_id = new_id()
+        run_id = request.run_id or new_id()
         session_id = request.session_id or new_id()
         if component.kind == "workflows":
             workflow = component.obj
@@ -305,6 +315,13 @@ class RunExecutor:
             # Cancelled by shutdown: the Workflow saved the run CANCELLED on its way out.
             self._finish(live, None)
             raise
+        except ValidationError as exc:
+            if exc.field == "run_id":
+                # The id is taken (by a run of another process, in the same instant): saving
+                # an ERROR under it would overwrite that run. The POST answers 409.
+                live.refused = str(exc)
+            else:
+                live.output = await self._save_failed(live, exc)
         except Exception as exc:  # a fault outside the steps: the run still ends ERROR
             log.exception("run %s failed to start", live.run_id)
             live.output = await self._save_failed(live, exc)
@@ -316,6 +333,8 @@ class RunExecutor:
             live.events.put_nowait(END)
         self.runs.pop(live.run_id, None)
         self.saved.ended(live.run_id)
+        live.begun.set()
+        live.done.set()
 
     def _record(self, span: Span) -> None:
         """A span of some run ended: a streamed run hears of its steps."""
@@ -345,6 +364,20 @@ class RunExecutor:
                 await self.cancel(live.run_id)
                 raise
         return live.output
+
+    async def settle(self, live: LiveRun, seconds: float) -> bool:
+        """Wait up to `seconds` of the server's clock for the run to end (it runs on if not);
+        True if it ended."""
+        return await self.clock.wait(live.done, seconds)
+
+    async def begin(self, live: LiveRun) -> None:
+        """Wait until the run's start is saved (or it is refused, or over)."""
+        await live.begun.wait()
+
+    def _start_saved(self, run_id: str) -> None:
+        live = self.runs.get(run_id)
+        if live is not None:
+            live.begun.set()
 
     async def shutdown(self) -> None:
         """Cancel every run still in flight and wait until each is saved CANCELLED: a run

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from leasecron.kernel import WorkflowRunOutput
@@ -41,6 +42,7 @@ class SavedRuns:
         self._runs: OrderedDict[str, WorkflowRunOutput | dict[str, Any]] = OrderedDict()
         # Runs submitted here whose first save has not returned: the store holds no row of them.
         self._unsaved: set[str] = set()
+        self.on_saved: Callable[[str], None] | None = None  # told each run id as it is saved
 
     def submitted(self, run_id: str) -> None:
         self._unsaved.add(run_id)
@@ -61,6 +63,11 @@ class SavedRuns:
         self._runs.move_to_end(run_id)
         while len(self._runs) > self.limit:
             self._runs.popitem(last=False)
+        if self.on_saved is not None:
+            self.on_saved(run_id)
+
+    def __contains__(self, run_id: str) -> bool:
+        return run_id in self._runs
 
     def get(self, run_id: str) -> WorkflowRunOutput | None:
         found = self._runs.get(run_id)

@@ -12,6 +12,7 @@ this route does not read; never a 500.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -25,7 +26,18 @@ PLAIN_FORM_BYTES, PLAIN_FORM_PAIRS = 16 * 1024, 64
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
-KNOWN = ("message", "session_id", "user_id", "stream", "background", "metadata", "session_state")
+KNOWN = (
+    "message",
+    "session_id",
+    "user_id",
+    "stream",
+    "background",
+    "metadata",
+    "session_state",
+    "run_id",
+)
+# A client-chosen run id: short, and safe in a URL path and a log line.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 # The body as the OpenAPI document describes it (the route reads the request itself, so that
 # one route takes form data and JSON alike).
@@ -38,6 +50,12 @@ _PROPERTIES: dict[str, Any] = {
         "description": "answer 202 at once and run on (poll the run)",
     },
     "session_id": {"type": "string", "description": "continue this session (default: new)"},
+    "run_id": {
+        "type": "string",
+        "pattern": RUN_ID.pattern,
+        "description": "the run's id, chosen by the client (default: a new one); a POST naming "
+        "a run this component already has answers with that run instead of starting another",
+    },
     "user_id": {"type": "string"},
 }
 _FORM_SCHEMA = {
@@ -156,6 +174,7 @@ def _build(fields: dict[str, Any], from_form: bool) -> RunRequest:
     return RunRequest(
         message=_string("message", message, allow_empty=True),
         session_id=_optional_string("session_id", fields.get("session_id")),
+        run_id=_run_id(fields.get("run_id")),
         user_id=_optional_string("user_id", fields.get("user_id")),
         stream=_bool("stream", fields.get("stream"), default=True),
         background=_bool("background", fields.get("background"), default=False),
@@ -177,6 +196,18 @@ def _optional_string(field: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
     return _string(field, value)
+
+
+def _run_id(value: Any) -> str | None:
+    run_id = _optional_string("run_id", value)
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise invalid(
+            "run_id",
+            "string_pattern_mismatch",
+            "must be 1-128 letters, digits or ._:- (starting with a letter or digit)",
+            run_id,
+        )
+    return run_id
 
 
 def _bool(field: str, value: Any, *, default: bool) -> bool:

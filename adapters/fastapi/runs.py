@@ -21,7 +21,8 @@ from leasecron.kernel import RunStatus, WorkflowRunOutput
 
 from . import schemas
 from .context import ServerContext, request_user
-from .executor import END, KINDS, SINGULAR, Component, LiveRun, RunExecutor
+from .executor import END, KINDS, SINGULAR, Component, LiveRun, RunExecutor, RunRequest
+from .prefer import applied, preferred_wait
 from .run_cache import as_stored
 from .run_request import OPENAPI_BODY, read_run_request
 from .server_stamp import ENDED as PROCESS_ENDED
@@ -181,13 +182,34 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         if run_request.user_id is None:
             run_request.user_id = request_user(request)
         executor = _executor(ctx)
+        wait = preferred_wait(request)
+        if run_request.run_id is not None:
+            # A run this process knows answers from memory; one only the store holds is found
+            # when the store refuses the new run's start (below), so a fresh id costs no read.
+            known = _known_run(executor, component, run_request)
+            if run_request.stream and known is None:
+                known = await _stored_of(executor, component, run_request)
+            if known is not None:
+                return await _repeated(executor, known, run_request, wait)
         if run_request.stream:
             live = executor.submit(component, run_request, stream=True)
             return StreamingResponse(_events(executor, live), media_type="text/event-stream")
         live = executor.submit(component, run_request)
         if run_request.background:
-            return accepted(live)
+            if wait is None:
+                if run_request.run_id is not None:
+                    await executor.begin(live)  # saved, or refused: its id is another's
+                    if live.refused is not None:
+                        return await _refused(executor, component, run_request, wait)
+                return accepted(live)
+            if not await executor.settle(live, wait):
+                return accepted(live, applied(wait))
+            if live.refused is not None:
+                return await _refused(executor, component, run_request, wait)
+            return _ended(live, applied(wait))
         out = await executor.wait(live)
+        if live.refused is not None:
+            return await _refused(executor, component, run_request, wait)
         if out is None:  # the server shut down under it
             raise HTTPException(503, "the server is shutting down; the run was cancelled")
         return JSONResponse(run_view(out))
@@ -222,14 +244,27 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         tags=tags,
         name=f"get_{noun}_run",
     )
-    async def get_run(component_id: str, run_id: str, session_id: str = Query(...)) -> JSONResponse:
+    async def get_run(
+        component_id: str,
+        run_id: str,
+        request: Request,
+        session_id: str | None = Query(
+            None, description="the run's session (the reference requires it; here optional)"
+        ),
+    ) -> JSONResponse:
         component = find_component(ctx, kind, component_id)
         executor = _executor(ctx)
+        wait = preferred_wait(request)
+        live = executor.runs.get(run_id)
+        if wait is not None and live is not None and _live_belongs(live, component, session_id):
+            await executor.settle(live, wait)  # long-poll: answer once it ends, or at the wait
         answer = poll_answer(
             executor, component, run_id, session_id, await _stored_run(executor, run_id)
         )
         if answer is None:
             raise HTTPException(404, RUN_NOT_FOUND)
+        if wait is not None:
+            answer.headers.update(applied(wait))
         return answer
 
     @api.post(
@@ -263,19 +298,105 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         return JSONResponse({})  # already over: nothing to cancel
 
 
-def accepted(live: LiveRun) -> JSONResponse:
+def accepted(live: LiveRun, headers: dict[str, str] | None = None) -> JSONResponse:
     """The 202 answer to a background run's POST."""
     return JSONResponse(
         {"run_id": live.run_id, "session_id": live.session_id, "status": "PENDING"},
         status_code=202,
+        headers=headers,
     )
+
+
+def _ended(live: LiveRun, headers: dict[str, str]) -> JSONResponse:
+    """A background run that ended within the POST's wait: 200 with the run as a poll shows it
+    (the same view), or 503 if the server's shutdown cancelled it before it was saved."""
+    if live.output is None:
+        raise HTTPException(503, "the server is shutting down; the run was cancelled")
+    return JSONResponse(run_view(live.output), headers=headers)
+
+
+def _known_run(
+    executor: RunExecutor, component: Component, run_request: RunRequest
+) -> LiveRun | WorkflowRunOutput | None:
+    """The run a POST's client-chosen `run_id` names if this process has it (in flight, or in
+    what it saved), so a client repeating its POST (after a lost reply, a re-delivered fire)
+    gets that run instead of a second one. An id another component's run, or another
+    session's, holds is a 409."""
+    run_id = run_request.run_id
+    assert run_id is not None
+    found: LiveRun | WorkflowRunOutput | None = executor.runs.get(run_id)
+    if found is None and run_id in executor.saved:
+        found = executor.saved.get(run_id)
+    return None if found is None else _same_run(found, component, run_request)
+
+
+async def _stored_of(
+    executor: RunExecutor, component: Component, run_request: RunRequest
+) -> WorkflowRunOutput | None:
+    """The run the store keeps under the POST's `run_id` (None: none), checked as _known_run."""
+    assert run_request.run_id is not None
+    found = await _stored_run(executor, run_request.run_id)
+    return None if found is None else _same_run(found, component, run_request)
+
+
+def _same_run(
+    found: LiveRun | WorkflowRunOutput, component: Component, run_request: RunRequest
+) -> LiveRun | WorkflowRunOutput:
+    if isinstance(found, LiveRun):
+        same = found.component.stored_id == component.stored_id
+    else:
+        same = _belongs(found, component)
+    if not same or (
+        run_request.session_id is not None and found.session_id != run_request.session_id
+    ):
+        raise HTTPException(409, f"run_id {run_request.run_id!r} is another run's")
+    return found
+
+
+async def _refused(
+    executor: RunExecutor, component: Component, run_request: RunRequest, wait: float | None
+) -> JSONResponse:
+    """The store refused the new run's start: its id is a stored run's (one another process
+    started, or this one before a restart). That run is the answer if it is this component's
+    and session's; else 409. Nothing ran and nothing was saved for this request."""
+    found = await _stored_of(executor, component, run_request)
+    if found is None:  # gone again since (pruned): the client may simply try again
+        raise HTTPException(409, f"run_id {run_request.run_id!r} is another run's")
+    return await _repeated(executor, found, run_request, wait)
+
+
+async def _repeated(
+    executor: RunExecutor,
+    found: LiveRun | WorkflowRunOutput,
+    run_request: RunRequest,
+    wait: float | None,
+) -> JSONResponse:
+    """The answer to a repeated POST: the run it names, as its poll would answer (held for
+    `wait` if it is in flight here); a background request that finds it unfinished gets the
+    202 it got the first time."""
+    headers = applied(wait) if wait is not None else None
+    if isinstance(found, LiveRun):
+        if wait is not None:
+            await executor.settle(found, wait)
+        if found.output is None:
+            if run_request.background:
+                return accepted(found, headers)
+            await executor.wait(found)
+            if found.output is None:
+                raise HTTPException(503, "the server is shutting down; the run was cancelled")
+        return JSONResponse(run_view(found.output), headers=headers)
+    if run_request.background and RunStatus(found.status) not in FINAL:
+        status = RunStatus(found.status).value
+        body = {"run_id": found.run_id, "session_id": found.session_id, "status": status}
+        return JSONResponse(body, status_code=202, headers=headers)
+    return JSONResponse(run_view(found), headers=headers)
 
 
 def poll_answer(
     executor: RunExecutor,
     component: Component,
     run_id: str,
-    session_id: str,
+    session_id: str | None,
     run: WorkflowRunOutput | None,
 ) -> JSONResponse | None:
     """A poll's answer given the run as stored (None: not stored, or not yet): the stored run,
@@ -285,7 +406,7 @@ def poll_answer(
         if live is not None and _live_belongs(live, component, session_id):
             return JSONResponse(live_view(live))
         return None
-    if not _belongs(run, component) or run.session_id != session_id:
+    if not _belongs(run, component) or session_id not in (None, run.session_id):
         return None
     return JSONResponse(run_view(run))
 

@@ -31,6 +31,7 @@ import email.utils
 import json
 import re
 import unicodedata
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from typing import Any, Protocol
@@ -53,6 +54,7 @@ RETRY_AFTER_CODES = frozenset({429, 503})
 ERROR_CHARS = 500  # at most this much of a reply body goes into Outcome.error
 OUTPUT_BYTES = 64 * 1024  # Outcome.output is cut to about this size
 MIN_POLL_GAP = 0.05  # polls after the first are never closer than this (no hot loop)
+MAX_LONG_POLL = 60.0  # what a server holds one request for at most (adapters/fastapi/prefer.py)
 CANCEL_TIMEOUT = 5.0  # default bound of the AgentOS cancel sent when a run times out
 REDACTED = "[redacted]"
 HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 7230 token (fullmatch)
@@ -261,6 +263,7 @@ class HttpDispatcher:
         poll_max: float = 10.0,
         poll_factor: float = 1.6,
         cancel_timeout: float = CANCEL_TIMEOUT,
+        long_poll: float | None = None,
     ):
         validate_headers(token, headers)
         if max_connections < 1:
@@ -273,6 +276,8 @@ class HttpDispatcher:
             raise ValidationError("poll_factor", f"{poll_factor!r} must be >= 1")
         if not cancel_timeout > 0:
             raise ValidationError("cancel_timeout", f"{cancel_timeout!r} must be > 0")
+        if long_poll is not None and not 0 < long_poll <= MAX_LONG_POLL:
+            raise ValidationError("long_poll", f"{long_poll!r} must be > 0 and <= {MAX_LONG_POLL}")
         self.base_url = base_url
         self.token = token
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -282,6 +287,7 @@ class HttpDispatcher:
         self.poll_max = float(poll_max)
         self.poll_factor = float(poll_factor)
         self.cancel_timeout = float(cancel_timeout)
+        self.long_poll = None if long_poll is None else float(long_poll)
         self._redact = _Redactor(token)
         self._given_transport = transport
         self._transport: httpx.AsyncBaseTransport | None = None
@@ -593,20 +599,34 @@ class HttpDispatcher:
             if attached is not None:
                 return attached
             state.run_id = state.session_id = state.status_code = None
+        form = _form_body(fire.payload)
+        post_headers = headers
+        if self.long_poll is not None:
+            # Name the run ourselves and record it before sending: a lost reply or a crash
+            # mid-request leaves an id the retry or the next holder attaches to (the target
+            # answers a repeated POST of that id with the run it has), never a second run. The
+            # session stays the target's to make up (a new one costs it no read); it is
+            # recorded with the outcome.
+            state.run_id = form["run_id"] = uuid.uuid4().hex
+            state.session_id = form.get("session_id")
+            if on_started is not None:
+                await on_started(state.run_id, state.session_id)
+            post_headers = [*headers, self._prefer(fire.timeout_seconds)]
+        planned = (state.run_id, state.session_id)
         try:
             reply = await self._send(
                 "POST",
                 url,
                 cap=None,
-                headers=headers,
+                headers=post_headers,
                 timeout=fire.timeout_seconds,
-                content=urlencode(_form_body(fire.payload)).encode(),
+                content=urlencode(form).encode(),
                 content_type=b"application/x-www-form-urlencoded",
             )
         except httpx.HTTPError as exc:
-            return self._request_error(exc)
+            return self._planned(self._request_error(exc), planned)
         if not reply.ok:
-            return self._failure(reply)
+            return self._planned(self._failure(reply), planned)
         body = reply.json()
         run_id = _str_or_none(body.get("run_id")) if isinstance(body, dict) else None
         if run_id is None:
@@ -623,12 +643,19 @@ class HttpDispatcher:
         state.status_code = reply.code
         state.run_id = run_id
         state.session_id = _str_or_none(body.get("session_id"))
-        if on_started is not None:
-            await on_started(state.run_id, state.session_id)
         final = self._run_result(body, state, default=None)
+        # Record what the target named, unless we named it ourselves and it is over already
+        # (its session is recorded with the outcome).
+        if on_started is not None and (
+            state.run_id != planned[0] or (final is None and state.session_id != planned[1])
+        ):
+            await on_started(state.run_id, state.session_id)
         if final is not None:  # the start reply already carries a final status
             return final
-        outcome = await self._poll(url, headers, state, fire.timeout_seconds, attach=False)
+        held = _wait_applied(reply)
+        outcome = await self._poll(
+            url, headers, state, fire.timeout_seconds, attach=False, held=held
+        )
         assert outcome is not None
         return outcome
 
@@ -640,14 +667,19 @@ class HttpDispatcher:
         timeout: float,
         *,
         attach: bool,
+        held: bool = False,
     ) -> Outcome | None:
         """Poll state.run_id until it ends. Attached to an earlier delivery's run, it looks at
         once, and returns None when that run is gone (404) or ended CANCELLED or ERROR: a new
-        one is to be started. A run we started ourselves may not be visible yet: 404 polls on."""
+        one is to be started. A run we started ourselves may not be visible yet: 404 polls on.
+        With `long_poll`, each poll asks the target to hold it until the run ends; after an
+        answer the target did hold (`held`), the next poll goes at once, without a backoff."""
         assert state.run_id is not None
         poll_url = _run_url(url, state.run_id, state.session_id)
+        if self.long_poll is not None:
+            headers = [*headers, self._prefer(timeout)]
         delay = self.poll_initial
-        look_now = attach  # an earlier delivery's run may be long over
+        look_now = attach or held  # an earlier delivery's run may be long over
         while True:
             if look_now:
                 look_now = False
@@ -659,6 +691,7 @@ class HttpDispatcher:
                 poll = await self._send("GET", poll_url, cap=None, headers=headers, timeout=timeout)
             except httpx.HTTPError:
                 continue  # transport trouble: try again after the next backoff step
+            look_now = _wait_applied(poll)
             if not poll.ok:
                 if attach and poll.code == 404:
                     return None
@@ -680,6 +713,20 @@ class HttpDispatcher:
             final = self._run_result(run, state, default=None)
             if final is not None:
                 return final
+
+    def _prefer(self, timeout: float) -> tuple[bytes, bytes]:
+        """`Prefer: wait=<s>` (RFC 7240): hold this request until the run ends, for at most
+        the long-poll time, and never past the attempt's own bound."""
+        assert self.long_poll is not None
+        return (b"Prefer", f"wait={min(self.long_poll, timeout):g}".encode())
+
+    @staticmethod
+    def _planned(outcome: Outcome, planned: tuple[str | None, str | None]) -> Outcome:
+        """A failed start that named its run: the retry attaches to that id (the target may
+        have started it before the reply was lost) and starts a new run only if it is gone."""
+        if outcome.run_id is None and planned[0] is not None:
+            outcome.run_id, outcome.session_id = planned
+        return outcome
 
     @staticmethod
     def _run_result(body: dict[str, Any], state: _RunState, default: str | None) -> Outcome | None:
@@ -724,6 +771,12 @@ def _run_url(url: httpx.URL, run_id: str, session_id: str | None, suffix: str = 
     run_path = url.raw_path.split(b"?")[0].rstrip(b"/").decode()
     query = f"?{urlencode({'session_id': session_id})}" if session_id else ""
     return url.copy_with(raw_path=f"{run_path}/{quote(run_id, safe='')}{suffix}{query}".encode())
+
+
+def _wait_applied(reply: _Reply) -> bool:
+    """The target held the request as `Prefer: wait` asked (RFC 7240 Preference-Applied)."""
+    applied = reply.headers.get("preference-applied")
+    return applied is not None and "wait" in applied.lower()
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -31,7 +31,6 @@ import uvicorn
 
 from common import bulk_schedules_sql, machine, percentiles, temp_db
 from leasecron.adapters.fastapi import AgentOS
-from leasecron.adapters.fastapi.fast_path import FastPath
 from leasecron.kernel import SqliteStore
 from leasecron.kernel.cli.serve import listen
 
@@ -129,13 +128,6 @@ class Requests:
         await self.app(scope, receive, send)
 
 
-def fast_path_of(app: Any) -> Any:
-    node = app.middleware_stack
-    while not isinstance(node, FastPath):
-        node = node.app
-    return node
-
-
 async def fires(n: int, *, loopback: bool, spread: float = 0.0) -> dict[str, float]:
     path = temp_db("agentos.db")
     due = time.time() + 1.0
@@ -162,7 +154,6 @@ async def fires(n: int, *, loopback: bool, spread: float = 0.0) -> dict[str, flo
         await asyncio.wait_for(finishes.all_done.wait(), timeout=600)
         seconds = time.perf_counter() - t0
         commits = statements.commits - commits0
-        answered = fast_path_of(app).answered
     await store.close()
     ok = sum(1 for r in finishes.rows if r[3] == "success")
     attempt = percentiles([(done - fired) * 1000 for _, fired, done, _ in finishes.rows])
@@ -176,7 +167,6 @@ async def fires(n: int, *, loopback: bool, spread: float = 0.0) -> dict[str, flo
         "due_p99": from_due[1],
         "commits": commits / n,
         "requests": Requests.count / n,
-        "fast": answered / max(1, Requests.count),
     }
 
 
@@ -241,7 +231,7 @@ async def main(n: int) -> None:
             f"fires/s, {label:27s} {r['rate']:8,.0f}  ({ratio(r['rate'])}); "
             f"{r['ok']}/{n} success; attempt p50 {r['attempt_p50']:.1f} ms, "
             f"p99 {r['attempt_p99']:.1f} ms; per fire {r['commits']:.2f} commits, "
-            f"{r['requests']:.2f} requests ({r['fast']:.0%} answered by the fast path)"
+            f"{r['requests']:.2f} requests"
         )
     for label, loopback in (("in-process", False), ("loopback", True)):
         spread_n = max(100, n // 4)
