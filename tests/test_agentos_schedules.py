@@ -933,3 +933,21 @@ def test_no_request_to_any_route_is_answered_with_a_5xx(case):
         response.status_code,
         response.text[:500],
     )
+
+
+@pytest.mark.parametrize(
+    ("cron_expr", "construct"),
+    [("H 9 * * *", "'H' (a hashed value)"), ("0 9 * * * 0 2027", "year field '2027'")],
+)
+async def test_a_cron_the_kernel_cannot_honour_is_422_naming_cron_expr_and_the_construct(
+    tmp_path, cron_expr, construct
+):
+    async with api(tmp_path) as a:
+        body = {"name": "job", "endpoint": RUN, "payload": MSG, "cron_expr": cron_expr}
+        r = await a.http.post("/schedules", json=body)
+        assert fields_named(r) == ["cron_expr"]
+        assert construct in r.json()["detail"][0]["msg"]
+        s = await a.create("job", cron_expr="0 9 L * *")
+        r = await a.http.patch(f"/schedules/{s['id']}", json={"cron_expr": cron_expr})
+        assert fields_named(r) == ["cron_expr"] and construct in r.json()["detail"][0]["msg"]
+        assert (await a.http.get(f"/schedules/{s['id']}")).json()["cron_expr"] == "0 9 L * *"

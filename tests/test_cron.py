@@ -113,21 +113,45 @@ def test_expr_is_kept_as_given_and_parse_is_cached():
         ("0 0 MON * *", ["day-of-month", "'MON'"]),
         ("0 0 * * JAN", ["day-of-week", "'JAN'"]),
         ("a * * * *", ["minute", "'a'"]),
-        ("* * * * * *", ["5 fields", "got 6"]),
-        ("0 0 * * * 2026", ["5 fields", "got 6"]),
+        ("* * * * * *", ["seconds field '*'", "must be 0"]),
+        ("0 0 * * * 2026", ["seconds field '2026'"]),
+        ("0 9 * * * 30", ["seconds field '30'", "interval_seconds"]),
+        ("0 0 9 * * ?", ["seconds field '?'"]),  # Quartz order (seconds first) is not croniter's
+        ("0 0 * * * 0 2027", ["year field '2027'", "must be '*'"]),
+        ("0 0 * * * 0 * 1", ["5 fields", "got 8"]),
         ("* * * *", ["5 fields", "got 4"]),
         ("", ["empty"]),
         ("   ", ["empty"]),
         ("@reboot", ["'@reboot'", "unknown macro"]),
         ("@every 5m", ["'@every 5m'", "unknown macro"]),
-        ("0 0 L * *", ["day-of-month", "'L'", "not supported"]),
-        ("0 0 15W * *", ["day-of-month", "'15W'", "not supported"]),
-        ("0 0 LW * *", ["day-of-month", "'LW'"]),
-        ("0 0 * * 5L", ["day-of-week", "'5L'"]),
-        ("0 0 * * 5#3", ["day-of-week", "'5#3'", "not supported"]),
-        ("0 0 ? * *", ["day-of-month", "'?'", "not supported"]),
-        ("0 0 * * ?", ["day-of-week", "'?'"]),
-        ("5-1 * * * *", ["minute", "'5-1'", "backwards"]),
+        ("0 0 LW * *", ["day-of-month", "'LW'", "not supported"]),
+        ("0 0 L-3 * *", ["day-of-month", "'L'", "not supported", "'a-L'"]),
+        ("0 0 L/2 * *", ["day-of-month", "'L'", "not supported"]),
+        ("0 0 W * *", ["day-of-month", "'W'", "not supported"]),
+        ("0 0 15W/2 * *", ["day-of-month", "'15W'", "not supported"]),
+        ("0 0 32W * *", ["day-of-month", "'32W'", "1-31"]),
+        ("0 0 * * 5L", ["day-of-week", "'5L'", "L5"]),
+        ("0 0 * * L", ["day-of-week", "'L' alone", "not supported"]),
+        ("0 0 * * L8", ["day-of-week must be 0-7", "8"]),
+        ("0 0 * * 5#6", ["day-of-week", "'5#6'", "1-5"]),
+        ("0 0 * * 5#0", ["day-of-week", "'5#0'", "1-5"]),
+        ("0 0 * * 5#3/2", ["day-of-week", "'5#3/2'"]),
+        ("0 0 15W * 1", ["'15W'", "day-of-week '1'", "not supported", "'?'"]),
+        ("0 0 1 * 5#3", ["'5#3'", "day-of-month '1'", "not supported"]),
+        ("0 0 */2 * L5", ["'L5'", "day-of-month '*/2'", "not supported"]),
+        ("0 0 ?/2 * *", ["day-of-month", "'?'", "not supported"]),
+        ("? * * * *", ["minute", "'?'", "whole day-of-month or day-of-week"]),
+        ("0 0 * ? *", ["month", "'?'"]),
+        ("0 L * * *", ["hour", "'L'", "day fields"]),
+        ("0 0 * * 1W", ["day-of-week", "'1W'", "not supported"]),
+        ("0 0 1#2 * *", ["day-of-month", "'1#2'", "not supported"]),
+        ("H * * * *", ["minute", "'H'", "hashed", "not supported"]),
+        ("H(0-29)/10 * * * *", ["minute", "'H(0-29)/10'", "hashed"]),
+        ("0 H * * *", ["hour", "'H'", "hashed"]),
+        ("R * * * *", ["minute", "'R'", "random", "not supported"]),
+        ("0 0 R * *", ["day-of-month", "'R'", "random"]),
+        ("5-1 * * * *", ["minute", "'5-1'", "backwards", "'5-59,0-1'"]),
+        ("0 22-2 * * *", ["hour", "'22-2'", "backwards", "'22-23,0-2'"]),
         ("0 0 * * FRI-SUN", ["day-of-week", "'FRI-SUN'", "backwards"]),
         ("*/0 * * * *", ["minute", "step '0'"]),
         ("*/x * * * *", ["minute", "step 'x'"]),
@@ -285,6 +309,95 @@ def test_february_29_and_the_search_horizon():
     # 2100 is not a leap year: eight years between two Feb 29ths must still be found.
     assert CronExpr.parse("0 0 29 2 *").next_after(utc(2097, 1, 1), UTC_ZONE) == utc(2104, 2, 29)
     assert CronExpr.parse("0 0 29 2 *").next_after(utc(2097, 1, 1), NY) == local(NY, 2104, 2, 29)
+
+
+# -- L, W, #, Ld, ? and the longer forms ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "start", "expected"),
+    [
+        # L: the month's last day, also as a range end.
+        ("0 0 L * *", (2026, 1, 1), ["Sat 01-31", "Sat 02-28", "Tue 03-31", "Thu 04-30"]),
+        ("0 0 l * ?", (2026, 1, 1), ["Sat 01-31", "Sat 02-28", "Tue 03-31", "Thu 04-30"]),
+        ("0 0 L,15 * *", (2026, 1, 1), ["Thu 01-15", "Sat 01-31", "Sun 02-15", "Sat 02-28"]),
+        (
+            "0 0 15-L/5 * *",
+            (2026, 1, 1),
+            ["Thu 01-15", "Tue 01-20", "Sun 01-25", "Fri 01-30", "Sun 02-15"],
+        ),
+        ("0 0 28-L 2 *", (2028, 1, 1), ["Mon 02-28", "Tue 02-29", "Wed 02-28"]),
+        # nW: the weekday nearest day n, never leaving the month; past the end means the last day.
+        ("0 0 15W * *", (2026, 1, 1), ["Thu 01-15", "Mon 02-16", "Mon 03-16", "Wed 04-15"]),
+        ("0 0 1W 8 *", (2026, 1, 1), ["Mon 08-03", "Mon 08-02"]),  # Saturday the 1st: Monday
+        (
+            "0 0 31W * *",
+            (2026, 1, 1),
+            ["Fri 01-30", "Fri 02-27", "Tue 03-31", "Thu 04-30", "Fri 05-29"],
+        ),
+        # d#k: the k-th weekday d; a fifth only in months that have one.
+        ("0 0 * * 5#3", (2026, 1, 1), ["Fri 01-16", "Fri 02-20", "Fri 03-20"]),
+        ("0 0 ? * fri#3", (2026, 1, 1), ["Fri 01-16", "Fri 02-20", "Fri 03-20"]),
+        ("0 0 * * MON#1", (2026, 1, 1), ["Mon 01-05", "Mon 02-02", "Mon 03-02"]),
+        ("0 0 * * 7#1", (2026, 1, 1), ["Sun 01-04", "Sun 02-01", "Sun 03-01"]),
+        ("0 0 * * 5#5", (2026, 1, 1), ["Fri 01-30", "Fri 05-29", "Fri 07-31", "Fri 10-30"]),
+        # Ld: the last weekday d of the month.
+        ("0 0 * * L5", (2026, 1, 1), ["Fri 01-30", "Fri 02-27", "Fri 03-27"]),
+        ("0 0 * * L0", (2026, 1, 1), ["Sun 01-25", "Sun 02-22", "Sun 03-29"]),
+        ("0 0 * * L7", (2026, 1, 1), ["Sun 01-25", "Sun 02-22", "Sun 03-29"]),
+        # Lists mix them; the day rule still reads a restricted pair as either.
+        ("0 0 * * 1#1,L5", (2026, 1, 1), ["Mon 01-05", "Fri 01-30", "Mon 02-02", "Fri 02-27"]),
+        ("0 0 * * 1#1,5", (2026, 1, 1), ["Fri 01-02", "Mon 01-05", "Fri 01-09", "Fri 01-16"]),
+        (
+            "0 0 L * 5",
+            (2026, 1, 23),
+            ["Fri 01-23", "Fri 01-30", "Sat 01-31", "Fri 02-06"],
+        ),
+        # a/n in day-of-week ends at Saturday: 7 is a second name for Sunday, not an eighth day.
+        (
+            "0 0 * * 1/2",
+            (2026, 1, 1),
+            ["Fri 01-02", "Mon 01-05", "Wed 01-07", "Fri 01-09", "Mon 01-12"],
+        ),
+        ("0 0 * * 7/2", (2026, 1, 1), ["Thu 01-01", "Sat 01-03", "Sun 01-04"]),
+    ],
+)
+def test_day_extensions(expr, start, expected):
+    assert _days(expr, start, len(expected)) == expected
+
+
+def test_a_fifth_weekday_of_february_is_found_28_years_on():
+    cron = CronExpr.parse("0 0 * 2 5#5")
+    assert first_slots("0 0 * 2 5#5", UTC_ZONE, utc(2026, 1, 1), 2) == [
+        utc(2036, 2, 29),
+        utc(2064, 2, 29),
+    ]
+    assert cron.next_after(utc(2036, 3, 1), NY) == local(NY, 2064, 2, 29)
+
+
+@pytest.mark.parametrize(
+    ("expr", "same_as"),
+    [
+        ("0 12 ? * MON", "0 12 * * 1"),
+        ("0 0 ? * ?", "0 0 * * *"),
+        ("0 9 * * 1-5 0", "0 9 * * 1-5"),  # croniter's seconds field, last
+        ("0 9 * * 1-5 00", "0 9 * * 1-5"),
+        ("*/10 * * * * 0 *", "*/10 * * * *"),  # seconds, then year
+    ],
+)
+def test_forms_that_mean_the_same_slots(expr, same_as):
+    for tz in (UTC_ZONE, NY):
+        assert first_slots(expr, tz, utc(2026, 3, 1), 40) == first_slots(
+            same_as, tz, utc(2026, 3, 1), 40
+        )
+    assert CronExpr.parse(expr).mode == CronExpr.parse(same_as).mode
+
+
+def test_day_extensions_keep_the_hour_field_mode():
+    assert CronExpr.parse("30 2 L * *").mode == "wall-clock"
+    assert CronExpr.parse("0 * * * 5#3").mode == "elapsed"
+    # 02:30 on the last day of March 2026 exists; on Sunday March 8 (NY) it does not.
+    assert CronExpr.parse("30 2 * 3 0#2").next_after(utc(2026, 3, 1), NY) == utc(2026, 3, 8, 7)
 
 
 @pytest.mark.parametrize("tz", [UTC_ZONE, NY])

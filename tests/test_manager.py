@@ -697,3 +697,22 @@ async def test_allowed_hosts_live_with_the_manager(env):
     await ported.create("p", endpoint="http://h.example:8080/x")
     with pytest.raises(ValidationError, match="not an allowed host"):
         await ported.create("q", endpoint="http://h.example:9090/x")
+
+
+@pytest.mark.parametrize(
+    ("cron", "construct"),
+    [("H * * * *", "'H' (a hashed value)"), ("0 0 15W * 1", "'15W'"), ("0 9 * * * 30", "seconds")],
+)
+async def test_a_cron_the_kernel_cannot_honour_is_refused_naming_the_construct(
+    env, cron, construct
+):
+    m = env.manager
+    with pytest.raises(ValidationError) as info:
+        await m.create("job", cron=cron, endpoint="/hooks/job")
+    assert info.value.field == "cron" and construct in str(info.value)
+    s = await m.create("job", cron="0 0 L * *", endpoint="/hooks/job")
+    with pytest.raises(ValidationError) as info:
+        await m.update(s.id, cron=cron)
+    assert info.value.field == "cron" and construct in str(info.value)
+    assert (await m.get(s.id)).cron_expr == "0 0 L * *"
+    assert await m.count() == 1

@@ -596,3 +596,13 @@ async def test_a_name_taken_between_look_up_and_create_is_settled_by_owner(tmp_p
         assert (await manager.get(made["id"])).user_id == "ann"
     finally:
         await store.close()
+
+
+async def test_a_cron_the_kernel_cannot_honour_names_the_construct_under_field_cron(env):
+    tools = env.tools()
+    error = await refused(tools, "create_schedule", {**REMINDER, "cron": "R 9 * * *"}, "cron")
+    assert "'R' (a random value)" in error
+    created = await call(tools, "create_schedule", {**REMINDER, "cron": "0 9 ? * MON#1"})
+    update = {"schedule_id": created["id"], "cron": "0 9 1 * MON#1"}
+    error = await refused(tools, "update_schedule", update, "cron")
+    assert "'MON#1' (d#k or Ld) with a restricted day-of-month" in error
