@@ -4,6 +4,7 @@ checker catches each kind of fault when the kernel is broken on purpose (test-on
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -51,6 +52,7 @@ def test_cli_sim_prints_the_report_and_exits_0(capsys):
     assert main(["sim", "--seed", "5", "--hours", "0.5", "--schedules", "6"]) == 0
     out = capsys.readouterr().out
     assert "leasecron sim seed=5" in out and "violations                0" in out
+    assert re.search(r"max RSS +\d+ MiB", out)
     assert main(["sim", "--faults", "crash,nope"]) == 2
 
 
