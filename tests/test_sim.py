@@ -4,6 +4,7 @@ checker catches each kind of fault when the kernel is broken on purpose (test-on
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -20,7 +21,7 @@ async def test_same_seed_same_run_different_seed_different_run():
     b = await simulate(SimConfig(seed=11, **SMALL))
     c = await simulate(SimConfig(seed=12, **SMALL))
     assert a.report(wall=False) == b.report(wall=False)
-    assert a.digest() == b.digest() and len(a.requests) > 100
+    assert a.digest() == b.digest() and a.fires > 100
     assert a.digest() != c.digest()
     assert sum(a.faults.values()) > 10  # faults really struck
 
@@ -34,7 +35,7 @@ async def test_progress_reports_each_simulated_hour_and_changes_nothing():
     plain = await simulate(SimConfig(seed=21, **config))
     assert [h for h, _ in seen] == [1.0, 2.0, 2.5]
     sent = [n for _, n in seen]
-    assert sent == sorted(sent) and 0 < sent[-1] <= len(watched.requests)
+    assert sent == sorted(sent) and 0 < sent[-1] <= watched.fires
     assert watched.digest() == plain.digest()  # an hour at a time fires the same timers
 
 
@@ -43,7 +44,7 @@ async def test_seed_sweep_with_every_fault_has_no_violation():
     for seed in range(100, 150):
         result = await simulate(SimConfig(seed=seed, **SMALL))
         assert result.violations == [], result.report()
-        total += len(result.requests)
+        total += result.fires
     assert total > 10_000
 
 
@@ -51,6 +52,7 @@ def test_cli_sim_prints_the_report_and_exits_0(capsys):
     assert main(["sim", "--seed", "5", "--hours", "0.5", "--schedules", "6"]) == 0
     out = capsys.readouterr().out
     assert "leasecron sim seed=5" in out and "violations                0" in out
+    assert re.search(r"max RSS +\d+ MiB", out)
     assert main(["sim", "--faults", "crash,nope"]) == 2
 
 
@@ -113,21 +115,37 @@ async def test_store_error_fault_catches_a_fire_without_a_record():
     assert "no matching run row" in violation.detail
 
 
+def steals_live_leases(path: str) -> SqliteStore:
+    """Broken: the claim takes rows whether or not they are due or leased."""
+    store = broken_sql(claim=("due_at <= :now ORDER BY", "due_at <= :now + 60 ORDER BY"))(path)
+    sql = store._sql["claim"]
+    store._sql["claim"] = sql.replace(
+        "AND enabled = 1 AND due_at <= :now\n", "AND enabled = 1\n"
+    ).replace("(locked_by IS NULL OR lease_expires_at <= :now)", "1")
+    return store
+
+
 async def test_skew_fault_catches_a_claim_that_takes_live_leases():
-    # The claim trusts a lease only until 60 s before it ends: a skewed clock's early steal.
-    factory = broken_sql(claim=("due_at <= :now ORDER BY", "due_at <= :now + 60 ORDER BY"))
-    factory2 = factory
-
-    def both(path):
-        store = factory2(path)
-        sql = store._sql["claim"]
-        store._sql["claim"] = sql.replace(
-            "AND enabled = 1 AND due_at <= :now\n", "AND enabled = 1\n"
-        ).replace("(locked_by IS NULL OR lease_expires_at <= :now)", "1")
-        return store
-
-    violation, _ = await first_violation("concurrent", {"skew"}, store_factory=both)
+    violation, _ = await first_violation("concurrent", {"skew"}, store_factory=steals_live_leases)
     assert "in flight" in violation.detail
+
+
+async def test_the_streaming_checker_carries_a_violation_across_page_boundaries(monkeypatch):
+    # With one row per page, every pair the checker compares (two requests of a key in flight
+    # at once, a slot series against its rows) lies across a page boundary: it must find what
+    # it finds with whole pages.
+    from leasecron.kernel.sim import check
+
+    config = dict(
+        SMALL, seed=5, start=T0, faults=frozenset({"skew"}), store_factory=steals_live_leases
+    )
+    whole = await simulate(SimConfig(**config))
+    kinds = {v.kind for v in whole.violations}
+    assert {"concurrent", "overlap"} <= kinds, whole.report(wall=False)
+    monkeypatch.setattr(check, "PAGE", 1)
+    paged = await simulate(SimConfig(**config))
+    assert paged.digest() == whole.digest()
+    assert paged.violations == whole.violations
 
 
 async def test_stall_fault_catches_an_unfenced_late_outcome():

@@ -87,7 +87,7 @@ class FaultyStore:
                 tick = sim.tick()
                 for started in result:
                     for run_row_id in started or ():
-                        sim.started[run_row_id] = tick
+                        sim.trace.started(run_row_id, tick)
             if sim.store_error(name, "after"):
                 raise StoreError(name, RuntimeError("injected: reply lost after commit"))
             sim.maybe_crash(self._replica, f"after_{name}")

@@ -2,6 +2,11 @@
 a workload and faults all drawn from one seed. The same seed replays the same run bit for bit;
 `check.py` then proves the lease algorithm's invariants over what happened.
 
+Memory stays flat however long the run: the target's log goes to a scratch SQLite file as each
+request ends (`simtarget.Trace`), and the checker reads it and the runs table back in sorted
+pages; only the schedules, the faults' own records (a few per simulated hour) and what is in
+flight are held.
+
     result = await simulate(SimConfig(seed=7, replicas=5, hours=6, faults=ALL_FAULTS))
     print(result.report())            # exit status 1 from the CLI when result.violations
 
@@ -17,7 +22,10 @@ import dataclasses
 import hashlib
 import os
 import random
+import resource
 import shutil
+import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,11 +36,12 @@ from ..clock import SimClock
 from ..errors import StoreError
 from ..manager import ScheduleManager
 from ..model import Fire, Schedule
+from ..rows import _to_run
 from ..scheduler import Scheduler
 from ..sqlite.store import SqliteStore
-from .check import Violation, check_run
+from .check import RUN_COLUMNS, Violation, check_run
 from .faults import CRASH_POINTS, FaultyStore, ReplicaClock, _Crash
-from .target import Behaviour, Request, TargetDispatcher
+from .target import Behaviour, Request, TargetDispatcher, Trace
 
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 # Half an hour before each 2026 DST transition of the workload's zones, and one quiet instant: a
@@ -92,11 +101,21 @@ class Change:
 
 
 @dataclass
+class Summary:
+    """What the report counts, read from the trace and the runs table before they go."""
+
+    fires: int = 0  # requests sent
+    redelivered: int = 0  # same key and attempt sent more than once
+    retries: int = 0  # retry rows that became attempts
+    statuses: dict[str, int] = field(default_factory=dict)  # run rows by status
+    digest: str = ""
+
+
+@dataclass
 class SimResult:
     config: SimConfig
-    requests: list[Request]
+    db: sqlite3.Connection | None  # the trace, with a `runs` view: read by the checker
     changes: list[Change]
-    runs: list[Any]
     schedules: dict[str, Schedule]
     end_faults_at: float
     end_at: float
@@ -109,7 +128,6 @@ class SimResult:
     alive: list[str]  # replica ids up at the snapshot
     open_runs: list[Any]  # run rows still running at the snapshot
     offsets: dict[str, float]  # replica id -> its clock's skew
-    started: dict[str, int]  # run row id -> event number of its start
     steps: list[tuple[int, float]]  # (event number, delta) of wall-clock steps
     crash_seq: dict[str, int]  # replica id -> event number of its death
     stalls: list[tuple[str, float, float]]  # (replica name, from, until), monotonic
@@ -118,23 +136,42 @@ class SimResult:
     deaths: list[tuple[str, float, list[tuple[str, float]], float]]
     step_times: list[tuple[float, float]]  # (monotonic time, delta) of wall-clock steps
     violations: list[Violation] = field(default_factory=list)
+    summary: Summary = field(default_factory=Summary)
     wall_seconds: float = 0.0
+    check_seconds: float = 0.0  # of wall_seconds, the check
+
+    @property
+    def fires(self) -> int:
+        return self.summary.fires
 
     def digest(self) -> str:
+        return self.summary.digest
+
+    def summarise(self) -> None:
+        """Fill `summary` from the trace and the runs table (streamed, in send order)."""
+        db = self.db
         h = hashlib.sha256()
-        for r in self.requests:
-            h.update(f"{r.seq}|{r.at:.6f}|{r.replica}|{r.key}|{r.attempt}|{r.status}\n".encode())
-        return h.hexdigest()[:16]
+        fires = 0
+        rows = db.execute(
+            "SELECT seq, at, replica, key, attempt, status FROM requests ORDER BY seq"
+        )
+        for seq, at, replica, key, attempt, status in rows:
+            h.update(f"{seq}|{at:.6f}|{replica}|{key}|{attempt}|{status}\n".encode())
+            fires += 1
+        (redelivered,) = db.execute(
+            "SELECT coalesce(sum(n - 1), 0) FROM "
+            "(SELECT count(*) AS n FROM requests GROUP BY key, attempt HAVING n > 1)"
+        ).fetchone()
+        (retries,) = db.execute(
+            "SELECT count(*) FROM runs WHERE trigger = 'retry' AND status != 'pending'"
+        ).fetchone()
+        statuses = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status"))
+        self.summary = Summary(fires, redelivered, retries, statuses, h.hexdigest()[:16])
 
     def report(self, wall: bool = True) -> str:
-        statuses: dict[str, int] = {}
-        for run in self.runs:
-            statuses[run.status] = statuses.get(run.status, 0) + 1
-        retries = sum(1 for run in self.runs if run.trigger == "retry" and run.status != "pending")
-        keys = {}
-        for r in self.requests:
-            keys[(r.key, r.attempt)] = keys.get((r.key, r.attempt), 0) + 1
-        redelivered = sum(n - 1 for n in keys.values() if n > 1)
+        statuses = self.summary.statuses
+        retries = self.summary.retries
+        redelivered = self.summary.redelivered
 
         def count(*kinds: str) -> int:
             return sum(v.kind in kinds for v in self.violations)
@@ -143,7 +180,7 @@ class SimResult:
             f"leasecron sim seed={self.config.seed} replicas={self.config.replicas} "
             f"schedules={self.config.schedules} hours={self.config.hours:g} "
             f"faults={','.join(sorted(self.config.faults)) or 'none'}",
-            f"fires (requests sent)     {len(self.requests)}",
+            f"fires (requests sent)     {self.fires}",
             f"re-deliveries (same key and attempt after a lost lease) {redelivered}",
             f"retries                   {retries}",
             f"skipped by policy         {statuses.get('skipped', 0)}",
@@ -160,12 +197,20 @@ class SimResult:
         for v in self.violations[:10]:
             lines.append(f"  VIOLATION seed={self.config.seed} {v}")
         if wall:
-            rate = len(self.requests) / self.wall_seconds if self.wall_seconds else 0.0
+            rate = self.fires / self.wall_seconds if self.wall_seconds else 0.0
             lines.append(
                 f"wall time                 {self.wall_seconds:.1f} s "
-                f"({rate:,.0f} simulated fires per wall second)"
+                f"({rate:,.0f} simulated fires per wall second; the check "
+                f"{self.check_seconds:.1f} s of it)"
             )
+            lines.append(f"max RSS                   {max_rss_mib():.0f} MiB (this process so far)")
         return "\n".join(lines)
+
+
+def max_rss_mib() -> float:
+    """The process's peak resident set size, MiB (getrusage: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 class Simulation:
@@ -184,12 +229,10 @@ class Simulation:
         self.clock = SimClock(start=config.start)
         self._ids = 0
         self._tick = 0
-        self.started: dict[str, int] = {}  # run row id -> event number of its start
         self.steps: list[tuple[int, float]] = []  # (event number, delta) of clock steps
         self.crash_seq: dict[str, int] = {}  # replica id -> event number of its death
         self.step_times: list[tuple[float, float]] = []  # (monotonic time, delta) of steps
         self.stalls: list[tuple[str, float, float]] = []  # (name, from, until), monotonic
-        self.requests: list[Request] = []
         self.changes: list[Change] = []
         self.behaviours: dict[str, Behaviour] = {}
         self.specs: dict[str, Schedule] = {}
@@ -208,7 +251,8 @@ class Simulation:
         self.faults_on = True
         self.tmp = tempfile.mkdtemp(prefix="leasecron-sim-")
         self.path = os.path.join(self.tmp, "sim.db")
-        factory = config.store_factory or (lambda path: SqliteStore(path, inline=True))
+        self.trace = Trace(os.path.join(self.tmp, "trace.db"))
+        factory = config.store_factory or _scratch_store
         self.store_factory = factory
         self.manager = ScheduleManager(factory(self.path), clock=self.clock, new_id=self.new_id)
 
@@ -299,7 +343,7 @@ class Simulation:
             run_row_id=fire.run_row_id,
             trigger=fire.trigger,
         )
-        self.requests.append(rec)
+        self.trace.sending(rec)
         return rec
 
     async def start_replica(self, name: str) -> None:
@@ -488,7 +532,7 @@ async def simulate(config: SimConfig) -> SimResult:
                 step = min(1.0, config.hours - done)
                 await sim.clock.advance_to(config.start + (done + step) * 3600)
                 done += step
-                config.on_progress(done, len(sim.requests))
+                config.on_progress(done, sim.trace.sent)
         chaos.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await chaos
@@ -501,9 +545,7 @@ async def simulate(config: SimConfig) -> SimResult:
                 await sim.start_replica(name)
         await sim.clock.advance(1800)
         snapshot = {s.id: s for s in await sim.manager.list()}
-        open_runs = [
-            r for r in await sim.manager.store.list_runs(None, 10**9) if r.status == "running"
-        ]
+        open_runs = await _running_runs(sim.manager.store, sim.specs)
         snapshot_at = sim.clock.now()
         alive = [sched.replica_id for sched in sim.replicas.values() if sched is not None]
         for name in names:
@@ -516,13 +558,13 @@ async def simulate(config: SimConfig) -> SimResult:
                 sim.closing.add(asyncio.ensure_future(store.close()))
         await asyncio.gather(*sim.closing)
         end_at = sim.clock.now()
-        runs = await sim.manager.store.list_runs(None, 10**9)
+        sim.trace.close()
+        await _attach_runs(sim.trace.db, sim.manager.store, sim.specs)
         schedules = {s.id: s for s in await sim.manager.list()}
         result = SimResult(
             config,
-            sim.requests,
+            sim.trace.db,
             sim.changes,
-            list(reversed(runs)),
             schedules,
             end_faults_at,
             end_at,
@@ -535,7 +577,6 @@ async def simulate(config: SimConfig) -> SimResult:
             alive,
             open_runs,
             sim.offsets,
-            sim.started,
             sim.steps,
             sim.crash_seq,
             sim.stalls,
@@ -543,11 +584,81 @@ async def simulate(config: SimConfig) -> SimResult:
             sim.deaths,
             sim.step_times,
         )
+        result.summarise()
+        check0 = time.perf_counter()
         result.violations = check_run(result, sim.behaviours)
+        result.check_seconds = time.perf_counter() - check0
         if not isinstance(sim.manager.store, SqliteStore):
             await sim.manager.store.close()
     finally:
         loop.set_exception_handler(handler)
+        sim.trace.db.close()
         shutil.rmtree(sim.tmp, ignore_errors=True)
+    result.db = None
     result.wall_seconds = time.perf_counter() - wall0
     return result
+
+
+def _scratch_store(path: str) -> SqliteStore:
+    """The default store: SQLite inline, on a file deleted after the run, so without fsync (a
+    WAL checkpoint would otherwise wait on the disk; what commits, and in which order, is the
+    same)."""
+    store = SqliteStore(path, inline=True)
+    store._connect().execute("PRAGMA synchronous=OFF")
+    return store
+
+
+_PAGE = 5000  # run rows per read from a store that is not this process's SQLite file
+
+
+async def _pages(store: Any, schedule_ids: Any):
+    """Every run row of these schedules, a page at a time, newest first within a schedule (the
+    order list_runs pages in)."""
+    for sid in sorted(schedule_ids):
+        offset = 0
+        while True:
+            page = await store.list_runs(sid, _PAGE, offset)
+            for run in page:
+                yield run
+            if len(page) < _PAGE:
+                break
+            offset += _PAGE
+
+
+async def _running_runs(store: Any, schedule_ids: Any) -> list[Any]:
+    """The run rows still running (a few: at most the replicas' concurrency), without loading
+    the rest."""
+    if isinstance(store, SqliteStore):
+        rows = store._connect().execute(
+            f"SELECT * FROM {store.runs_table} WHERE status = 'running' "
+            "ORDER BY created_at DESC, rowid DESC"
+        )
+        return [_to_run(row) for row in rows]
+    return [run async for run in _pages(store, schedule_ids) if run.status == "running"]
+
+
+async def _attach_runs(db: sqlite3.Connection, store: Any, schedule_ids: Any) -> None:
+    """Give the trace a `runs` view of the store's run rows, columns check.RUN_COLUMNS, `ord`
+    ascending in creation order within a schedule. This process's SQLite file is attached and
+    read in place; any other store is copied over, a page at a time."""
+    columns = ", ".join(RUN_COLUMNS)
+    if isinstance(store, SqliteStore):
+        db.execute("ATTACH DATABASE ? AS store", (store.path,))
+        db.execute(
+            f"CREATE TEMP VIEW runs AS SELECT rowid AS ord, {columns} FROM store.{store.runs_table}"
+        )
+        return
+    db.execute(f"CREATE TABLE runs_copy (ord INTEGER, {', '.join(RUN_COLUMNS)}, PRIMARY KEY (id))")
+    db.execute(f"CREATE TEMP VIEW runs AS SELECT ord, {columns} FROM runs_copy")
+    insert = f"INSERT INTO runs_copy VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})"
+    batch: list[tuple] = []
+    n = 0
+    db.execute("BEGIN")
+    async for run in _pages(store, schedule_ids):
+        n += 1  # newest first: a falling ord, so ascending ord is creation order
+        batch.append((-n, *(getattr(run, c) for c in RUN_COLUMNS)))
+        if len(batch) >= _PAGE:
+            db.executemany(insert, batch)
+            batch.clear()
+    db.executemany(insert, batch)
+    db.execute("COMMIT")

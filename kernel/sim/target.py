@@ -1,9 +1,14 @@
 """The simulator's recording target: a Dispatcher that logs every request it is sent (schedule,
 slot, attempt, idempotency key, replica, virtual time, outcome) and answers as each schedule's
-behaviour and the injected target faults say, on the replica's own clock."""
+behaviour and the injected target faults say, on the replica's own clock.
+
+The log (a `Trace`) lives in a scratch SQLite file, not in memory: a request is held only while
+it is in flight, then written in batches, so a run of any length keeps the same footprint and the
+checker reads the log back in pages."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +39,84 @@ class Request:
     status: str | None = None
     cancelled: bool = False
     retry_after: float | None = None  # what the target asked for (429)
+
+
+# The columns of a logged request, in Request's field order (rows are built as tuples: cheaper
+# than dataclasses.astuple, which deep-copies).
+REQUEST_COLUMNS = (
+    "seq", "at", "mono", "replica", "schedule_id", "slot", "attempt", "key", "run_row_id",
+    "trigger", "end_at", "end_mono", "end_seq", "status", "cancelled", "retry_after",
+)  # fmt: skip
+
+_SCHEMA = """
+CREATE TABLE requests (
+    seq INTEGER PRIMARY KEY, at REAL, mono REAL, replica TEXT, schedule_id TEXT, slot REAL,
+    attempt INTEGER, key TEXT, run_row_id TEXT, trigger TEXT, end_at REAL, end_mono REAL,
+    end_seq INTEGER, status TEXT, cancelled INTEGER, retry_after REAL
+);
+CREATE TABLE started (run_row_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+
+
+def request_row(r: Request) -> tuple:
+    return (
+        r.seq, r.at, r.mono, r.replica, r.schedule_id, r.slot, r.attempt, r.key, r.run_row_id,
+        r.trigger, r.end_at, r.end_mono, r.end_seq, r.status, int(r.cancelled), r.retry_after,
+    )  # fmt: skip
+
+
+class Trace:
+    """The target's request log and the event number at which each run row started, in a
+    scratch SQLite file (no journal, no fsync: it lives as long as the run). Requests in flight
+    stay in memory until they end (or until `close`, for those that never do)."""
+
+    BATCH = 2000
+
+    def __init__(self, path: str):
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.executescript(_SCHEMA)
+        self.in_flight: dict[int, Request] = {}
+        self.sent = 0
+        self._ended: list[tuple] = []
+        self._started: list[tuple[str, int]] = []
+
+    def sending(self, rec: Request) -> None:
+        self.in_flight[rec.seq] = rec
+        self.sent += 1
+
+    def ended(self, rec: Request) -> None:
+        """The request has its final fields (reply, or cancellation): log it."""
+        self.in_flight.pop(rec.seq, None)
+        self._ended.append(request_row(rec))
+        if len(self._ended) >= self.BATCH:
+            self.flush()
+
+    def started(self, run_row_id: str, seq: int) -> None:
+        self._started.append((run_row_id, seq))
+        if len(self._started) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        db = self.db
+        db.execute("BEGIN")
+        db.executemany(
+            f"INSERT INTO requests VALUES ({','.join('?' * len(REQUEST_COLUMNS))})", self._ended
+        )
+        # the last start of a run row wins, as a dict would keep it
+        db.executemany("INSERT OR REPLACE INTO started VALUES (?, ?)", self._started)
+        db.execute("COMMIT")
+        self._ended.clear()
+        self._started.clear()
+
+    def close(self) -> None:
+        """Log what is still in flight (never answered: its sender died mid-call) and flush."""
+        for rec in sorted(self.in_flight.values(), key=lambda r: r.seq):
+            self._ended.append(request_row(rec))
+        self.in_flight.clear()
+        self.flush()
 
 
 @dataclass
@@ -92,10 +175,12 @@ class TargetDispatcher:
         except BaseException:
             rec.end_at, rec.end_mono, rec.end_seq = _ended(sim)
             rec.cancelled = True
+            sim.trace.ended(rec)
             raise
         rec.end_at, rec.end_mono, rec.end_seq = _ended(sim)
         rec.status = outcome.status
         rec.retry_after = outcome.retry_after
+        sim.trace.ended(rec)
         sim.maybe_crash(self.replica, "after_reply")
         return outcome
 
