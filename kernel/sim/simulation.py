@@ -29,7 +29,7 @@ from ..errors import StoreError
 from ..manager import ScheduleManager
 from ..model import Fire, Schedule
 from ..scheduler import Scheduler
-from ..sqlite.store import SqliteStore
+from ..sqlite import SqliteStore
 from .check import Violation, check_run
 from .faults import CRASH_POINTS, FaultyStore, ReplicaClock, _Crash
 from .target import Behaviour, Request, TargetDispatcher

@@ -1,7 +1,8 @@
-"""SqliteStore: the embedded store. One file, WAL mode; every lease statement it runs is in
-sqlite_sql.py, each with the race it closes; the workflow persistence statements (sessions,
-workflow runs, traces) are in sqlite_sessions_sql.py. Blocking sqlite3 calls run on the store's
-own worker thread (or inline, for deterministic simulation), never on the event loop.
+"""SqliteLeaseStore: the embedded store of schedules, runs and leases. One file, WAL mode; every
+lease statement it runs is in sql.py, each with the race it closes. `SqliteStore` is this store
+with the workflow part (workflow/sqlite.py) when the kernel carries workflow/. Blocking sqlite3
+calls run on the store's own worker thread (or inline, for deterministic simulation), never on
+the event loop.
 
 Transactions take the write lock up front (BEGIN IMMEDIATE): within one, nothing another replica
 or process commits can interleave, so "read the row, decide, write it" is safe. The re-checks in
@@ -34,8 +35,6 @@ from ..rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and 
     schedule_filter,
 )
 from ..store import SPEC_FIELDS, Claim, FinishPlan, StartPlan, orphan_places
-from ..workflow.sqlite import SqliteSessions
-from ..workflow.sqlite_sql import SESSIONS_SQL
 from .group_commit import GroupCommit
 from .schema import (  # noqa: F401
     MIGRATIONS,
@@ -50,7 +49,7 @@ from .sql import _FAR, LEASE_SQL
 WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL is cut back to after a checkpoint
 
 
-class SqliteStore(SqliteSessions):
+class SqliteLeaseStore:
     """The kernel's Store on one SQLite file.
 
     path: a file path (":memory:" works for a single store object).
@@ -86,7 +85,6 @@ class SqliteStore(SqliteSessions):
             name: sql.format(S=self.schedules_table, R=self.runs_table, far=_FAR)
             for name, sql in LEASE_SQL.items()
         }
-        self._sessions_sql = {name: sql.format(**tables) for name, sql in SESSIONS_SQL.items()}
         self._listeners: list[Callable[[], None]] = []
         self._worker = None if inline else Worker(f"leasecron-sqlite-{prefix}")
         self._group = (
