@@ -50,6 +50,14 @@ SPEC_FIELDS = (
 )
 
 
+def check_updatable(fields: dict[str, Any]) -> None:
+    """Raise ValueError unless every field is one update_schedule may set: the caller's columns
+    and the three the manager sets itself (enabled, next_run_at, disabled_reason)."""
+    unknown = set(fields) - {*SPEC_FIELDS, "enabled", "next_run_at", "disabled_reason"}
+    if unknown:
+        raise ValueError(f"update_schedule: not updatable: {sorted(unknown)}")
+
+
 def orphan_places(limit: int) -> int:
     """How many places of a claim of `limit` rows go to orphans first (leased rows whose lease
     ran out): a quarter, at least one. Under a backlog a crashed replica's attempts are then
