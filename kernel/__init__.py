@@ -1,5 +1,8 @@
 """leasecron kernel: schedules in a table, row leases, HTTP fires; workflows, kept in the same
-store when given one. Import from here."""
+store when given one. Import from here.
+
+The workflow names are exported when this copy of the kernel carries workflow/ (parts.py); a
+vendored copy without it is the scheduler alone."""
 
 from .clock import AlignedClock, Clock, SimClock, SystemClock
 from .cron import CronExpr, load_timezone
@@ -10,40 +13,26 @@ from .errors import (
     StoreError,
     ValidationError,
 )
-from .http.dispatch import Dispatcher, HttpDispatcher
+from .http import Dispatcher, HttpDispatcher
 from .manager import ScheduleManager
 from .model import Fire, Outcome, Schedule, ScheduleRun
+from .parts import WORKFLOW
 from .scheduler import Scheduler
 from .sqlite import SqliteStore
-from .store import Claim, FinishPlan, StartPlan, Store, WorkflowStore
+from .store import Claim, FinishPlan, StartPlan, Store
 from .tools import SchedulerTools
-from .workflow.cel import CelEvaluationError, CelNotInstalledError, cel_available
-from .workflow.engine import Workflow
-from .workflow.flow import Condition, Loop, Router
-from .workflow.sessions import TraceNode, WorkflowSession
-from .workflow.steps import Parallel, Step, Steps, StepTimeoutError
-from .workflow.trace import Span, SpanRecorder, Tracer
-from .workflow.types import Media, RunStatus, StepInput, StepOutput, WorkflowRunOutput
 
 __all__ = [
     "AlignedClock",
-    "CelEvaluationError",
-    "CelNotInstalledError",
     "Claim",
     "Clock",
-    "Condition",
     "CronExpr",
     "Dispatcher",
     "FinishPlan",
     "Fire",
     "HttpDispatcher",
     "LeasecronError",
-    "Loop",
-    "Media",
     "Outcome",
-    "Parallel",
-    "Router",
-    "RunStatus",
     "Schedule",
     "ScheduleExistsError",
     "ScheduleManager",
@@ -52,25 +41,46 @@ __all__ = [
     "Scheduler",
     "SchedulerTools",
     "SimClock",
-    "Span",
-    "SpanRecorder",
     "SqliteStore",
     "StartPlan",
-    "Step",
-    "StepInput",
-    "StepOutput",
-    "StepTimeoutError",
-    "Steps",
     "Store",
     "StoreError",
     "SystemClock",
-    "TraceNode",
-    "Tracer",
     "ValidationError",
-    "Workflow",
-    "WorkflowRunOutput",
-    "WorkflowSession",
-    "WorkflowStore",
-    "cel_available",
     "load_timezone",
 ]
+
+if WORKFLOW:
+    from .workflow.cel import CelEvaluationError, CelNotInstalledError, cel_available
+    from .workflow.engine import Workflow
+    from .workflow.flow import Condition, Loop, Router
+    from .workflow.sessions import TraceNode, WorkflowSession
+    from .workflow.steps import Parallel, Step, Steps, StepTimeoutError
+    from .workflow.store import WorkflowStore
+    from .workflow.trace import Span, SpanRecorder, Tracer
+    from .workflow.types import Media, RunStatus, StepInput, StepOutput, WorkflowRunOutput
+
+    __all__ += [
+        "CelEvaluationError",
+        "CelNotInstalledError",
+        "Condition",
+        "Loop",
+        "Media",
+        "Parallel",
+        "Router",
+        "RunStatus",
+        "Span",
+        "SpanRecorder",
+        "Step",
+        "StepInput",
+        "StepOutput",
+        "StepTimeoutError",
+        "Steps",
+        "TraceNode",
+        "Tracer",
+        "Workflow",
+        "WorkflowRunOutput",
+        "WorkflowSession",
+        "WorkflowStore",
+        "cel_available",
+    ]

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .errors import ValidationError
-from .sqlite.store import SqliteStore
+from .sqlite import SqliteStore
 
 
 def open_store(db: str, *, inline: bool = False, readonly: bool = False, **options: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The store's multi-statement writes (start, heartbeat, finish), written once for every database.
+"""The store's multi-statement writes, written once for every database: the lease holder's (start,
+heartbeat, finish, a claim's quarantines) and the manager's (update, delete, trigger).
 
 Each write is a generator that yields the statements to run, by name in the store's SQL dict
 (sqlite_sql.py, or an adapter's), and receives each answer. A store drives it inside one
@@ -10,6 +11,8 @@ What a store must answer:
   Count(name, params)  run it; the number of rows it changed
   One(name, params)    run it; its first row (a mapping) or None
   Many(name, params)   run it once per parameter set (a batch: executemany); no answer
+  Update(name, columns, params)  run it with its `{sets}` replaced by `column = <its parameter>`
+                       for each of `columns`, in the store's parameter style; rows changed
   Lock(ids)            lock these schedule rows until the transaction ends, in id order (a store
                        whose transactions take the whole database's write lock does nothing)
   Notify()             wake other processes' replicas once this transaction commits (a store
@@ -45,6 +48,12 @@ class Many(NamedTuple):
     params: list[Mapping[str, Any]]
 
 
+class Update(NamedTuple):
+    name: str
+    columns: list[str]
+    params: Mapping[str, Any]
+
+
 class Batch(NamedTuple):
     steps: list[Any]  # of the step types above
 
@@ -57,7 +66,7 @@ class Notify(NamedTuple):
     pass
 
 
-Step = Count | One | Many | Lock | Notify | Batch
+Step = Count | One | Many | Update | Lock | Notify | Batch
 Flow = Generator[Step, Any, Any]
 
 
@@ -306,6 +315,63 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
     if plan.release:
         yield from _release(fence)
     return True
+
+
+# -- the manager's writes ----------------------------------------------------------------------
+
+# Columns whose change moves the slot series: timing_version is bumped with them, so a holder
+# that planned with the old timing cannot write its cursor back over the new one.
+TIMING_COLUMNS = frozenset({"next_run_at", "enabled"})
+
+
+def update_schedule(schedule_id: str, fields: Mapping[str, Any], now: float) -> Flow:
+    """Apply caller fields (column -> value) under the row's lock; the row as it now is, or None
+    if there is none. A disable cancels waiting work in the same transaction; other edits
+    (payload, description, retries) leave a run in flight undisturbed. A name taken by another
+    row fails the UPDATE with the database's unique violation (the store names it)."""
+    yield Lock([schedule_id])
+    if (yield One("schedule_state", {"id": schedule_id})) is None:
+        return None
+    values = dict(fields)
+    if "payload" in values:
+        values["payload"] = _json_dump(values["payload"])
+    if "enabled" in values:
+        values["enabled"] = bool(values["enabled"])
+    bump = int(not TIMING_COLUMNS.isdisjoint(values))
+    params = {**values, "id": schedule_id, "now": now, "bump": bump}
+    yield Update("update_fields", list(values), params)
+    if fields.get("enabled") is False:
+        reason = "schedule disabled"
+        yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": reason})
+    yield Count("refresh_due", {"id": schedule_id, "now": now})
+    yield Notify()
+    return (yield One("get_schedule", {"id": schedule_id}))
+
+
+def delete_schedule(schedule_id: str, now: float) -> Flow:
+    """Delete the row and cancel its waiting work; whether there was a row. Run history stays; an
+    attempt in flight under a live lease finishes and is recorded on its run row."""
+    yield Lock([schedule_id])
+    yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": "schedule deleted"})
+    yield Count("lose_unheld", {"id": schedule_id, "now": now})
+    deleted = yield Count("delete_schedule", {"id": schedule_id})
+    # Frees nothing to run, but other replicas may sleep until this row's due time.
+    yield Notify()
+    return deleted == 1
+
+
+def add_pending_run(run: ScheduleRun, now: float) -> Flow:
+    """Queue durable work (a manual trigger) under the row's lock: LookupError if the schedule is
+    gone, PermissionError if it is disabled, checked in the same transaction as the insert."""
+    yield Lock([run.schedule_id])
+    state = yield One("schedule_state", {"id": run.schedule_id})
+    if state is None:
+        raise LookupError(f"schedule {run.schedule_id!r} not found")
+    if not state["enabled"]:
+        raise PermissionError(f"schedule {run.schedule_id!r} is disabled")
+    yield Count("insert_run", _run_params(run))
+    yield Count("refresh_due", {"id": run.schedule_id, "now": now})
+    yield Notify()
 
 
 def lockstep(flows: list[Flow]) -> Flow:

@@ -10,17 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import errors as pg_errors
 
+from leasecron.kernel import writes
 from leasecron.kernel.errors import ScheduleExistsError
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.rows import (
-    _json_dump,
-    _run_params,
     _schedule_values,
     _to_run,
     _to_schedule,
     schedule_filter,
 )
-from leasecron.kernel.store import SPEC_FIELDS
+from leasecron.kernel.store import check_updatable
 
 if TYPE_CHECKING:
     import psycopg
@@ -111,87 +110,33 @@ class PostgresSchedules:
     async def update_schedule(
         self, schedule_id: str, fields: dict[str, Any], now: float
     ) -> Schedule | None:
-        """Apply caller fields. A change of the slot series (next_run_at, enabled) bumps
-        timing_version, so a holder that planned with the old timing cannot write its cursor back
-        over it; other edits (payload, description, retries) leave a run in flight undisturbed."""
-        allowed = {*SPEC_FIELDS, "enabled", "next_run_at", "disabled_reason"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"update_schedule: not updatable: {sorted(unknown)}")
+        """Apply caller fields (writes.update_schedule); the row as it now is, or None."""
+        check_updatable(fields)
+        write = self._flow(writes.update_schedule(schedule_id, fields, now))
 
-        async def op(conn: Conn) -> Schedule | None:
-            if not await self._lock(conn, [schedule_id]):
-                return None
-            values = dict(fields)
-            if "payload" in values:
-                values["payload"] = _json_dump(values["payload"])
-            if "enabled" in values:
-                values["enabled"] = bool(values["enabled"])
-            sets = ", ".join(f"{c} = %({c})s" for c in values)
-            bump = int("next_run_at" in fields or "enabled" in fields)
-            values.update(id=schedule_id, now=now, bump=bump)
+        async def op(conn: Conn) -> Any:
             try:
-                await conn.execute(
-                    f"UPDATE {self.schedules_table} SET {sets}, timing_version = timing_version"
-                    f" + %(bump)s, updated_at = %(now)s WHERE id = %(id)s",
-                    values,
-                )
+                return await write(conn)
             except pg_errors.UniqueViolation as exc:
                 if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
                     raise ScheduleExistsError(fields["name"]) from exc
                 raise
-            if fields.get("enabled") is False:
-                await conn.execute(
-                    self._sql["cancel_pending"],
-                    {"id": schedule_id, "now": now, "reason": "schedule disabled"},
-                )
-            await conn.execute(self._sql["refresh_due"], {"id": schedule_id})
-            await self._notify_others(conn)
-            return await self._get(conn, "id", schedule_id)
 
-        result = await self._tx("update_schedule", op)
+        row = await self._tx("update_schedule", op)
         self.notify()
-        return result
+        return _to_schedule(row, strict=False) if row else None
 
     async def delete_schedule(self, schedule_id: str, now: float) -> bool:
-        """Delete the schedule and cancel its pending runs. Run history stays; an attempt in
-        flight finishes and is recorded on its run row."""
-
-        async def op(conn: Conn) -> bool:
-            await self._lock(conn, [schedule_id])
-            await conn.execute(
-                self._sql["cancel_pending"],
-                {"id": schedule_id, "now": now, "reason": "schedule deleted"},
-            )
-            await conn.execute(self._sql["lose_unheld"], {"id": schedule_id, "now": now})
-            deleted = await self._count(
-                conn, f"DELETE FROM {self.schedules_table} WHERE id = %(id)s", {"id": schedule_id}
-            )
-            # Frees nothing to run, but other replicas may be sleeping until this row's due time;
-            # waking them costs one idle poll each.
-            await self._notify_others(conn)
-            return deleted == 1
-
-        deleted = await self._tx("delete_schedule", op)
+        """Delete the schedule and cancel its pending runs (writes.delete_schedule)."""
+        deleted = await self._tx(
+            "delete_schedule", self._flow(writes.delete_schedule(schedule_id, now))
+        )
         self.notify()
         return deleted
 
     async def add_pending_run(self, run: ScheduleRun, now: float) -> None:
-        """Queue durable work (a manual trigger). Fails with LookupError if the schedule is gone
-        or PermissionError if it is disabled, checked under the row's lock in the same
-        transaction as the insert."""
-
-        async def op(conn: Conn) -> None:
-            state = await self._lock(conn, [run.schedule_id])
-            if run.schedule_id not in state:
-                raise LookupError(f"schedule {run.schedule_id!r} not found")
-            if not state[run.schedule_id]:
-                raise PermissionError(f"schedule {run.schedule_id!r} is disabled")
-            await conn.execute(self._sql["insert_run"], _run_params(run))
-            await conn.execute(self._sql["refresh_due"], {"id": run.schedule_id})
-            await self._notify_others(conn)
-
-        await self._tx("add_pending_run", op)
+        """Queue durable work, a manual trigger (writes.add_pending_run)."""
+        await self._tx("add_pending_run", self._flow(writes.add_pending_run(run, now)))
         self.notify()
 
     async def list_runs(

@@ -1,7 +1,32 @@
 """The SQL of the Postgres store's lease algorithm, in one place: every statement with the race it
-closes, in the order of kernel/sqlite_sql.py so the two read side by side. `postgres.py` only runs
+closes, in the order of kernel/sqlite/sql.py so the two read side by side. `store.py` only runs
 these statements. {S} is the schema-qualified schedules table, {R} the runs table; parameters are
 psycopg's %(name)s.
+
+Every transaction, its statements in order (the flows are in kernel/writes.py; "per row" steps
+of a batch run side by side, one row's steps always in this order):
+
+  one fire, claim to release:
+    idle poll      next_due (next_due_and_now: with the database's clock)
+    claim          claim; claim_runs (per undecodable row: quarantine, cancel_pending, insert_run)
+    start          lock_schedules; per plan: start_fence (fenced out: release);
+                   per orphan: lose_orphan, insert_run; insert_run (new rows); start_pending;
+                   disable_one_off (a spent one-off); release (nothing started)
+    (the HTTP call; a run endpoint's answer: set_run_ids)
+    heartbeat      per lease: heartbeat (not renewed: schedule_exists)
+    finish         lock_schedules; per outcome: finish_run; finish_schedule (lease gone, a retry:
+                   schedule_enabled); insert_run (the retry); refresh_due (lease gone) or
+                   finish_advance, insert_run (overlap rows); disable_one_off; release
+  a holder keeping its row (overlap=allow): held_row per lease; claim_runs
+  a replica stopping: expire_lease per lease; after a lost claim reply: leases_of, expire_lease
+  the manager:
+    create         an INSERT of the row (columns from rows.py)
+    update         lock_schedules; schedule_state; update_fields; cancel_pending (a disable);
+                   refresh_due; get_schedule
+    delete         lock_schedules; cancel_pending; lose_unheld; delete_schedule
+    trigger        lock_schedules; schedule_state; insert_run; refresh_due
+  retention: prune_runs, in batches
+Every write that can make work due sooner for another replica also queues notify (sent at commit).
 
 Time: every statement judges due-ness and lease expiry by the caller's `now` (%(now)s), exactly as
 the SQLite store does. By default that `now` is the database's clock: the store keeps each
@@ -196,6 +221,20 @@ LEASE_SQL = {
     + DUE_EXPR
     + """ END
          WHERE id = %(id)s""",
+    # -- the manager's writes (kernel/writes.py: update_schedule, delete_schedule,
+    # add_pending_run); each runs under the row's lock (lock_schedules), taken first.
+    # Whether the row exists and is enabled: a trigger of a gone or disabled schedule is refused.
+    "schedule_state": """
+        SELECT enabled FROM {S} WHERE id = %(id)s""",
+    "get_schedule": """
+        SELECT * FROM {S} WHERE id = %(id)s""",
+    # The caller's columns ({{sets}}: `column = %(column)s` each). A change of the slot series bumps
+    # timing_version (%(bump)s), fencing out a holder that planned with the old timing.
+    "update_fields": """
+        UPDATE {S} SET {{sets}}, timing_version = timing_version + %(bump)s, updated_at = %(now)s
+         WHERE id = %(id)s""",
+    "delete_schedule": """
+        DELETE FROM {S} WHERE id = %(id)s""",
     # Disabling or deleting cancels waiting work in the same transaction: nothing of the schedule
     # fires after the change commits. A running attempt is left to finish and be recorded.
     "cancel_pending": """

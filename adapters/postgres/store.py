@@ -504,6 +504,10 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             return None
         if isinstance(step, writes.Lock):
             return await self._lock(conn, step.ids)
+        if isinstance(step, writes.Update):
+            sets = ", ".join(f"{column} = %({column})s" for column in step.columns)
+            sql = self._sql[step.name].format(sets=sets)
+            return await self._count(conn, sql, step.params)
         return await self._notify_others(conn)
 
     async def _send(self, conn: Conn, step: writes.Step) -> Any:

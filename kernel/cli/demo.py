@@ -34,7 +34,7 @@ from ..manager import ScheduleManager
 from ..model import Schedule, ScheduleRun
 from ..scheduler import Scheduler
 from ..slots import slot_after
-from ..sqlite.store import SqliteStore
+from ..sqlite import SqliteStore
 from .process import stop_on_signals
 
 # -- demo: a local target, several replicas, an exactly-once report ----------------------------

@@ -38,7 +38,7 @@ from ..manager import ScheduleManager
 from ..model import Fire, Schedule
 from ..rows import _to_run
 from ..scheduler import Scheduler
-from ..sqlite.store import SqliteStore
+from ..sqlite import SqliteStore
 from .check import RUN_COLUMNS, Violation, check_run
 from .faults import CRASH_POINTS, FaultyStore, ReplicaClock, _Crash
 from .target import Behaviour, Request, TargetDispatcher, Trace

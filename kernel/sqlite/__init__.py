@@ -1,11 +1,20 @@
-"""The embedded store: `SqliteStore` on one SQLite file.
+"""The embedded store on one SQLite file.
 
 Owns the SQLite statements (`sql.py`: every lease statement, each with the race it closes), the
-tables and their migrations (`schema.py`), the store itself (`store.py`: the statements run on
-one worker thread) and group commit on that thread (`group_commit.py`).
-Imports the lease core only; never the scheduler, the CLI, HTTP or adapters.
+tables and their migrations (`schema.py`, workflow tables included: the file's layout does not
+depend on which folders a copy of the kernel carries), the store (`store.py`: `SqliteLeaseStore`,
+the statements run on one worker thread) and group commit on that thread (`group_commit.py`).
+Imports the lease core only; never the scheduler, cli/, http/ or adapters. `SqliteStore` is the
+lease store with the workflow part (workflow/sqlite.py) when workflow/ is there, the lease store
+alone in a copy without it.
 """
 
-from .store import SqliteStore
+from ..parts import WORKFLOW
+from .store import SqliteLeaseStore
 
-__all__ = ["SqliteStore"]
+if WORKFLOW:
+    from ..workflow.sqlite import SqliteStore
+else:
+    SqliteStore = SqliteLeaseStore
+
+__all__ = ["SqliteLeaseStore", "SqliteStore"]

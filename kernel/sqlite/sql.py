@@ -1,6 +1,30 @@
 """The SQL of the SQLite store's lease algorithm, in one place: every statement with the race it
-closes. Read it top to bottom to learn the algorithm; `sqlite.py` only runs these statements and
-`sqlite_schema.py` holds the tables. {S} is the schedules table, {R} the runs table.
+closes. Read it top to bottom to learn the algorithm; `store.py` only runs these statements and
+`schema.py` holds the tables. {S} is the schedules table, {R} the runs table.
+
+Every transaction, its statements in order (the flows are in kernel/writes.py; "per row" steps
+of a batch run side by side, one row's steps always in this order):
+
+  one fire, claim to release:
+    idle poll      next_due
+    claim          claim; claim_runs (per undecodable row: quarantine, cancel_pending, insert_run)
+    start          per plan: start_fence (fenced out: release);
+                   per orphan: lose_orphan, insert_run; insert_run (new rows); start_pending;
+                   disable_one_off (a spent one-off); release (nothing started)
+    (the HTTP call; a run endpoint's answer: set_run_ids)
+    heartbeat      per lease: heartbeat (not renewed: schedule_exists)
+    finish         per outcome: finish_run; finish_schedule (lease gone, a retry:
+                   schedule_enabled); insert_run (the retry); refresh_due (lease gone) or
+                   finish_advance, insert_run (overlap rows); disable_one_off; release
+  a holder keeping its row (overlap=allow): held_row per lease; claim_runs
+  a replica stopping: expire_lease per lease; after a lost claim reply: leases_of, expire_lease
+  the manager:
+    create         an INSERT of the row (columns from rows.py)
+    update         schedule_state; update_fields; cancel_pending (a disable); refresh_due;
+                   get_schedule
+    delete         cancel_pending; lose_unheld; delete_schedule
+    trigger        schedule_state; insert_run; refresh_due
+  retention: prune_runs, in batches
 """
 
 from __future__ import annotations
@@ -161,6 +185,20 @@ LEASE_SQL = {
     + DUE_EXPR
     + """ END
          WHERE id = :id""",
+    # -- the manager's writes (kernel/writes.py: update_schedule, delete_schedule,
+    # add_pending_run); each runs under BEGIN IMMEDIATE, so its read of the row cannot go stale.
+    # Whether the row exists and is enabled: a trigger of a gone or disabled schedule is refused.
+    "schedule_state": """
+        SELECT enabled FROM {S} WHERE id = :id""",
+    "get_schedule": """
+        SELECT * FROM {S} WHERE id = :id""",
+    # The caller's columns ({{sets}}: `column = :column` each). A change of the slot series bumps
+    # timing_version (:bump), fencing out a holder that planned with the old timing.
+    "update_fields": """
+        UPDATE {S} SET {{sets}}, timing_version = timing_version + :bump, updated_at = :now
+         WHERE id = :id""",
+    "delete_schedule": """
+        DELETE FROM {S} WHERE id = :id""",
     # Disabling or deleting cancels waiting work in the same transaction: nothing of the schedule
     # fires after the change commits. A running attempt is left to finish and be recorded.
     "cancel_pending": """

@@ -1,7 +1,8 @@
-"""SqliteStore: the embedded store. One file, WAL mode; every lease statement it runs is in
-sqlite_sql.py, each with the race it closes; the workflow persistence statements (sessions,
-workflow runs, traces) are in sqlite_sessions_sql.py. Blocking sqlite3 calls run on the store's
-own worker thread (or inline, for deterministic simulation), never on the event loop.
+"""SqliteLeaseStore: the embedded store of schedules, runs and leases. One file, WAL mode; every
+lease statement it runs is in sql.py, each with the race it closes. `SqliteStore` is this store
+with the workflow part (workflow/sqlite.py) when the kernel carries workflow/. Blocking sqlite3
+calls run on the store's own worker thread (or inline, for deterministic simulation), never on
+the event loop.
 
 Transactions take the write lock up front (BEGIN IMMEDIATE): within one, nothing another replica
 or process commits can interleave, so "read the row, decide, write it" is safe. The re-checks in
@@ -33,9 +34,7 @@ from ..rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and 
     _to_schedule,
     schedule_filter,
 )
-from ..store import SPEC_FIELDS, Claim, FinishPlan, StartPlan, orphan_places
-from ..workflow.sqlite import SqliteSessions
-from ..workflow.sqlite_sql import SESSIONS_SQL
+from ..store import Claim, FinishPlan, StartPlan, check_updatable, orphan_places
 from .group_commit import GroupCommit
 from .schema import (  # noqa: F401
     MIGRATIONS,
@@ -50,7 +49,7 @@ from .sql import _FAR, LEASE_SQL
 WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL is cut back to after a checkpoint
 
 
-class SqliteStore(SqliteSessions):
+class SqliteLeaseStore:
     """The kernel's Store on one SQLite file.
 
     path: a file path (":memory:" works for a single store object).
@@ -86,7 +85,6 @@ class SqliteStore(SqliteSessions):
             name: sql.format(S=self.schedules_table, R=self.runs_table, far=_FAR)
             for name, sql in LEASE_SQL.items()
         }
-        self._sessions_sql = {name: sql.format(**tables) for name, sql in SESSIONS_SQL.items()}
         self._listeners: list[Callable[[], None]] = []
         self._worker = None if inline else Worker(f"leasecron-sqlite-{prefix}")
         self._group = (
@@ -323,81 +321,33 @@ class SqliteStore(SqliteSessions):
     async def update_schedule(
         self, schedule_id: str, fields: dict[str, Any], now: float
     ) -> Schedule | None:
-        """Apply caller fields. A change of the slot series (next_run_at, enabled) bumps
-        timing_version, so a holder that
-        planned with the old timing cannot write its cursor back over
-        it; other edits (payload, description, retries) leave a run in flight undisturbed."""
-        allowed = {*SPEC_FIELDS, "enabled", "next_run_at", "disabled_reason"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"update_schedule: not updatable: {sorted(unknown)}")
+        """Apply caller fields (writes.update_schedule); the row as it now is, or None."""
+        check_updatable(fields)
+        write = self._flow(writes.update_schedule(schedule_id, fields, now))
 
-        def op(conn: sqlite3.Connection) -> Schedule | None:
-            if self._get(conn, "id", schedule_id) is None:
-                return None
-            values = dict(fields)
-            if "payload" in values:
-                values["payload"] = _json_dump(values["payload"])
-            if "enabled" in values:
-                values["enabled"] = int(values["enabled"])
-            sets = ", ".join(f"{c} = :{c}" for c in values)
-            bump = int("next_run_at" in fields or "enabled" in fields)
-            values.update(id=schedule_id, now=now, bump=bump)
+        def op(conn: sqlite3.Connection) -> Any:
             try:
-                conn.execute(
-                    f"UPDATE {self.schedules_table} SET {sets}, timing_version = timing_version"
-                    f" + :bump, updated_at = :now WHERE id = :id",
-                    values,
-                )
+                return write(conn)
             except sqlite3.IntegrityError as exc:
                 if "name" in str(exc):
                     raise ScheduleExistsError(fields["name"]) from exc
                 raise
-            if fields.get("enabled") is False:
-                conn.execute(
-                    self._sql["cancel_pending"],
-                    {"id": schedule_id, "now": now, "reason": "schedule disabled"},
-                )
-            conn.execute(self._sql["refresh_due"], {"id": schedule_id, "now": now})
-            return self._get(conn, "id", schedule_id)
 
-        result = await self._run("update_schedule", self._tx, op)
+        row = await self._run("update_schedule", self._tx, op)
         self.notify()
-        return result
+        return _to_schedule(row, strict=False) if row else None
 
     async def delete_schedule(self, schedule_id: str, now: float) -> bool:
-        """Delete the schedule and cancel its pending runs. Run history stays; an attempt in
-        flight finishes and is recorded on its run row."""
-
-        def op(conn: sqlite3.Connection) -> bool:
-            conn.execute(
-                self._sql["cancel_pending"],
-                {"id": schedule_id, "now": now, "reason": "schedule deleted"},
-            )
-            conn.execute(self._sql["lose_unheld"], {"id": schedule_id, "now": now})
-            cur = conn.execute(f"DELETE FROM {self.schedules_table} WHERE id = ?", (schedule_id,))
-            return cur.rowcount == 1
-
-        deleted = await self._run("delete_schedule", self._tx, op)
+        """Delete the schedule and cancel its pending runs (writes.delete_schedule)."""
+        flow = writes.delete_schedule(schedule_id, now)
+        deleted = await self._run("delete_schedule", self._tx, self._flow(flow))
         self.notify()
         return deleted
 
     async def add_pending_run(self, run: ScheduleRun, now: float) -> None:
-        """Queue durable work (a manual trigger). Fails with LookupError if the schedule is gone
-        or disabled, checked in the same transaction as the insert."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                f"SELECT enabled FROM {self.schedules_table} WHERE id = ?", (run.schedule_id,)
-            ).fetchone()
-            if row is None:
-                raise LookupError(f"schedule {run.schedule_id!r} not found")
-            if not row[0]:
-                raise PermissionError(f"schedule {run.schedule_id!r} is disabled")
-            conn.execute(self._sql["insert_run"], _run_params(run))
-            conn.execute(self._sql["refresh_due"], {"id": run.schedule_id, "now": now})
-
-        await self._run("add_pending_run", self._tx, op)
+        """Queue durable work, a manual trigger (writes.add_pending_run)."""
+        flow = writes.add_pending_run(run, now)
+        await self._run("add_pending_run", self._tx, self._flow(flow))
         self.notify()
 
     async def list_runs(
@@ -512,6 +462,9 @@ class SqliteStore(SqliteSessions):
             return conn.execute(self._sql[step.name], step.params).fetchone()
         if isinstance(step, writes.Many):
             conn.executemany(self._sql[step.name], step.params)
+        if isinstance(step, writes.Update):
+            sets = ", ".join(f"{column} = :{column}" for column in step.columns)
+            return conn.execute(self._sql[step.name].format(sets=sets), step.params).rowcount
         return None
 
     def _flow(self, flow: writes.Flow) -> Callable[[sqlite3.Connection], Any]:

@@ -24,7 +24,7 @@ whole trace). When `db` has them, the engine calls
                                 # in one transaction; if it fails, the two calls as above
 
 (`create=` and `summary=` are passed only to a save_run that takes them.) SqliteStore and
-PostgresStore implement them (the `WorkflowStore` part of kernel/store.py). Saves must copy what
+PostgresStore implement them (the `WorkflowStore` protocol of store.py). Saves must copy what
 they keep (the output object goes on changing while the run lasts). Every save runs to its end
 even when the caller is cancelled meanwhile (the cancellation is raised after it), so a
 cancelled caller never leaves a RUNNING row, or no row, behind. A store that fails is logged and

@@ -1,14 +1,17 @@
 """SqliteStore's workflow persistence (sessions, workflow runs, traces), apart from the lease
 algorithm: `Workflow(db=store)` saves through it, and it reads runs, sessions and span trees back.
-Its statements are in sqlite_sessions_sql.py. A mixin of SqliteStore: it uses the store's
-plumbing (`_run`, `_tx`, `_connect`) and its formatted `_sessions_sql`."""
+Its statements are in sqlite_sql.py. `SqliteStore` is the lease store (sqlite/store.py) with
+this part mixed in: it uses the store's plumbing (`_run`, `_write`, `_connect`) and `prefix`."""
 
 from __future__ import annotations
 
 import sqlite3
+from functools import cached_property
 
 from ..errors import ValidationError
 from ..rows import _json_load
+from ..sqlite.schema import table_names
+from ..sqlite.store import SqliteLeaseStore
 from .sessions import (
     TraceNode,
     WorkflowSession,
@@ -23,12 +26,20 @@ from .sessions import (
     span_params,
     span_tree,
 )
+from .sqlite_sql import SESSIONS_SQL
 from .trace import Span
 from .types import WorkflowRunOutput
 
 
 class SqliteSessions:
-    """Workflow persistence for SqliteStore (see the module docstring)."""
+    """Workflow persistence for a SqliteLeaseStore (see the module docstring)."""
+
+    prefix: str
+
+    @cached_property
+    def _sessions_sql(self) -> dict[str, str]:
+        tables = table_names(self.prefix)
+        return {name: sql.format(**tables) for name, sql in SESSIONS_SQL.items()}
 
     async def save_run(
         self, run: WorkflowRunOutput, *, create: bool = False, summary: bool = False
@@ -119,3 +130,8 @@ class SqliteSessions:
             return span_tree(span_from_row(r, _json_load) for r in rows)
 
         return await self._run("get_trace", op)
+
+
+class SqliteStore(SqliteSessions, SqliteLeaseStore):
+    """The embedded store with its workflow part: schedules, runs and leases (SqliteLeaseStore,
+    whose arguments it takes) and workflow sessions, runs and traces in the same file."""
