@@ -542,7 +542,7 @@ def test_add_takes_absolute_urls_only_for_allowed_hosts(cli):
 
 
 def test_progress_goes_to_stderr_at_most_once_per_period(capsys):
-    from leasecron.kernel.cli.main import Progress
+    from leasecron.kernel.cli.progress import Progress
 
     every_call = Progress(every=0)
     every_call("1 of 3")

@@ -19,198 +19,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import os
 import random
-import resource
 import shutil
-import sqlite3
-import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import SimClock
 from ..errors import StoreError
 from ..manager import ScheduleManager
 from ..model import Fire, Schedule
-from ..rows import _to_run
 from ..scheduler import Scheduler
 from ..sqlite import SqliteStore
-from .check import RUN_COLUMNS, Violation, check_run
+from .check import check_run
+from .config import ALL_FAULTS, FAULTS, STARTS, T0, ZONES, SimConfig
 from .faults import CRASH_POINTS, FaultyStore, ReplicaClock, _Crash
+from .readback import attach_runs, running_runs
+from .result import Change, SimResult, Summary, max_rss_mib
 from .target import Behaviour, Request, TargetDispatcher, Trace
 
-T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
-# Half an hour before each 2026 DST transition of the workload's zones, and one quiet instant: a
-# run starts at one of them (drawn from the seed), so sweeps cross every kind of transition.
-STARTS = (
-    T0,
-    1_772_947_800.0,  # New York springs forward (2026-03-08 07:00Z)
-    1_793_511_000.0,  # New York falls back (2026-11-01 06:00Z)
-    1_774_744_200.0,  # Berlin springs forward (2026-03-29 01:00Z)
-    1_792_888_200.0,  # Berlin falls back (2026-10-25 01:00Z)
-    1_775_313_000.0,  # Lord Howe falls back (2026-04-04 15:00Z)
-    1_790_951_400.0,  # Lord Howe springs forward (2026-10-03 15:30Z)
-)
-
-# Fault classes, each switchable.
-FAULTS = (
-    "crash",  # a replica dies at a random step and restarts later
-    "stall",  # a replica's event loop freezes past its lease (heartbeat starved)
-    "store_errors",  # claim / start / heartbeat / finish fail, before or after committing
-    "skew",  # replica clocks up to lease/3 apart (each within ±lease/6 of true time)
-    "clock_steps",  # the wall clock steps back 1 h or forward 2 h
-    "target_errors",  # timeouts, 5xx, 429 with Retry-After, connection resets
-    "mutations",  # updates, disables, deletes and triggers racing with runs
-    "downtime",  # the whole cluster down for a while (misfire policies)
-)
-ALL_FAULTS = frozenset(FAULTS)
-ZONES = ("UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe")
-
-
-@dataclass
-class SimConfig:
-    seed: int = 1
-    replicas: int = 3
-    schedules: int = 24
-    hours: float = 2.0
-    lease_seconds: float = 30.0
-    poll_interval: float = 5.0
-    faults: frozenset[str] = ALL_FAULTS
-    fault_rate: float = 1.0  # scales how often faults strike
-    min_interval: float = 20.0  # the densest interval schedule (a denser workload fires more)
-    store_factory: Callable[[str], Any] | None = None  # path -> Store; default SqliteStore
-    start: float | None = None  # epoch seconds; None: one of STARTS, drawn from the seed
-    extra_schedules: tuple[dict[str, Any], ...] = ()  # create() keyword sets added to the draw
-    # Called as on_progress(simulated hours done, requests sent so far) after each simulated
-    # hour (the run then advances an hour at a time; the same timers fire in the same order).
-    on_progress: Callable[[float, int], None] | None = None
-
-
-@dataclass
-class Change:
-    """A schedule change the workload made (the checker needs when it committed)."""
-
-    at: float
-    kind: str  # update | retime | disable | enable | delete | trigger
-    schedule_id: str
-    seq: int = 0
-
-
-@dataclass
-class Summary:
-    """What the report counts, read from the trace and the runs table before they go."""
-
-    fires: int = 0  # requests sent
-    redelivered: int = 0  # same key and attempt sent more than once
-    retries: int = 0  # retry rows that became attempts
-    statuses: dict[str, int] = field(default_factory=dict)  # run rows by status
-    digest: str = ""
-
-
-@dataclass
-class SimResult:
-    config: SimConfig
-    db: sqlite3.Connection | None  # the trace, with a `runs` view: read by the checker
-    changes: list[Change]
-    schedules: dict[str, Schedule]
-    end_faults_at: float
-    end_at: float
-    faults: dict[str, int]
-    crashes: list[tuple[str, float]]  # (replica id, when it died)
-    specs: dict[str, Schedule]  # every schedule as created (deleted ones too)
-    max_retries: dict[str, int]  # the largest max_retries each schedule ever had
-    snapshot: dict[str, Schedule]  # the rows at the end of the drain, replicas still up
-    snapshot_at: float
-    alive: list[str]  # replica ids up at the snapshot
-    open_runs: list[Any]  # run rows still running at the snapshot
-    offsets: dict[str, float]  # replica id -> its clock's skew
-    steps: list[tuple[int, float]]  # (event number, delta) of wall-clock steps
-    crash_seq: dict[str, int]  # replica id -> event number of its death
-    stalls: list[tuple[str, float, float]]  # (replica name, from, until), monotonic
-    triggers: list[tuple[str, str]]  # (pending run id, schedule id) of every trigger made
-    # (replica id, wall time, [(schedule id, lease expiry)], monotonic time) at each death
-    deaths: list[tuple[str, float, list[tuple[str, float]], float]]
-    step_times: list[tuple[float, float]]  # (monotonic time, delta) of wall-clock steps
-    violations: list[Violation] = field(default_factory=list)
-    summary: Summary = field(default_factory=Summary)
-    wall_seconds: float = 0.0
-    check_seconds: float = 0.0  # of wall_seconds, the check
-
-    @property
-    def fires(self) -> int:
-        return self.summary.fires
-
-    def digest(self) -> str:
-        return self.summary.digest
-
-    def summarise(self) -> None:
-        """Fill `summary` from the trace and the runs table (streamed, in send order)."""
-        db = self.db
-        h = hashlib.sha256()
-        fires = 0
-        rows = db.execute(
-            "SELECT seq, at, replica, key, attempt, status FROM requests ORDER BY seq"
-        )
-        for seq, at, replica, key, attempt, status in rows:
-            h.update(f"{seq}|{at:.6f}|{replica}|{key}|{attempt}|{status}\n".encode())
-            fires += 1
-        (redelivered,) = db.execute(
-            "SELECT coalesce(sum(n - 1), 0) FROM "
-            "(SELECT count(*) AS n FROM requests GROUP BY key, attempt HAVING n > 1)"
-        ).fetchone()
-        (retries,) = db.execute(
-            "SELECT count(*) FROM runs WHERE trigger = 'retry' AND status != 'pending'"
-        ).fetchone()
-        statuses = dict(db.execute("SELECT status, count(*) FROM runs GROUP BY status"))
-        self.summary = Summary(fires, redelivered, retries, statuses, h.hexdigest()[:16])
-
-    def report(self, wall: bool = True) -> str:
-        statuses = self.summary.statuses
-        retries = self.summary.retries
-        redelivered = self.summary.redelivered
-
-        def count(*kinds: str) -> int:
-            return sum(v.kind in kinds for v in self.violations)
-
-        lines = [
-            f"leasecron sim seed={self.config.seed} replicas={self.config.replicas} "
-            f"schedules={self.config.schedules} hours={self.config.hours:g} "
-            f"faults={','.join(sorted(self.config.faults)) or 'none'}",
-            f"fires (requests sent)     {self.fires}",
-            f"re-deliveries (same key and attempt after a lost lease) {redelivered}",
-            f"retries                   {retries}",
-            f"skipped by policy         {statuses.get('skipped', 0)}",
-            "run rows by status        "
-            + " ".join(f"{k}={v}" for k, v in sorted(statuses.items())),
-            "faults injected           "
-            + " ".join(f"{k}={v}" for k, v in sorted(self.faults.items())),
-            f"virtual time              {(self.end_at - self.config.start) / 3600:.2f} h",
-            f"trace digest              {self.digest()}",
-            f"duplicates                {count('duplicate', 'concurrent')}",
-            f"lost                      {count('lost')}",
-            f"violations                {len(self.violations)}",
-        ]
-        for v in self.violations[:10]:
-            lines.append(f"  VIOLATION seed={self.config.seed} {v}")
-        if wall:
-            rate = self.fires / self.wall_seconds if self.wall_seconds else 0.0
-            lines.append(
-                f"wall time                 {self.wall_seconds:.1f} s "
-                f"({rate:,.0f} simulated fires per wall second; the check "
-                f"{self.check_seconds:.1f} s of it)"
-            )
-            lines.append(f"max RSS                   {max_rss_mib():.0f} MiB (this process so far)")
-        return "\n".join(lines)
-
-
-def max_rss_mib() -> float:
-    """The process's peak resident set size, MiB (getrusage: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+__all__ = [
+    "ALL_FAULTS",
+    "FAULTS",
+    "T0",
+    "Change",
+    "SimConfig",
+    "SimResult",
+    "Simulation",
+    "Summary",
+    "max_rss_mib",
+    "simulate",
+]
 
 
 class Simulation:
@@ -545,7 +385,7 @@ async def simulate(config: SimConfig) -> SimResult:
                 await sim.start_replica(name)
         await sim.clock.advance(1800)
         snapshot = {s.id: s for s in await sim.manager.list()}
-        open_runs = await _running_runs(sim.manager.store, sim.specs)
+        open_runs = await running_runs(sim.manager.store, sim.specs)
         snapshot_at = sim.clock.now()
         alive = [sched.replica_id for sched in sim.replicas.values() if sched is not None]
         for name in names:
@@ -559,7 +399,7 @@ async def simulate(config: SimConfig) -> SimResult:
         await asyncio.gather(*sim.closing)
         end_at = sim.clock.now()
         sim.trace.close()
-        await _attach_runs(sim.trace.db, sim.manager.store, sim.specs)
+        await attach_runs(sim.trace.db, sim.manager.store, sim.specs)
         schedules = {s.id: s for s in await sim.manager.list()}
         result = SimResult(
             config,
@@ -606,59 +446,3 @@ def _scratch_store(path: str) -> SqliteStore:
     store = SqliteStore(path, inline=True)
     store._connect().execute("PRAGMA synchronous=OFF")
     return store
-
-
-_PAGE = 5000  # run rows per read from a store that is not this process's SQLite file
-
-
-async def _pages(store: Any, schedule_ids: Any):
-    """Every run row of these schedules, a page at a time, newest first within a schedule (the
-    order list_runs pages in)."""
-    for sid in sorted(schedule_ids):
-        offset = 0
-        while True:
-            page = await store.list_runs(sid, _PAGE, offset)
-            for run in page:
-                yield run
-            if len(page) < _PAGE:
-                break
-            offset += _PAGE
-
-
-async def _running_runs(store: Any, schedule_ids: Any) -> list[Any]:
-    """The run rows still running (a few: at most the replicas' concurrency), without loading
-    the rest."""
-    if isinstance(store, SqliteStore):
-        rows = store._connect().execute(
-            f"SELECT * FROM {store.runs_table} WHERE status = 'running' "
-            "ORDER BY created_at DESC, rowid DESC"
-        )
-        return [_to_run(row) for row in rows]
-    return [run async for run in _pages(store, schedule_ids) if run.status == "running"]
-
-
-async def _attach_runs(db: sqlite3.Connection, store: Any, schedule_ids: Any) -> None:
-    """Give the trace a `runs` view of the store's run rows, columns check.RUN_COLUMNS, `ord`
-    ascending in creation order within a schedule. This process's SQLite file is attached and
-    read in place; any other store is copied over, a page at a time."""
-    columns = ", ".join(RUN_COLUMNS)
-    if isinstance(store, SqliteStore):
-        db.execute("ATTACH DATABASE ? AS store", (store.path,))
-        db.execute(
-            f"CREATE TEMP VIEW runs AS SELECT rowid AS ord, {columns} FROM store.{store.runs_table}"
-        )
-        return
-    db.execute(f"CREATE TABLE runs_copy (ord INTEGER, {', '.join(RUN_COLUMNS)}, PRIMARY KEY (id))")
-    db.execute(f"CREATE TEMP VIEW runs AS SELECT ord, {columns} FROM runs_copy")
-    insert = f"INSERT INTO runs_copy VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})"
-    batch: list[tuple] = []
-    n = 0
-    db.execute("BEGIN")
-    async for run in _pages(store, schedule_ids):
-        n += 1  # newest first: a falling ord, so ascending ord is creation order
-        batch.append((-n, *(getattr(run, c) for c in RUN_COLUMNS)))
-        if len(batch) >= _PAGE:
-            db.executemany(insert, batch)
-            batch.clear()
-    db.executemany(insert, batch)
-    db.execute("COMMIT")
