@@ -51,11 +51,12 @@ __all__ = [
 ]
 
 if WORKFLOW:
+    from .workflow.calls import StepTimeoutError
     from .workflow.cel import CelEvaluationError, CelNotInstalledError, cel_available
     from .workflow.engine import Workflow
     from .workflow.flow import Condition, Loop, Router
     from .workflow.sessions import TraceNode, WorkflowSession
-    from .workflow.steps import Parallel, Step, Steps, StepTimeoutError
+    from .workflow.steps import Parallel, Step, Steps
     from .workflow.store import WorkflowStore
     from .workflow.trace import Span, SpanRecorder, Tracer
     from .workflow.types import Media, RunStatus, StepInput, StepOutput, WorkflowRunOutput

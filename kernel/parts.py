@@ -1,7 +1,8 @@
 """The kernel's optional folders. `workflow/` and `sim/` may be deleted from a vendored copy: the
-lease core, sqlite/, http/ and observe/ never import them (cli/ imports sim/ for its `sim`
-command), and the two places that offer workflows (this package's exports and `SqliteStore`) ask
-here whether the folder is there. A folder that is there but broken still raises its ImportError.
+lease core, sqlite/, http/ and observe/ never import them (cli/ imports sim/ only when its `sim`
+command runs, and says so when it is gone), and the two places that offer workflows (this package's
+exports and `SqliteStore`) ask here whether the folder is there. A folder that is there but broken
+still raises its ImportError.
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ async def test_the_streaming_checker_carries_a_violation_across_page_boundaries(
     # With one row per page, every pair the checker compares (two requests of a key in flight
     # at once, a slot series against its rows) lies across a page boundary: it must find what
     # it finds with whole pages.
-    from leasecron.kernel.sim import check
+    from leasecron.kernel.sim import check_rows
 
     config = dict(
         SMALL, seed=5, start=T0, faults=frozenset({"skew"}), store_factory=steals_live_leases
@@ -142,7 +142,7 @@ async def test_the_streaming_checker_carries_a_violation_across_page_boundaries(
     whole = await simulate(SimConfig(**config))
     kinds = {v.kind for v in whole.violations}
     assert {"concurrent", "overlap"} <= kinds, whole.report(wall=False)
-    monkeypatch.setattr(check, "PAGE", 1)
+    monkeypatch.setattr(check_rows, "PAGE", 1)
     paged = await simulate(SimConfig(**config))
     assert paged.digest() == whole.digest()
     assert paged.violations == whole.violations
@@ -313,7 +313,7 @@ def _retry_pair(ended: tuple[float, float], sent: tuple[float, float]):
     from types import SimpleNamespace
 
     from leasecron.kernel.model import Schedule
-    from leasecron.kernel.sim.check import _retries
+    from leasecron.kernel.sim.check_keys import _retries
     from leasecron.kernel.sim.target import Request
 
     def request(attempt, at, mono, end=(None, None)):

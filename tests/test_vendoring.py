@@ -64,19 +64,28 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def test_a_copy_without_workflow_and_sim_still_fires_a_schedule(tmp_path):
+def vendor(tmp_path: Path) -> None:
+    """The kernel copied as `vendored_sched` under tmp_path, without workflow/ and sim/."""
     vendored = tmp_path / "vendored_sched"
     shutil.copytree(KERNEL, vendored, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.rmtree(vendored / "workflow")
     shutil.rmtree(vendored / "sim")
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path / "v.db")],
+
+
+def run_in(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *argv],
         cwd=tmp_path,
         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_copy_without_workflow_and_sim_still_fires_a_schedule(tmp_path):
+    vendor(tmp_path)
+    done = run_in(tmp_path, "-c", SCRIPT, str(tmp_path / "v.db"))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["leasecron_modules"] == []  # the copy imports only itself
@@ -86,3 +95,26 @@ def test_a_copy_without_workflow_and_sim_still_fires_a_schedule(tmp_path):
     assert [(m, p) for m, p, _ in report["seen"]] == [("POST", "/hooks/tick")] * 2
     assert len({key for _, _, key in report["seen"]}) == 2
     assert report["runs"] == [["success", t0 + 60], ["success", t0 + 120]]
+
+
+def test_the_command_line_of_a_copy_without_workflow_and_sim(tmp_path):
+    vendor(tmp_path)
+    cli = ("-m", "vendored_sched.cli")
+    helped = run_in(tmp_path, *cli, "--help")
+    assert helped.returncode == 0, helped.stderr
+    for command in ("run", "add", "list", "status", "sim", "serve"):
+        assert command in helped.stdout
+    add = ("add", "tick", "--interval", "60", "--endpoint", "/hooks/tick", "--db", "v.db")
+    added = run_in(tmp_path, *cli, *add)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("created: tick")
+    listed = run_in(tmp_path, *cli, "list", "--db", "v.db")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "ID", "KIND"]
+    assert [line.split()[0] for line in lines[2:]] == ["tick"]  # after the rule under the header
+    # sim/ is gone: the command says so (exit 1), whatever flags it is given
+    simulated = run_in(tmp_path, *cli, "sim", "--seed", "3")
+    assert simulated.returncode == 1
+    assert simulated.stdout == ""
+    assert "no sim/ folder" in simulated.stderr

@@ -193,8 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_sim(sub: Any) -> None:
     """`sim`'s flags; in a copy of the kernel without sim/, a `sim` that only says so."""
     if not present("sim"):
-        p = sub.add_parser("sim", help="(not in this copy of the kernel: it has no sim/ folder)")
-        p.add_argument("ignored", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        # no option prefix: any flags after `sim` are taken as they are, and main() says why not
+        p = sub.add_parser(
+            "sim",
+            help="(not in this copy of the kernel: it has no sim/ folder)",
+            prefix_chars="\0",
+            add_help=False,
+        )
+        p.add_argument("ignored", nargs="*")
         return
     from ..sim.config import FAULTS
 

@@ -1,5 +1,6 @@
 """Workflows: `Workflow` (`engine.py`: a run, its ids, status and hand-off to a store), the step
-types (`steps.py`: Step, Steps, Parallel; `flow.py`: Loop, Router, Condition), the values they
+types (`steps.py`: Step, Steps, Parallel; `flow.py`: Loop, Router, Condition; what they share in
+`nodes.py`, `calls.py` and `branch_state.py`), the values they
 pass (`types.py`), CEL decisions (`cel.py`), spans (`trace.py`), sessions, runs and traces as
 stored (`sessions.py`) and the SQLite store's statements and methods for them (`sqlite.py`,
 `sqlite_sql.py`).

@@ -45,19 +45,10 @@ from typing import Any
 
 from ..clock import Clock, SystemClock
 from ..errors import ValidationError
+from .calls import accepted_kwargs
 from .flow import Condition, Loop, Router
-from .steps import (
-    Carry,
-    Parallel,
-    RunContext,
-    Scope,
-    Step,
-    Steps,
-    accepted_kwargs,
-    as_nodes,
-    check_cel_errors,
-    run_sequence,
-)
+from .nodes import Carry, RunContext, Scope, check_cel_errors, run_sequence
+from .steps import Parallel, Step, Steps, as_nodes
 from .trace import SpanRecorder, Tracer
 from .types import (
     Media,

@@ -24,12 +24,11 @@ from .cel import (
     CelExpression,
     compile_cel,
 )
-from .steps import (
+from .nodes import (
     Carry,
     Node,
     RunContext,
     Scope,
-    as_nodes,
     check_cel_errors,
     check_name,
     check_number,
@@ -37,6 +36,7 @@ from .steps import (
     run_sequence,
     sequence_output,
 )
+from .steps import as_nodes
 from .trace import Span
 from .types import StepInput, StepOutput
 

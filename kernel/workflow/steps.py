@@ -1,9 +1,10 @@
 """Workflow steps that do work: `Step` (one executor or agent, with retries, backoff, a timeout and
-skip_on_failure), `Steps` (a sequence) and `Parallel` (concurrent branches); plus what every step
-shares: the run context, the chain from one step to the next, and the span around each step.
+skip_on_failure), `Steps` (a sequence) and `Parallel` (concurrent branches). What every step
+shares (the run context, the chain from one step to the next, the span around each step) is in
+nodes.py; calling the user's function in calls.py; merging branch state in branch_state.py.
 
-The control-flow steps (Loop, Router, Condition) live in workflow_flow.py, the `Workflow` that
-runs them all in workflow.py. A step never raises for a failure of the work it runs: it returns
+The control-flow steps (Loop, Router, Condition) live in flow.py, the `Workflow` that
+runs them all in engine.py. A step never raises for a failure of the work it runs: it returns
 a failed `StepOutput`, and the sequence it is in stops there. Exceptions that do cross a step are
 cancellation (a cancelled run unwinds through every step, closing its span as `cancelled`) and
 faults of the engine itself.
@@ -12,211 +13,28 @@ faults of the engine itself.
 from __future__ import annotations
 
 import asyncio
-import copy
-import functools
 import inspect
 import json
-import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
-from ..clock import Clock
-from ..errors import LeasecronError, ValidationError
-from ..offload import tracked
-from .trace import Span, Tracer
-from .types import Media, StepInput, StepOutput, to_step_output
-
-CEL_ERROR_MODES = ("fail", "false")
-
-
-class StepTimeoutError(LeasecronError, TimeoutError):
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        super().__init__(f"timed out after {seconds:g} s")
-
-
-@dataclass(slots=True, eq=False)
-class RunContext:
-    """What every step of one run shares (read-only while the run lasts)."""
-
-    workflow_id: str
-    run_id: str
-    session_id: str
-    input: Any
-    additional_data: dict[str, Any]
-    clock: Clock
-    tracer: Tracer
-    cel_errors: str = "fail"
-
-
-@dataclass(slots=True, eq=False)
-class Scope:
-    """What a step may change: the session state and the outputs recorded by name. A Parallel
-    branch runs in a copy of its own, so branches never see each other's writes."""
-
-    session_state: dict[str, Any]
-    outputs: dict[str, StepOutput] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Carry:
-    """What the step before hands to the next: its content and media."""
-
-    content: Any = None
-    media: tuple[Media, ...] = ()
-
-
-def make_input(ctx: RunContext, scope: Scope, carry: Carry) -> StepInput:
-    return StepInput(
-        input=ctx.input,
-        previous_step_content=carry.content,
-        previous_step_outputs=dict(scope.outputs),
-        additional_data=ctx.additional_data,
-        session_state=scope.session_state,
-        media=list(carry.media),
-        workflow_id=ctx.workflow_id,
-        run_id=ctx.run_id,
-        session_id=ctx.session_id,
-    )
-
-
-class Node:
-    """Base of every step type. `execute` wraps `_run` in the step's span, stamps the output with
-    the step's name, type and times, and records it under the name for the steps after it."""
-
-    step_type: ClassVar[str] = "step"
-    name: str
-    description: str | None = None
-
-    async def execute(
-        self, ctx: RunContext, scope: Scope, carry: Carry, parent: Span
-    ) -> StepOutput:
-        started = ctx.clock.now()
-        with ctx.tracer.span(self.name, self.step_type, parent) as span:
-            out = await self._run(ctx, scope, carry, span)
-            out.step_name, out.step_type = self.name, self.step_type
-            out.started_at, out.ended_at = started, ctx.clock.now()
-            marks = {"skipped": True} if out.skipped else {}
-            if out.success:
-                ctx.tracer.end(span, "ok", **marks)
-            else:
-                ctx.tracer.end(span, "error", out.error, **marks)
-        scope.outputs[self.name] = out
-        return out
-
-    async def _run(self, ctx: RunContext, scope: Scope, carry: Carry, span: Span) -> StepOutput:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
-
-
-async def run_sequence(
-    nodes: Iterable[Node],
-    ctx: RunContext,
-    scope: Scope,
-    carry: Carry,
-    parent: Span,
-    outputs: list[StepOutput] | None = None,
-) -> tuple[list[StepOutput], Carry]:
-    """Run `nodes` in order, each chained to the last one that contributed (a skipped output
-    hands the chain on untouched). Stops after a failure or a `stop`. `outputs` collects as it
-    goes, so a caller keeps what finished even if the sequence is cancelled midway."""
-    outputs = [] if outputs is None else outputs
-    for node in nodes:
-        out = await node.execute(ctx, scope, carry, parent)
-        outputs.append(out)
-        if not out.skipped:
-            carry = Carry(out.content, tuple(out.media))
-        if out.failed or out.stop:
-            break
-    return outputs, carry
-
-
-def sequence_output(outputs: list[StepOutput], carry: Carry) -> StepOutput:
-    """A composite's output over the sequence it ran: the chain's content, the first failure."""
-    failed = next((o for o in outputs if o.failed), None)
-    return StepOutput(
-        content=carry.content,
-        media=list(carry.media),
-        steps=outputs,
-        success=failed is None,
-        error=None if failed is None else f"{failed.step_name}: {failed.error}",
-        stop=any(o.stop for o in outputs),
-    )
-
-
-# --- building -------------------------------------------------------------------------------
-
-
-def as_node(item: Any, field: str) -> Node:
-    """A step as given in a list: a step as is; a nested list as a Steps; an object with
-    `arun` as an agent step; any other callable as an executor step, named after it."""
-    if isinstance(item, Node):
-        return item
-    if isinstance(item, list | tuple):
-        return Steps(*item)
-    if hasattr(item, "arun"):
-        return Step(_display_name(item), agent=item)
-    if callable(item):
-        return Step(_display_name(item), executor=item)
-    raise ValidationError(
-        field,
-        f"{item!r} is not a step: give a Step, Steps, Parallel, Loop, Router, Condition, "
-        "a callable or an agent (an object with arun)",
-    )
-
-
-def as_nodes(items: Any, field: str, where: str, *, allow_empty: bool = False) -> list[Node]:
-    if not isinstance(items, list | tuple):
-        raise ValidationError(field, f"{where}: must be a list of steps, got {items!r}")
-    if not items and not allow_empty:
-        raise ValidationError(field, f"{where}: must name at least one step")
-    return [as_node(item, field) for item in items]
-
-
-def check_name(name: Any, kind: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError("name", f"{kind} needs a non-empty name, got {name!r}")
-    return name
-
-
-def check_number(
-    field: str,
-    value: Any,
-    where: str,
-    *,
-    minimum: float,
-    integer: bool = False,
-    allow_none: bool = False,
-    above: bool = False,
-) -> Any:
-    if value is None and allow_none:
-        return None
-    kind = int if integer else int | float
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    if ok:
-        ok = value > minimum if above else value >= minimum
-    if not ok:
-        rule = f"{'>' if above else '≥'} {minimum:g}"
-        what = "an integer" if integer else "a number"
-        raise ValidationError(field, f"{where}: {value!r} must be {what} {rule}")
-    return value
-
-
-def check_cel_errors(value: Any, where: str) -> str | None:
-    if value is not None and value not in CEL_ERROR_MODES:
-        raise ValidationError("cel_errors", f"{where}: {value!r} must be 'fail' or 'false'")
-    return value
-
-
-def _display_name(obj: Any) -> str:
-    name = getattr(obj, "name", None)
-    if isinstance(name, str) and name:
-        return name
-    return getattr(obj, "__name__", None) or type(obj).__name__
-
+from ..errors import ValidationError
+from .branch_state import copy_state, merge_state
+from .calls import accepted_kwargs, in_thread, is_async, with_timeout
+from .nodes import (
+    Carry,
+    Node,
+    RunContext,
+    Scope,
+    check_name,
+    check_number,
+    display_name,
+    make_input,
+    run_sequence,
+    sequence_output,
+)
+from .trace import Span
+from .types import StepInput, StepOutput, to_step_output
 
 # --- Step -----------------------------------------------------------------------------------
 
@@ -278,7 +96,7 @@ class Step(Node):
         self.skip_on_failure = bool(skip_on_failure)
         self.description = description
         self._call_kind = "agent" if agent is not None else "executor"
-        self._target = _display_name(agent if agent is not None else executor)
+        self._target = display_name(agent if agent is not None else executor)
         self._agent_call = getattr(agent, "arun", None) or agent
         self._media_kwargs = accepted_kwargs(self._agent_call, _MEDIA_KWARGS) if agent else ()
         self._in_thread = not is_async(self._agent_call if agent is not None else executor)
@@ -343,84 +161,30 @@ class Step(Node):
         return result
 
 
-def is_async(fn: Any) -> bool:
-    """Whether calling `fn` gives a coroutine: an async function, a partial of one, or an object
-    with an async __call__. Anything else is called in a worker thread."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = inspect.getattr_static(type(fn), "__call__", None)
-    return inspect.iscoroutinefunction(call)
+def as_node(item: Any, field: str) -> Node:
+    """A step as given in a list: a step as is; a nested list as a Steps; an object with
+    `arun` as an agent step; any other callable as an executor step, named after it."""
+    if isinstance(item, Node):
+        return item
+    if isinstance(item, list | tuple):
+        return Steps(*item)
+    if hasattr(item, "arun"):
+        return Step(display_name(item), agent=item)
+    if callable(item):
+        return Step(display_name(item), executor=item)
+    raise ValidationError(
+        field,
+        f"{item!r} is not a step: give a Step, Steps, Parallel, Loop, Router, Condition, "
+        "a callable or an agent (an object with arun)",
+    )
 
 
-async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`fn(*args, **kwargs)` in a worker thread. Counted as work in flight while awaited, so a
-    SimClock settles after it (a sync call takes no simulated time); once the await is
-    cancelled (a timeout, a cancelled run) the thread is abandoned and no longer counted."""
-    with tracked():
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-# function -> its parameter names, or ANY (it takes **kwargs), or () (no signature): reading a
-# signature costs more than most steps, and the engine asks before every save.
-_PARAMS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-_ANY = object()
-
-
-def _param_names(fn: Any) -> Any:
-    # A bound method's names are its function's (plus self): cached on the function, so no
-    # bound method (nor the object it is bound to) is kept alive by the cache.
-    key = getattr(fn, "__func__", fn)
-    if inspect.isfunction(key):
-        found = _PARAMS.get(key)
-        if found is not None:
-            return found
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        found = ()
-    else:
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            found = _ANY
-        else:
-            found = frozenset(params)
-    if inspect.isfunction(key):
-        _PARAMS[key] = found
-    return found
-
-
-def accepted_kwargs(fn: Any, names: tuple[str, ...]) -> tuple[str, ...]:
-    params = _param_names(fn)
-    if params is _ANY:
-        return names
-    return tuple(n for n in names if n in params)
-
-
-async def with_timeout(clock: Clock, seconds: float, work: Any) -> Any:
-    """Await `work`, cancelling it if `seconds` of `clock` time pass first (StepTimeoutError).
-    Measured on the run's clock rather than the loop's, so a simulated clock decides it."""
-    task = asyncio.ensure_future(work)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
-    try:
-        done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        timer.cancel()
-        await _unwind(task)
-        raise
-    timer.cancel()
-    if task in done:
-        return task.result()
-    await _unwind(task)
-    raise StepTimeoutError(seconds)
-
-
-async def _unwind(task: asyncio.Future) -> None:
-    """Cancel `task` and wait until it has finished, so its spans close before its parent's."""
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled():
-        task.exception()  # retrieved: it failed while being cancelled; the timeout is the error
+def as_nodes(items: Any, field: str, where: str, *, allow_empty: bool = False) -> list[Node]:
+    if not isinstance(items, list | tuple):
+        raise ValidationError(field, f"{where}: must be a list of steps, got {items!r}")
+    if not items and not allow_empty:
+        raise ValidationError(field, f"{where}: must name at least one step")
+    return [as_node(item, field) for item in items]
 
 
 # --- Steps, Parallel ------------------------------------------------------------------------
@@ -545,66 +309,3 @@ def as_text(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, default=str)
     return str(value)
-
-
-# --- session state across branches ---------------------------------------------------------
-
-
-def copy_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy; a value that cannot be copied (a client, a lock) is shared, not copied."""
-    try:
-        return copy.deepcopy(state)
-    except Exception:
-        out = {}
-        for key, value in state.items():
-            try:
-                out[key] = copy.deepcopy(value)
-            except Exception:
-                out[key] = value
-        return out
-
-
-def merge_state(target: dict[str, Any], base: dict[str, Any], branch: dict[str, Any]) -> None:
-    """Apply to `target` what `branch` changed relative to `base`: keys set or changed, keys
-    removed, and nested dicts merged key by key (so two branches filling different keys of one
-    dict both land, whether that dict was there before the Parallel or a branch created it)."""
-    for key, value in branch.items():
-        if key in base:
-            old = base[key]
-            if isinstance(old, dict) and isinstance(value, dict):
-                inner = target.get(key)
-                if isinstance(inner, dict):
-                    merge_state(inner, old, value)
-                    continue
-            elif _same(old, value):
-                continue
-        elif isinstance(value, dict):
-            inner = target.get(key)
-            if isinstance(inner, dict):  # created by an earlier branch too: merge, not replace
-                merge_state(inner, {}, value)
-                continue
-        target[key] = value
-    for key in base:
-        if key not in branch:
-            target.pop(key, None)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Unchanged: equal and of the same type, all the way down (1 == True == 1.0 in Python, but
-    a branch that turned a 1 into True changed it)."""
-    if a is b:
-        return True
-    try:
-        return _alike(a, b)
-    except Exception:  # an __eq__ that refuses (arrays), a structure too deep: treat as changed
-        return False
-
-
-def _alike(a: Any, b: Any) -> bool:
-    if type(a) is not type(b) or not bool(a == b):
-        return False
-    if isinstance(a, list | tuple):
-        return all(x is y or _alike(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return all(a[k] is b[k] or _alike(a[k], b[k]) for k in a)
-    return True
