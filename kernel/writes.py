@@ -2,7 +2,7 @@
 heartbeat, finish, a claim's quarantines) and the manager's (update, delete, trigger).
 
 Each write is a generator that yields the statements to run, by name in the store's SQL dict
-(sqlite_sql.py, or an adapter's), and receives each answer. A store drives it inside one
+(kernel/sqlite/sql.py, or an adapter's), and receives each answer. A store drives it inside one
 transaction, synchronously (sqlite3) or with awaits (an async driver): the decisions, the
 fencing and the order of statements are the same everywhere, and only how a statement travels
 differs. Read with the SQL file at hand: each statement's comment says which race it closes.

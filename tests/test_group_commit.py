@@ -1,6 +1,7 @@
-"""Group commit on a real SQLite file (kernel/group_commit.py): saves queued while the store's
-worker is busy go in one transaction; one that fails fails alone; a batch whose transaction is
-lost is run again write by write; a caller cancelled before its batch ran writes nothing."""
+"""Group commit on a real SQLite file (kernel/sqlite/group_commit.py): saves queued while the
+store's worker is busy go in one transaction; one that fails fails alone; a batch whose
+transaction is lost is run again write by write; a caller cancelled before its batch ran writes
+nothing."""
 
 from __future__ import annotations
 

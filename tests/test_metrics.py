@@ -1,6 +1,6 @@
-"""Metrics (kernel/metrics.py): the on_event hook's counts agree with what the runs table and the
-target's own request log say after replicas fire real schedules, and the exposition text is
-well formed Prometheus."""
+"""Metrics (kernel/observe/metrics.py): the on_event hook's counts agree with what the runs table
+and the target's own request log say after replicas fire real schedules, and the exposition
+text is well formed Prometheus."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The cluster status view (kernel/status.py, `leasecron status`): what it says agrees with the
-runs table after replicas fire real schedules on a SQLite file, under a simulated clock."""
+"""The cluster status view (kernel/observe/status.py, `leasecron status`): what it says agrees with
+the runs table after replicas fire real schedules on a SQLite file, under a simulated clock."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""`GET /metrics`: the app's scheduler counts (kernel/metrics.py) in the Prometheus text format,
-plus what the store says at scrape time: schedules enabled and disabled. Guarded by the token
-like every data route (a Prometheus scrape job sends it with `authorization: {credentials}`)."""
+"""`GET /metrics`: the app's scheduler counts (kernel/observe/metrics.py) in the Prometheus text
+format, plus what the store says at scrape time: schedules enabled and disabled. Guarded by the
+token like every data route (a Prometheus scrape job sends it with `authorization:
+{credentials}`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Run routes: `POST /agents|teams|workflows/{id}/runs` (background 202, synchronous 200, or
 SSE), their polls, lists and cancels, `GET /sessions/{id}` and `GET /traces/{run_id}`, the
 component lists; and the open routes (`/health`, `/info`). The AgentOS protocol's shapes
-(AGENTOS_PROTOCOL.md); the runs themselves are executor.py's, their JSON views.py's.
+(README, "AgentOS server"); the runs themselves are executor.py's, their JSON views.py's.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""`GET /status`: the cluster as the store shows it (kernel/status.py) as JSON: replicas seen and
-their leases, overdue schedules, failures in the window, history kept, fire lag, schema
-version. What `leasecron status --json` prints; the dashboard's cluster view reads it."""
+"""`GET /status`: the cluster as the store shows it (kernel/observe/status.py) as JSON: replicas
+seen and their leases, overdue schedules, failures in the window, history kept, fire lag,
+schema version. What `leasecron status --json` prints; the dashboard's cluster view reads it."""
 
 from __future__ import annotations
 

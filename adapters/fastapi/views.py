@@ -1,5 +1,5 @@
 """Runs, sessions and traces as the run routes answer them: the AgentOS wire shapes
-(AGENTOS_PROTOCOL.md) built from the kernel's stored values. Plain dicts, no I/O.
+(README, "AgentOS server") built from the kernel's stored values. Plain dicts, no I/O.
 
 A run object carries `run_id, session_id, user_id, status, content_type, created_at, input,
 metadata, metrics` and, by kind, `agent_id/agent_name`, `team_id/team_name` or

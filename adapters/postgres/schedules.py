@@ -1,6 +1,6 @@
 """PostgresStore's schedules and run history: create, read, list, update, delete, trigger (a
 pending run), the runs table read back and pruned. Every write locks its schedule row first and
-sends NOTIFY in its transaction (see postgres_sql.py, "Transactions and locks"). A mixin of
+sends NOTIFY in its transaction (see sql.py, "Transactions and locks"). A mixin of
 PostgresStore: it uses the store's plumbing (`_run`, `_tx`, `_one`, `_count`, `_lock`,
 `_notify_others`, `notify`) and its formatted `_sql`."""
 

@@ -1,6 +1,6 @@
 """PostgresStore's workflow persistence (sessions, workflow runs, traces), apart from the lease
 algorithm: `Workflow(db=store)` saves through it, and it reads runs, sessions and span trees back.
-Its statements are in postgres_sessions_sql.py. A mixin of PostgresStore: it uses the store's
+Its statements are in sessions_sql.py. A mixin of PostgresStore: it uses the store's
 connection plumbing (`_run`, `_tx`, `_one`) and its formatted `_sessions_sql`."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The SQL of the Postgres store's workflow persistence: sessions, workflow runs and their spans,
-statement for statement as kernel/sqlite_sessions_sql.py. Not part of the lease algorithm
-(postgres_sql.py): nothing here is fenced or takes a schedule row's lock, because a run is written
-by the one process that executes it. `postgres.py` runs these statements; the tables are
-migration 2 in `postgres_sql.py`. {SE} is the schema-qualified sessions table, {WR} the workflow
+statement for statement as kernel/workflow/sqlite_sql.py. Not part of the lease algorithm
+(sql.py): nothing here is fenced or takes a schedule row's lock, because a run is written
+by the one process that executes it. `sessions.py` runs these statements; the tables are
+migration 2 in `sql.py`. {SE} is the schema-qualified sessions table, {WR} the workflow
 runs table, {TR} the traces table. JSON columns are JSONB: parameters arrive as JSON text and are
 cast, and psycopg decodes them on the way out.
 """
@@ -85,7 +85,7 @@ SESSIONS_SQL = {
              ORDER BY started_at DESC NULLS LAST, seq DESC LIMIT %(limit)s) AS newest
          ORDER BY started_at NULLS FIRST, seq""",
     # A run's spans: one range of the (trace_id, span_id) primary key. The tree, and its order,
-    # are built in Python (kernel/sessions.py).
+    # are built in Python (kernel/workflow/sessions.py).
     "trace": """
         SELECT * FROM {TR} WHERE trace_id = %(trace_id)s""",
 }

@@ -41,7 +41,7 @@ from __future__ import annotations
 # Transactions and locks.
 # Postgres runs READ COMMITTED: each statement sees what was committed when *it* started, and an
 # UPDATE that waits for a row lock re-checks its WHERE on the new row version but evaluates its
-# subqueries on the old snapshot. Hence one rule, applied by kernel/writes.py and postgres.py: a
+# subqueries on the old snapshot. Hence one rule, applied by kernel/writes.py and store.py: a
 # transaction that writes a schedule's runs or recomputes its due_at holds that schedule row's lock
 # from an *earlier* statement (`lock_schedules`, the first statement of start, finish and every
 # manager write; the heartbeat's UPDATE locks only its own row). Every later statement
@@ -368,7 +368,7 @@ CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_run_id" ON {R} (run_id);
 CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_created" ON {R} (created_at, seq)
 """
 
-# Workflow persistence (leasecron.kernel.workflow.sessions, statements in postgres_sessions_sql.py):
+# Workflow persistence (leasecron.kernel.workflow.sessions, statements in sessions_sql.py):
 # sessions, their runs and the runs' spans, as SQLite's migration 2 with Postgres types (JSON as
 # JSONB). New tables only, so a schema of version 1 keeps every schedule and run row as it was.
 # Runs have a table of their own, so a run by id is one primary-key lookup; `seq` orders a

@@ -1,12 +1,12 @@
 """PostgresStore: the kernel's Store on PostgreSQL, over psycopg 3 (async) and psycopg_pool.
 
 Same tables, same lease algorithm and the same semantics as SqliteStore; every lease statement it
-runs is in postgres_sql.py, each with the race it closes, and the workflow persistence statements
-(sessions, workflow runs, traces) are in postgres_sessions_sql.py. Where SQLite serialises every
+runs is in sql.py, each with the race it closes, and the workflow persistence statements
+(sessions, workflow runs, traces) are in sessions_sql.py. Where SQLite serialises every
 transaction on the file's write lock (BEGIN IMMEDIATE), Postgres runs READ COMMITTED with row
 locks: claim skips rows other transactions hold (FOR UPDATE SKIP LOCKED), and every other write
 transaction takes its schedule rows' locks before the statements that decide (see
-postgres_sql.py, "Transactions and locks").
+sql.py, "Transactions and locks").
 
 Time: by default the database's clock is the authority. Schedulers and managers on this store get
 an `AlignedClock` (`aligned_clock`), re-read with every idle poll, so every replica's `now` is the
@@ -266,7 +266,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             )
 
     def _tables(self) -> dict[str, str]:
-        """The placeholders of the schema and SQL texts, as in kernel/sqlite_schema.py."""
+        """The placeholders of the schema and SQL texts, as in kernel/sqlite/schema.py."""
         return {
             "S": self.schedules_table,
             "R": self.runs_table,
@@ -322,7 +322,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         return cur.rowcount
 
     async def _notify_others(self, conn: Conn) -> None:
-        """Wake the other replicas once this transaction commits (see postgres_sql "notify")."""
+        """Wake the other replicas once this transaction commits (see sql.py, "notify")."""
         await conn.execute(self._sql["notify"], {"channel": self.channel})
 
     async def _lock(self, conn: Conn, ids: list[str]) -> dict[str, bool]:

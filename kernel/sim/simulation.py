@@ -3,7 +3,7 @@ a workload and faults all drawn from one seed. The same seed replays the same ru
 `check.py` then proves the lease algorithm's invariants over what happened.
 
 Memory stays flat however long the run: the target's log goes to a scratch SQLite file as each
-request ends (`simtarget.Trace`), and the checker reads it and the runs table back in sorted
+request ends (`target.Trace`), and the checker reads it and the runs table back in sorted
 pages; only the schedules, the faults' own records (a few per simulated hour) and what is in
 flight are held.
 

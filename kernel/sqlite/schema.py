@@ -79,12 +79,12 @@ CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_pending ON {R} (schedule_id, du
 CREATE INDEX IF NOT EXISTS {prefix}schedule_runs_run_id ON {R} (run_id);
 """
 
-# Workflow persistence (kernel/sessions.py, statements in sqlite_sessions_sql.py): sessions, their
-# runs and the runs' spans. New tables only, so a file of version 1 keeps every schedule and run
-# row as it was. Runs have a table of their own rather than a JSON list inside the session row (as
-# the reference keeps them): a run by id is then one primary-key lookup, and saving a run rewrites
-# one row, not the whole session. The traces table is keyed (trace_id, span_id) WITHOUT ROWID, so
-# a run's spans are stored together and read as one key range.
+# Workflow persistence (kernel/workflow/sessions.py, statements in kernel/workflow/sqlite_sql.py):
+# sessions, their runs and the runs' spans. New tables only, so a file of version 1 keeps every
+# schedule and run row as it was. Runs have a table of their own rather than a JSON list inside
+# the session row (as the reference keeps them): a run by id is then one primary-key lookup, and
+# saving a run rewrites one row, not the whole session. The traces table is keyed (trace_id,
+# span_id) WITHOUT ROWID, so a run's spans are stored together and read as one key range.
 SCHEMA_V2 = """
 CREATE TABLE IF NOT EXISTS {SE} (
     session_id TEXT PRIMARY KEY,

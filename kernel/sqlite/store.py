@@ -146,7 +146,7 @@ class SqliteLeaseStore:
 
     async def _write(self, operation: str, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """A write that may share its transaction with others queued at the same time (group
-        commit: kernel/group_commit.py); it fails, or commits, as it would on its own."""
+        commit: group_commit.py); it fails, or commits, as it would on its own."""
         if self._group is None:
             return await self._run(operation, self._tx, fn)
         try:
@@ -550,7 +550,7 @@ class SqliteLeaseStore:
         params = {"id": run_row_id, "replica": replica, "run_id": run_id, "session_id": session_id}
 
         def op(conn: sqlite3.Connection) -> None:
-            # Returns None, not the cursor: see sqlite_sessions.save_spans.
+            # Returns None, not the cursor: see save_spans in kernel/workflow/sqlite.py.
             conn.execute(self._sql["set_run_ids"], params)
 
         await self._write("set_run_ids", op)

@@ -3,8 +3,8 @@
     wf = Workflow(id="blog", name="Blog post", steps=[research, Parallel(facts, quotes), ...])
     out = await wf.arun(input="topic", session_state={})   # a WorkflowRunOutput
 
-The step types are in workflow_steps.py (Step, Steps, Parallel) and workflow_flow.py (Loop,
-Router, Condition); the values they pass in workflow_types.py; CEL in cel.py; spans in trace.py.
+The step types are in steps.py (Step, Steps, Parallel) and flow.py (Loop, Router,
+Condition); the values they pass in types.py; CEL in cel.py; spans in trace.py.
 This module owns the run: its ids, its status, its cancellation, and the hand-off to a store.
 
 Persistence seam. `db` is optional (None: nothing is persisted, the run output still carries its

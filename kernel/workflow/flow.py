@@ -1,7 +1,7 @@
 """Workflow steps that decide: `Loop` (repeat until an end condition), `Router` (run the choice a
 selector names) and `Condition` (run `steps` or `else_steps`).
 
-Each decision is a CEL string (kernel/cel.py: compiled and checked when the step is built) or a
+Each decision is a CEL string (cel.py: compiled and checked when the step is built) or a
 Python callable, and each evaluation is a span of its own (`cel` with the expression and result,
 or `decision` for a callable), so a trace shows why a run went the way it did. A decision that
 fails fails its step, with the expression and the error in the step's error and in the span.

@@ -1,8 +1,8 @@
-"""The SQL of the SQLite store's workflow persistence: sessions, workflow runs and their spans.
-Not part of the lease algorithm (sqlite_sql.py): nothing here is fenced, because a run is written
-by the one process that executes it. `sqlite.py` runs these statements; the tables are migration
-2 in `sqlite_schema.py`. {SE} is the sessions table, {WR} the workflow runs table, {TR} the
-traces table. JSON columns hold text.
+"""The SQL of the SQLite store's workflow persistence: sessions, workflow runs and their spans. Not
+part of the lease algorithm (kernel/sqlite/sql.py): nothing here is fenced, because a run is
+written by the one process that executes it. `sqlite.py` runs these statements; the tables are
+migration 2 in `kernel/sqlite/schema.py`. {SE} is the sessions table, {WR} the workflow runs table,
+{TR} the traces table. JSON columns hold text.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ SESSIONS_SQL = {
              ORDER BY started_at DESC, rowid DESC LIMIT :limit)
          ORDER BY started_at, saved""",
     # A run's spans: one range of the (trace_id, span_id) primary key. The tree, and its order,
-    # are built in Python (kernel/sessions.py).
+    # are built in Python (sessions.py).
     "trace": """
         SELECT * FROM {TR} WHERE trace_id = :trace_id""",
 }

@@ -6,7 +6,7 @@ created for the run and dropped at the end (admin DSN: $LEASECRON_PG_DSN, defaul
 postgresql://postgres@127.0.0.1:5432/postgres, a role that may CREATE DATABASE).
 
 Sections (--sections, default all four, run in this order):
-  raw      The baseline. The statements one fire costs, from adapters/postgres_sql.py LEASE_SQL,
+  raw      The baseline. The statements one fire costs, from adapters/postgres/sql.py LEASE_SQL,
            run directly with psycopg (sync, autocommit, explicit transactions; no pool, no
            asyncio, no scheduler) in the store's three transactions per batch of up to
            --max-concurrent rows: claim + claim_runs | start_fence + insert_run per row |
