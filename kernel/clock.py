@@ -13,7 +13,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .offload import offloads_in_flight
 
@@ -63,7 +63,7 @@ class SimClock:
     def __init__(self, start: float = 1_780_000_000.0):
         self._now = float(start)  # the monotonic side: what timers are measured against
         self._offset = 0.0  # wall clock minus monotonic: moved by step()
-        self._timers: list[tuple[float, int, asyncio.Future]] = []
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
@@ -73,7 +73,7 @@ class SimClock:
         """Time as the timers see it: unmoved by step()."""
         return self._now
 
-    def _timer(self, deadline: float) -> asyncio.Future:
+    def _timer(self, deadline: float) -> asyncio.Future[None]:
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._timers, (deadline, next(self._seq), fut))
         return fut
@@ -97,7 +97,8 @@ class SimClock:
         timer = self._timer(self._now + timeout)
         waiter = asyncio.ensure_future(event.wait())
         try:
-            await asyncio.wait({timer, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            pending: set[asyncio.Future[Any]] = {timer, waiter}
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         finally:
             timer.cancel()
             waiter.cancel()

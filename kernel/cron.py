@@ -36,9 +36,9 @@ import calendar
 import functools
 import zoneinfo
 from collections.abc import Iterator
-from datetime import date, datetime, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
-from .cron_parse import DAYS_ALL, DAYS_DOM, DAYS_DOW, parse_fields
+from .cron_parse import DAYS_ALL, DAYS_DOM, DAYS_DOW, MonthDays, WeekdaysOfMonth, parse_fields
 from .errors import ValidationError
 
 __all__ = ["CronExpr", "load_timezone"]
@@ -91,6 +91,15 @@ class CronExpr:
     )
 
     expr: str
+    _times: tuple[int, ...]  # minutes of the day, ascending
+    _months: frozenset[int]
+    _doms: frozenset[int]
+    _month_days: MonthDays | None
+    _dows: frozenset[int]
+    _weekdays_of_month: WeekdaysOfMonth | None
+    _day_rule: int
+    _horizon_years: int
+    _wall_clock: bool
 
     def __init__(self, expr: str):
         fields = parse_fields(expr)
@@ -286,7 +295,9 @@ def _fixed_offset(tz: tzinfo) -> int | None:
     return None
 
 
-def _seconds(delta) -> int:
+def _seconds(delta: timedelta | None) -> int:
+    if delta is None:  # tzinfo.utcoffset of a zone that has none: not an IANA zone
+        raise ValueError("the time zone gives no UTC offset")
     return delta.days * _SECONDS_PER_DAY + delta.seconds
 
 

@@ -64,10 +64,10 @@ def _number(
 
 def _epoch(field: str, value: Any) -> float | None:
     """An instant (run_at, start_at): epoch seconds from 1970 up to MAX_EPOCH."""
-    value = _number(field, value, minimum=0, allow_none=True)
-    if value is not None and value >= MAX_EPOCH:
-        raise ValidationError(field, f"{value!r} must be before {_iso(MAX_EPOCH)}")
-    return value
+    instant: float | None = _number(field, value, minimum=0, allow_none=True)
+    if instant is not None and instant >= MAX_EPOCH:
+        raise ValidationError(field, f"{instant!r} must be before {_iso(MAX_EPOCH)}")
+    return instant
 
 
 def validate_payload(payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
@@ -75,7 +75,9 @@ def validate_payload(payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
     out as invalid JSON), at most MAX_PAYLOAD_DEPTH levels deep, at most `max_bytes` encoded."""
     if not isinstance(payload, dict):
         raise ValidationError("payload", f"{type(payload).__name__} must be a JSON object")
-    depth_of = [(payload, 1)]  # iterative: a deep structure must not exhaust our own stack
+    depth_of: list[tuple[Any, int]] = [
+        (payload, 1)
+    ]  # iterative: a deep structure must not exhaust our own stack
     while depth_of:
         value, depth = depth_of.pop()
         if depth > MAX_PAYLOAD_DEPTH:
@@ -140,7 +142,7 @@ def validate_page(limit: Any, offset: Any) -> None:
 def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValidationError(field, f"{value!r} must be one of {', '.join(choices)}")
-    return value
+    return str(value)
 
 
 def _check_path(endpoint: str, path: str) -> None:
