@@ -29,9 +29,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from common import bulk_schedules_sql, machine, percentiles, temp_db
+from common import bulk_schedules_sql, cpu_seconds, machine, percentiles, temp_db
 from leasecron.adapters.fastapi import AgentOS
-from leasecron.kernel import SqliteStore
+from leasecron.kernel import HttpDispatcher, Scheduler, SqliteStore
 from leasecron.kernel.cli.serve import listen
 
 REFERENCE = (100.0, 250.0)  # the reference's fires/s
@@ -150,9 +150,10 @@ async def fires(n: int, *, loopback: bool, spread: float = 0.0) -> dict[str, flo
     context = served(app, sock) if sock else app.router.lifespan_context(app)
     async with context:
         await asyncio.sleep(max(0.0, due - time.time()))
-        commits0, t0 = statements.commits, time.perf_counter()
+        commits0, t0, cpu0 = statements.commits, time.perf_counter(), cpu_seconds()
         await asyncio.wait_for(finishes.all_done.wait(), timeout=600)
         seconds = time.perf_counter() - t0
+        cpu = cpu_seconds() - cpu0
         commits = statements.commits - commits0
     await store.close()
     ok = sum(1 for r in finishes.rows if r[3] == "success")
@@ -167,6 +168,7 @@ async def fires(n: int, *, loopback: bool, spread: float = 0.0) -> dict[str, flo
         "due_p99": from_due[1],
         "commits": commits / n,
         "requests": Requests.count / n,
+        "cpu_ms": cpu / n * 1000,
     }
 
 
@@ -218,6 +220,37 @@ async def app_alone(n: int, concurrency: int, loopback: bool) -> tuple[float, fl
     return runs, health
 
 
+async def scheduler_alone(n: int) -> dict[str, float]:
+    """The same N due schedules fired by the kernel alone: a Scheduler with the same dispatcher
+    settings (long_poll) on a MockTransport that answers each POST with a finished run at once.
+    What a fire costs before any server is involved: the floor under the server's figure."""
+    path = temp_db("alone-kernel.db")
+    due = time.time() + 0.5
+    seed(path, n, due)
+    finishes = Finishes(n)
+    body = b'{"run_id":"r","session_id":"s","status":"COMPLETED","content":"ok"}'
+
+    def finished(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    store = SqliteStore(path)
+    dispatcher = HttpDispatcher(
+        "http://agentos.internal", transport=httpx.MockTransport(finished), long_poll=30
+    )
+    scheduler = Scheduler(
+        store, dispatcher, poll_interval=0.25, max_concurrent=100, on_event=finishes
+    )
+    await scheduler.start()
+    await asyncio.sleep(max(0.0, due - time.time()))
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
+    await asyncio.wait_for(finishes.all_done.wait(), timeout=600)
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    await scheduler.stop()
+    await dispatcher.aclose()
+    await store.close()
+    return {"rate": n / seconds, "cpu_ms": cpu / n * 1000}
+
+
 def ratio(rate: float) -> str:
     return f"{rate / REFERENCE[1]:.1f}-{rate / REFERENCE[0]:.1f}x the reference's 100-250/s"
 
@@ -225,13 +258,18 @@ def ratio(rate: float) -> str:
 async def main(n: int) -> None:
     print(machine())
     print(f"N = {n} schedules due at once, no-op agent, one SQLite file\n")
+    floor = await scheduler_alone(n)
+    print(
+        f"fires/s, the kernel alone (MockTransport)  {floor['rate']:8,.0f}  "
+        f"{floor['cpu_ms']:.2f} ms CPU per fire: the floor under the server's figures"
+    )
     for label, loopback in (("in-process (ASGITransport)", False), ("loopback HTTP", True)):
         r = await fires(n, loopback=loopback)
         print(
             f"fires/s, {label:27s} {r['rate']:8,.0f}  ({ratio(r['rate'])}); "
             f"{r['ok']}/{n} success; attempt p50 {r['attempt_p50']:.1f} ms, "
             f"p99 {r['attempt_p99']:.1f} ms; per fire {r['commits']:.2f} commits, "
-            f"{r['requests']:.2f} requests"
+            f"{r['requests']:.2f} requests, {r['cpu_ms']:.2f} ms CPU"
         )
     for label, loopback in (("in-process", False), ("loopback", True)):
         spread_n = max(100, n // 4)
@@ -243,11 +281,19 @@ async def main(n: int) -> None:
     print()
     for label, loopback in (("in-process", False), ("loopback", True)):
         runs, health = await app_alone(n, 10, loopback)
+        if not loopback:
+            per_request = 1000 / health
         print(
             f"POST /agents/{AGENT}/runs background=true, {label:10s}, concurrency 10: "
             f"{runs:8,.0f} req/s  (GET /health baseline {health:,.0f} req/s, "
             f"{runs / health:.2f}x)"
         )
+
+    print(
+        f"\none in-process request (GET /health) costs {per_request:.2f} ms; the kernel's own "
+        f"fire {floor['cpu_ms']:.2f} ms CPU: together a floor of "
+        f"{1000 / (per_request + floor['cpu_ms']):,.0f} fires/s before the run itself"
+    )
 
 
 if __name__ == "__main__":
