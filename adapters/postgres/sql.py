@@ -4,7 +4,15 @@ these statements. {S} is the schema-qualified schedules table, {R} the runs tabl
 psycopg's %(name)s.
 
 Every transaction, its statements in order (the flows are in kernel/writes.py; "per row" steps
-of a batch run side by side, one row's steps always in this order):
+of a batch run side by side, one row's steps always in this order). A batch's rows move in
+lockstep rounds, and each round sends the steps of one kind as ONE set-based statement of
+ROUND_SQL (arrays, one element per row, fenced per row) where two or more rows take that step;
+so a batch of plain fires, however many rows, is these statements (one round trip per round):
+    claim          claim; claim_runs
+    start          lock_schedules; start_fence; insert_run
+    heartbeat      heartbeat (locks its rows in id order itself); schedule_exists (if any lost)
+    finish         lock_schedules; finish_run; finish_schedule; release; notify
+Row by row, the steps are:
 
   one fire, claim to release:
     idle poll      next_due (next_due_and_now: with the database's clock)

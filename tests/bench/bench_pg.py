@@ -5,7 +5,7 @@ schedules, against the same statements run directly. Everything happens in a scr
 created for the run and dropped at the end (admin DSN: $LEASECRON_PG_DSN, default
 postgresql://postgres@127.0.0.1:5432/postgres, a role that may CREATE DATABASE).
 
-Sections (--sections, default all four, run in this order):
+Sections (--sections, default all five, run in this order):
   raw      The baseline. The statements one fire costs, from adapters/postgres_sql.py LEASE_SQL,
            run directly with psycopg (sync, autocommit, explicit transactions; no pool, no
            asyncio, no scheduler) in the store's three transactions per batch of up to
@@ -14,6 +14,11 @@ Sections (--sections, default all four, run in this order):
            Each worker is an OS process (spawn) with one connection, looping until nothing is
            due; fires/s on N due schedules for each --procs count, from a common start barrier
            until the last worker is done.
+  rawset   The same three transactions as the store sends them now, each round of a batch one
+           set-based statement (ROUND_SQL, arrays over unnest): claim + claim_runs |
+           lock_schedules, start_fence, insert_run | lock_schedules, finish_run, finish_schedule,
+           release, notify; sync, one round trip per statement. The figure the kernel's is
+           measured against (the target: >= 0.5x at 4 processes).
   kernel   --procs replica OS processes (spawn), each a Scheduler (max_concurrent
            --max-concurrent) on its own PostgresStore (pool min 2, max 4), firing into a no-op
            in-process target (HttpDispatcher on httpx.MockTransport), on the same N due
@@ -23,6 +28,12 @@ Sections (--sections, default all four, run in this order):
            Each raw and kernel run gets fresh tables in a schema of its own (COPY, VACUUM
            ANALYZE, CHECKPOINT first); its line also gives the CPU per fire its worker processes
            used (user + system), statements/s (raw) and claim and finish batch sizes (kernel).
+           Statements per fire: counted in each replica process around psycopg (each execute,
+           each executemany parameter set, BEGIN and COMMIT), since pg_stat_statements needs
+           shared_preload_libraries and so a restart of the (shared) server; beside it the
+           server's own count of transactions (pg_stat_database) per fire.
+  At the end: the targets from this run's figures, and last `ratio_4proc_vs_raw_batched=<x>`
+  (leasecron at 4 processes over raw set-based SQL at 4 processes).
   idle     `await store.next_due()` in µs/call at --sizes schedules (none due; one table grown
            by COPY between sizes), against LEASE_SQL["next_due"] on one psycopg AsyncConnection;
            best of 3 (the store polls on a connection of its own, outside its pool). Also shown:
@@ -33,8 +44,8 @@ Sections (--sections, default all four, run in this order):
            --pgbench-seconds at 1 and 4 clients, if pgbench is on PATH. Each of its
            transactions is 5 statements (BEGIN, UPDATE, SELECT, INSERT, END).
 
-Usage: python tests/bench/bench_pg.py [N] [--sections raw kernel idle pgbench] [--procs 1 2 4]
-           [--max-concurrent 100] [--sizes 10000 100000 1000000] [--calls 3000]
+Usage: python tests/bench/bench_pg.py [N] [--sections raw rawset kernel idle pgbench]
+           [--procs 1 2 4] [--max-concurrent 100] [--sizes 10000 100000 1000000] [--calls 3000]
            [--pgbench-seconds 10]                                          (default N = 10000)
 """
 
