@@ -4,7 +4,15 @@ these statements. {S} is the schema-qualified schedules table, {R} the runs tabl
 psycopg's %(name)s.
 
 Every transaction, its statements in order (the flows are in kernel/writes.py; "per row" steps
-of a batch run side by side, one row's steps always in this order):
+of a batch run side by side, one row's steps always in this order). A batch's rows move in
+lockstep rounds, and each round sends the steps of one kind as ONE set-based statement of
+ROUND_SQL (arrays, one element per row, fenced per row) where two or more rows take that step;
+so a batch of plain fires, however many rows, is these statements (one round trip per round):
+    claim          claim; claim_runs
+    start          lock_schedules; start_fence; insert_run
+    heartbeat      heartbeat (locks its rows in id order itself); schedule_exists (if any lost)
+    finish         lock_schedules; finish_run; finish_schedule; release; notify
+Row by row, the steps are:
 
   one fire, claim to release:
     idle poll      next_due (next_due_and_now: with the database's clock)
@@ -279,6 +287,181 @@ LEASE_SQL = {
             SELECT id FROM {R} WHERE status NOT IN ('pending', 'running')
                AND created_at < %(before)s
              ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)""",
+}
+
+# ---------------------------------------------------------------------------------------------
+# Set-based rounds. The flows of kernel/writes.py move a batch's rows in lockstep, one round at a
+# time, every row of a round at the same kind of step. The store sends each round's steps of one
+# kind as ONE statement over arrays (one element per row; `unnest … WITH ORDINALITY` numbers the
+# rows, and RETURNING v.i says which rows the statement matched), instead of one statement per
+# row. Each is the per-row statement of the same name above, fenced per row exactly as it is: a
+# row whose fence fails is simply not matched, returns nothing, and the flow reads it as the
+# per-row statement's "0 rows" or "no row" (a lost lease stays lost, and is reported so). Rows of
+# a round are distinct schedules (the flows' rule), so no statement here meets one row twice; a
+# round that would (or a round of one row) runs the per-row statements.
+# The statement's snapshot is taken after the transaction's earlier statements, the batch's
+# `lock_schedules` among them, so the rule of "Transactions and locks" holds row by row. The one
+# round not preceded by that lock (heartbeat) takes its rows' locks itself, in id order.
+# Each entry: the per-row parameters, as `name type`, in the order of the arrays; the statement.
+# ---------------------------------------------------------------------------------------------
+
+ROUND_SQL: dict[str, tuple[str, str]] = {
+    # start: advance each slot cursor under its row's (holder, version, timing) fence.
+    "start_fence": (
+        "id text, replica text, version bigint, timing bigint, next_run_at float8,"
+        " last_run_at float8",
+        """
+        UPDATE {S} s SET next_run_at = v.next_run_at,
+               last_run_at = COALESCE(v.last_run_at, s.last_run_at)
+          FROM unnest(%(id)s::text[], %(replica)s::text[], %(version)s::bigint[],
+                      %(timing)s::bigint[], %(next_run_at)s::float8[], %(last_run_at)s::float8[])
+               WITH ORDINALITY AS v(id, replica, version, timing, next_run_at, last_run_at, i)
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+           AND s.timing_version = v.timing
+        RETURNING v.i""",
+    ),
+    # start (and finish's retries and overlap rows): every new run row of the round, one INSERT.
+    "insert_run": (
+        "id text, schedule_id text, attempt int, scheduled_for float8, trigger text, status text,"
+        " idempotency_key text, due_at float8, run_id text, session_id text, error text,"
+        " replica text, lease_version bigint, reclaim int, triggered_at float8,"
+        " completed_at float8, input text, created_at float8",
+        """
+        INSERT INTO {R} (id, schedule_id, attempt, scheduled_for, trigger, status,
+               idempotency_key, due_at, run_id, session_id, error, replica, lease_version,
+               reclaim, triggered_at, completed_at, input, created_at)
+        SELECT id, schedule_id, attempt, scheduled_for, trigger, status, idempotency_key, due_at,
+               run_id, session_id, error, replica, lease_version, reclaim, triggered_at,
+               completed_at, input, created_at
+          FROM unnest(%(id)s::text[], %(schedule_id)s::text[], %(attempt)s::int[],
+                      %(scheduled_for)s::float8[], %(trigger)s::text[], %(status)s::text[],
+                      %(idempotency_key)s::text[], %(due_at)s::float8[], %(run_id)s::text[],
+                      %(session_id)s::text[], %(error)s::text[], %(replica)s::text[],
+                      %(lease_version)s::bigint[], %(reclaim)s::int[],
+                      %(triggered_at)s::float8[], %(completed_at)s::float8[], %(input)s::text[],
+                      %(created_at)s::float8[])
+               AS v(id, schedule_id, attempt, scheduled_for, trigger, status, idempotency_key,
+                    due_at, run_id, session_id, error, replica, lease_version, reclaim,
+                    triggered_at, completed_at, input, created_at)""",
+    ),
+    # start: pending -> running, each only if still pending (a cancelled trigger must not fire).
+    "start_pending": (
+        "id text, replica text, version bigint, now float8",
+        """
+        UPDATE {R} r SET status = 'running', replica = v.replica, lease_version = v.version,
+               triggered_at = v.now
+          FROM unnest(%(id)s::text[], %(replica)s::text[], %(version)s::bigint[],
+                      %(now)s::float8[]) WITH ORDINALITY AS v(id, replica, version, now, i)
+         WHERE r.id = v.id AND r.status = 'pending'
+        RETURNING v.i""",
+    ),
+    # heartbeat: extend each lease only for the (holder, version) that owns it. The rows are
+    # locked first, in id order (the lock order of every write), as the per-row statements sent
+    # in id order would: an UPDATE over a join locks in whatever order its plan visits rows.
+    "heartbeat": (
+        "id text, replica text, version bigint, lease_until float8",
+        """
+        WITH v AS (SELECT * FROM unnest(%(id)s::text[], %(replica)s::text[],
+                                        %(version)s::bigint[], %(lease_until)s::float8[])
+                        WITH ORDINALITY AS v(id, replica, version, lease_until, i)),
+             locked AS (SELECT id FROM {S} WHERE id IN (SELECT id FROM v)
+                         ORDER BY id COLLATE "C" FOR UPDATE)
+        UPDATE {S} s SET lease_expires_at = v.lease_until, due_at = v.lease_until
+          FROM v JOIN locked ON locked.id = v.id
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+        RETURNING v.i""",
+    ),
+    # heartbeat: which of the leases not renewed still have a row (a deleted row is not lost).
+    "schedule_exists": (
+        "id text",
+        """
+        SELECT v.i FROM unnest(%(id)s::text[]) WITH ORDINALITY AS v(id, i)
+          JOIN {S} s ON s.id = v.id""",
+    ),
+    # finish: record each outcome only while this holder still owns the attempt.
+    "finish_run": (
+        "id text, replica text, version bigint, status text, status_code int, run_id text,"
+        " session_id text, error text, completed_at float8, duration_ms float8, output text",
+        """
+        UPDATE {R} r SET status = v.status, status_code = v.status_code,
+               run_id = COALESCE(v.run_id, r.run_id),
+               session_id = COALESCE(v.session_id, r.session_id),
+               error = v.error, completed_at = v.completed_at, duration_ms = v.duration_ms,
+               output = v.output
+          FROM unnest(%(id)s::text[], %(replica)s::text[], %(version)s::bigint[],
+                      %(status)s::text[], %(status_code)s::int[], %(run_id)s::text[],
+                      %(session_id)s::text[], %(error)s::text[], %(completed_at)s::float8[],
+                      %(duration_ms)s::float8[], %(output)s::text[])
+               WITH ORDINALITY AS v(id, replica, version, status, status_code, run_id,
+                                    session_id, error, completed_at, duration_ms, output, i)
+         WHERE r.id = v.id AND r.status = 'running' AND r.replica = v.replica
+           AND r.lease_version = v.version
+        RETURNING v.i""",
+    ),
+    # finish: the holder's bookkeeping on each schedule row, fenced on its lease; a row matched
+    # answers the timing and enabled state, a row not matched is no longer ours.
+    "finish_schedule": (
+        "id text, replica text, version bigint, status text, success bool",
+        """
+        UPDATE {S} s SET last_status = v.status,
+               consecutive_failures = CASE WHEN v.success THEN 0
+                                           ELSE s.consecutive_failures + 1 END
+          FROM unnest(%(id)s::text[], %(replica)s::text[], %(version)s::bigint[],
+                      %(status)s::text[], %(success)s::bool[])
+               WITH ORDINALITY AS v(id, replica, version, status, success, i)
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+        RETURNING v.i, s.timing_version, s.enabled""",
+    ),
+    # finish: overlap moves each cursor past slots that came due, only if the timing is unchanged.
+    "finish_advance": (
+        "id text, replica text, version bigint, timing bigint, next_run_at float8",
+        """
+        UPDATE {S} s SET next_run_at = v.next_run_at
+          FROM unnest(%(id)s::text[], %(replica)s::text[], %(version)s::bigint[],
+                      %(timing)s::bigint[], %(next_run_at)s::float8[])
+               WITH ORDINALITY AS v(id, replica, version, timing, next_run_at, i)
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+           AND s.timing_version = v.timing
+        RETURNING v.i""",
+    ),
+    # finish: a retry is queued only for a schedule that still exists and is enabled.
+    "schedule_enabled": (
+        "id text",
+        """
+        SELECT v.i, s.timing_version FROM unnest(%(id)s::text[]) WITH ORDINALITY AS v(id, i)
+          JOIN {S} s ON s.id = v.id AND s.enabled""",
+    ),
+    # start and finish: drop each lease and recompute due_at from the cursor and the pending runs
+    # in the same statement (a trigger or update committed during the run is honoured). The
+    # round's snapshot follows the batch's lock_schedules, so each row's subquery sees what the
+    # last lock holder committed, as the per-row statement does.
+    "release": (
+        "id text, replica text, version bigint",
+        """
+        UPDATE {S} s SET locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
+               due_at = CASE WHEN s.enabled THEN LEAST(s.next_run_at,
+                   (SELECT MIN(r.due_at) FROM {R} r
+                     WHERE r.schedule_id = s.id AND r.status = 'pending')) END
+          FROM unnest(%(id)s::text[], %(replica)s::text[], %(version)s::bigint[])
+               WITH ORDINALITY AS v(id, replica, version, i)
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+        RETURNING v.i""",
+    ),
+    # finish, a lease lost meanwhile: refresh each due_at unless somebody holds the row (then it
+    # stays the lease expiry), as the manager's per-row refresh does.
+    "refresh_due": (
+        "id text",
+        """
+        UPDATE {S} s SET due_at = CASE
+               WHEN NOT s.enabled THEN NULL
+               WHEN s.locked_by IS NOT NULL THEN s.lease_expires_at
+               ELSE LEAST(s.next_run_at,
+                   (SELECT MIN(r.due_at) FROM {R} r
+                     WHERE r.schedule_id = s.id AND r.status = 'pending')) END
+          FROM unnest(%(id)s::text[]) WITH ORDINALITY AS v(id, i)
+         WHERE s.id = v.id
+        RETURNING v.i""",
+    ),
 }
 
 # The wake-up channel, on the store's one dedicated listening connection (not a pooled one: a

@@ -5,7 +5,7 @@ schedules, against the same statements run directly. Everything happens in a scr
 created for the run and dropped at the end (admin DSN: $LEASECRON_PG_DSN, default
 postgresql://postgres@127.0.0.1:5432/postgres, a role that may CREATE DATABASE).
 
-Sections (--sections, default all four, run in this order):
+Sections (--sections, default all five, run in this order):
   raw      The baseline. The statements one fire costs, from adapters/postgres/sql.py LEASE_SQL,
            run directly with psycopg (sync, autocommit, explicit transactions; no pool, no
            asyncio, no scheduler) in the store's three transactions per batch of up to
@@ -14,6 +14,11 @@ Sections (--sections, default all four, run in this order):
            Each worker is an OS process (spawn) with one connection, looping until nothing is
            due; fires/s on N due schedules for each --procs count, from a common start barrier
            until the last worker is done.
+  rawset   The same three transactions as the store sends them now, each round of a batch one
+           set-based statement (ROUND_SQL, arrays over unnest): claim + claim_runs |
+           lock_schedules, start_fence, insert_run | lock_schedules, finish_run, finish_schedule,
+           release, notify; sync, one round trip per statement. The figure the kernel's is
+           measured against (the target: >= 0.5x at 4 processes).
   kernel   --procs replica OS processes (spawn), each a Scheduler (max_concurrent
            --max-concurrent) on its own PostgresStore (pool min 2, max 4), firing into a no-op
            in-process target (HttpDispatcher on httpx.MockTransport), on the same N due
@@ -23,6 +28,12 @@ Sections (--sections, default all four, run in this order):
            Each raw and kernel run gets fresh tables in a schema of its own (COPY, VACUUM
            ANALYZE, CHECKPOINT first); its line also gives the CPU per fire its worker processes
            used (user + system), statements/s (raw) and claim and finish batch sizes (kernel).
+           Statements per fire: counted in each replica process around psycopg (each execute,
+           each executemany parameter set, BEGIN and COMMIT), since pg_stat_statements needs
+           shared_preload_libraries and so a restart of the (shared) server; beside it the
+           server's own count of transactions (pg_stat_database) per fire.
+  At the end: the targets from this run's figures, and last `ratio_4proc_vs_raw_batched=<x>`
+  (leasecron at 4 processes over raw set-based SQL at 4 processes).
   idle     `await store.next_due()` in µs/call at --sizes schedules (none due; one table grown
            by COPY between sizes), against LEASE_SQL["next_due"] on one psycopg AsyncConnection;
            best of 3 (the store polls on a connection of its own, outside its pool). Also shown:
@@ -33,8 +44,8 @@ Sections (--sections, default all four, run in this order):
            --pgbench-seconds at 1 and 4 clients, if pgbench is on PATH. Each of its
            transactions is 5 statements (BEGIN, UPDATE, SELECT, INSERT, END).
 
-Usage: python tests/bench/bench_pg.py [N] [--sections raw kernel idle pgbench] [--procs 1 2 4]
-           [--max-concurrent 100] [--sizes 10000 100000 1000000] [--calls 3000]
+Usage: python tests/bench/bench_pg.py [N] [--sections raw rawset kernel idle pgbench]
+           [--procs 1 2 4] [--max-concurrent 100] [--sizes 10000 100000 1000000] [--calls 3000]
            [--pgbench-seconds 10]                                          (default N = 10000)
 """
 
@@ -75,7 +86,10 @@ from leasecron.kernel.model import ScheduleRun
 from leasecron.kernel.rows import _run_params
 from leasecron.kernel.store import orphan_places
 
-SECTIONS = ("raw", "kernel", "idle", "pgbench")
+SECTIONS = ("raw", "rawset", "kernel", "idle", "pgbench")
+FIRES_TARGET = 5_000  # fires/s with 4 replica processes
+RATIO_TARGET = 0.5  # of the raw set-based figure, same run
+STATEMENTS_TARGET = 1.5  # per fire
 PREFIX = "agno_"
 IDLE_TARGET = 1.5
 BARRIER_TIMEOUT = 120.0
@@ -220,15 +234,18 @@ def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
         done.put((fired, batches, statements, cpu_seconds() - cpu0))
 
 
-def raw_fires(dsn: str, n: int, procs: int, batch: int) -> tuple[float, str]:
-    schema = f"raw{procs}"
+def raw_fires(
+    dsn: str, n: int, procs: int, batch: int, worker: Callable | None = None, name: str = "raw"
+) -> tuple[float, str]:
+    worker = worker or raw_worker
+    schema = f"{name}{procs}"
     with Timer() as setup:
         prepare_due(dsn, schema, n)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(procs + 1)
     done = ctx.Queue()
     workers = [
-        ctx.Process(target=raw_worker, args=(dsn, schema, batch, barrier, done), daemon=True)
+        ctx.Process(target=worker, args=(dsn, schema, batch, barrier, done), daemon=True)
         for _ in range(procs)
     ]
     try:
@@ -246,7 +263,8 @@ def raw_fires(dsn: str, n: int, procs: int, batch: int) -> tuple[float, str]:
     cpu = sum(r[3] for r in results)
     detail = (
         f"set-up {setup.seconds:.1f} s; {batches} batches of {fired / max(1, batches):.0f}; "
-        f"{statements / seconds:,.0f} statements/s; client CPU {cpu / n * 1e6:.0f} µs/fire; split "
+        f"{statements / seconds:,.0f} statements/s ({statements / n:.2f} per fire); "
+        f"client CPU {cpu / n * 1e6:.0f} µs/fire; split "
         f"{'/'.join(str(r[0]) for r in results)}; {check_runs(dsn, schema, n)}"
     )
     return n / seconds, detail
@@ -263,6 +281,139 @@ def raw_section(dsn: str, args: argparse.Namespace, raw: dict[int, float]) -> No
         print(f"raw SQL, {procs} process(es): {raw[procs]:7,.0f} fires/s   [{detail}]", flush=True)
 
 
+# -- raw set-based SQL: the store's round statements, run directly --------------------------------
+
+
+def set_arrays(names: PostgresStore, kind: str, rows: list[dict]) -> dict[str, list]:
+    """The arrays of ROUND_SQL[kind] for these rows (one dict of per-row parameters each)."""
+    return {
+        column: [None if row[column] is None else convert(row[column]) for row in rows]
+        for column, convert in names._round_columns[kind]
+    }
+
+
+def raw_set_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
+    """As raw_worker, but each round of a batch is one set-based statement (ROUND_SQL), as the
+    store sends it: claim + claim_runs | lock_schedules, start_fence, insert_run |
+    lock_schedules, finish_run, finish_schedule, release, notify. No pipelining: one round trip
+    per statement."""
+    names = unopened(schema)
+    sql, sets, channel = names._sql, names._round_sql, names.channel
+    any_due = f"SELECT 1 FROM {names.schedules_table} WHERE enabled AND due_at <= %(now)s LIMIT 1"
+    replica = f"rawset-{os.getpid()}"
+    fired = batches = statements = 0
+    with (
+        aborting(barrier),
+        psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn,
+    ):
+        conn.execute("SELECT 1")
+        barrier.wait(timeout=BARRIER_TIMEOUT)
+        cpu0 = cpu_seconds()
+        while True:
+            now = time.time()
+            claim = {
+                "replica": replica,
+                "now": now,
+                "lease_until": now + LEASE,
+                "limit": batch,
+                "orphans": orphan_places(batch),
+            }
+            with conn.transaction():
+                rows = conn.execute(sql["claim"], claim).fetchall()
+                if rows:
+                    ids = [row["id"] for row in rows]
+                    conn.execute(sql["claim_runs"], {"ids": ids}).fetchall()
+            if not rows:
+                if conn.execute(any_due, {"now": now}).fetchone() is None:
+                    break
+                time.sleep(0.001)  # every due row is being claimed by another worker
+                continue
+            rows.sort(key=lambda row: row["id"])  # the store's lock order
+            ids = [row["id"] for row in rows]
+            fences = [
+                {"id": row["id"], "replica": replica, "version": row["lease_version"]}
+                for row in rows
+            ]
+            with conn.transaction():
+                conn.execute(sql["lock_schedules"], {"ids": ids}).fetchall()
+                cursors = [
+                    {
+                        **fence,
+                        "timing": row["timing_version"],
+                        "next_run_at": row["next_run_at"] + row["interval_seconds"],
+                        "last_run_at": now,
+                    }
+                    for fence, row in zip(fences, rows, strict=True)
+                ]
+                conn.execute(sets["start_fence"], set_arrays(names, "start_fence", cursors))
+                runs = [
+                    _run_params(
+                        ScheduleRun(
+                            id=f"{row['id']}-{row['lease_version']}",
+                            schedule_id=row["id"],
+                            attempt=1,
+                            scheduled_for=row["next_run_at"],
+                            trigger="schedule",
+                            status="running",
+                            idempotency_key=f"{row['id']}@{row['next_run_at']}",
+                            replica=replica,
+                            lease_version=row["lease_version"],
+                            triggered_at=now,
+                            created_at=now,
+                        )
+                    )
+                    for row in rows
+                ]
+                conn.execute(sets["insert_run"], set_arrays(names, "insert_run", runs))
+            done_at = time.time()
+            with conn.transaction():
+                conn.execute(sql["lock_schedules"], {"ids": ids}).fetchall()
+                outcomes = [
+                    {
+                        **fence,
+                        "id": f"{fence['id']}-{fence['version']}",
+                        "status": "success",
+                        "status_code": 200,
+                        "run_id": None,
+                        "session_id": None,
+                        "error": None,
+                        "completed_at": done_at,
+                        "duration_ms": 0.1,
+                        "output": None,
+                    }
+                    for fence in fences
+                ]
+                conn.execute(sets["finish_run"], set_arrays(names, "finish_run", outcomes))
+                books = [{**fence, "status": "success", "success": True} for fence in fences]
+                conn.execute(
+                    sets["finish_schedule"], set_arrays(names, "finish_schedule", books)
+                ).fetchall()
+                conn.execute(sets["release"], set_arrays(names, "release", fences))
+                conn.execute(sql["notify"], {"channel": channel})
+            fired += len(rows)
+            batches += 1
+            # BEGIN + COMMIT x3, claim, claim_runs, 2 x lock_schedules, start_fence, insert_run,
+            # finish_run, finish_schedule, release, notify.
+            statements += 16
+        done.put((fired, batches, statements, cpu_seconds() - cpu0))
+
+
+def raw_set_section(dsn: str, args: argparse.Namespace, raw_set: dict[int, float]) -> None:
+    print(
+        f"\n## raw set-based SQL: ROUND_SQL statements on psycopg (sync), 1 connection per OS "
+        f"process, batches of {args.max_concurrent}, n={args.n:,} due",
+        flush=True,
+    )
+    for procs in args.procs:
+        raw_set[procs], detail = raw_fires(
+            dsn, args.n, procs, args.max_concurrent, raw_set_worker, "rawset"
+        )
+        print(
+            f"raw set-based SQL, {procs} process(es): {raw_set[procs]:7,.0f} fires/s   [{detail}]",
+            flush=True,
+        )
+
+
 # -- the kernel: Scheduler replicas, one per process -----------------------------------------------
 
 
@@ -276,12 +427,38 @@ def kernel_worker(
     done.put(stats)
 
 
+def count_statements(stats: Counter[str]) -> None:
+    """Count, in this process, every statement psycopg sends: each execute, each parameter set
+    of an executemany, and BEGIN and COMMIT (or ROLLBACK) of each explicit transaction.
+    (pg_stat_statements needs shared_preload_libraries, i.e. a restart of the shared server.)"""
+    execute, executemany = psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany
+    transaction = psycopg.AsyncConnection.transaction
+
+    async def counted_execute(self, query, params=None, **kwargs):
+        stats["statements"] += 1
+        return await execute(self, query, params, **kwargs)
+
+    async def counted_executemany(self, query, params_seq, **kwargs):
+        params_seq = list(params_seq)
+        stats["statements"] += len(params_seq)
+        return await executemany(self, query, params_seq, **kwargs)
+
+    def counted_transaction(self, *args, **kwargs):
+        stats["statements"] += 2
+        return transaction(self, *args, **kwargs)
+
+    psycopg.AsyncCursor.execute = counted_execute
+    psycopg.AsyncCursor.executemany = counted_executemany
+    psycopg.AsyncConnection.transaction = counted_transaction
+
+
 async def kernel_replica(
     dsn: str, schema: str, max_concurrent: int, index: int, barrier, stop, counter
 ) -> dict[str, int]:
+    stats: Counter[str] = Counter()
     store = PostgresStore(dsn, schema=schema, prefix=PREFIX, min_size=2, max_size=4)
     await store.open()
-    stats: Counter[str] = Counter()
+    count_statements(stats)  # from the start barrier on: set-up statements are not counted
 
     def counted(name: str, sized: bool) -> None:
         call = getattr(store, name)
@@ -328,7 +505,9 @@ async def kernel_replica(
     return {"fired": scheduler.fired, "cpu µs": round(cpu * 1e6), **stats}
 
 
-def kernel_fires(dsn: str, n: int, procs: int, max_concurrent: int) -> tuple[float, str]:
+def kernel_fires(
+    dsn: str, n: int, procs: int, max_concurrent: int, statements: dict[int, float]
+) -> tuple[float, str]:
     schema = f"kernel{procs}"
     with Timer() as setup:
         prepare_due(dsn, schema, n)
@@ -349,6 +528,7 @@ def kernel_fires(dsn: str, n: int, procs: int, max_concurrent: int) -> tuple[flo
     try:
         for w in workers:
             w.start()
+        xacts0 = server_transactions(dsn)
         start(barrier)
         t0 = time.perf_counter()
         while counter.value < n and time.perf_counter() - t0 < timeout:
@@ -362,11 +542,17 @@ def kernel_fires(dsn: str, n: int, procs: int, max_concurrent: int) -> tuple[flo
     finally:
         stop.set()
         reap(workers)
+    # A backend flushes its counters as it exits, just after its client closed: give it a moment.
+    time.sleep(0.5)
+    xacts = server_transactions(dsn) - xacts0 - 1  # less the first probe's own
     total = Counter()
     for r in results:
         total.update(r)
+    statements[procs] = total["statements"] / n
     detail = (
-        f"set-up {setup.seconds:.1f} s; {total['claim']} claims of "
+        f"set-up {setup.seconds:.1f} s; statements {total['statements'] / n:.2f} per fire "
+        f"(counted in the replicas), server transactions {xacts / n:.2f} per fire "
+        f"(pg_stat_database xact_commit + xact_rollback); {total['claim']} claims of "
         f"{total['claim rows'] / max(1, total['claim']):.0f}, {total['finish']} finishes of "
         f"{total['finish rows'] / max(1, total['finish']):.0f}, {total['next_due']} polls; "
         f"replica CPU {total['cpu µs'] / n:.0f} µs/fire; "
@@ -379,17 +565,39 @@ def kernel_fires(dsn: str, n: int, procs: int, max_concurrent: int) -> tuple[flo
     return reached / seconds, detail
 
 
-def kernel_section(dsn: str, args: argparse.Namespace, raw: dict[int, float]) -> None:
+def server_transactions(dsn: str) -> int:
+    """Transactions the server has counted in this database (every autocommit statement is one)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        return conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        ).fetchone()[0]
+
+
+def kernel_section(
+    dsn: str,
+    args: argparse.Namespace,
+    raw: dict[int, float],
+    raw_set: dict[int, float],
+    rates: dict[int, float],
+    statements: dict[int, float],
+) -> None:
     print(
         f"\n## leasecron: one Scheduler + PostgresStore per OS process, no-op MockTransport "
         f"target, max_concurrent={args.max_concurrent}, n={args.n:,} due",
         flush=True,
     )
     for procs in args.procs:
-        rate, detail = kernel_fires(dsn, args.n, procs, args.max_concurrent)
-        ratio = f"{rate / raw[procs]:4.2f}x raw" if procs in raw else "raw not run"
+        rates[procs], detail = kernel_fires(dsn, args.n, procs, args.max_concurrent, statements)
+        ratios = [
+            f"{rates[procs] / base[procs]:4.2f}x {label}"
+            for label, base in (("raw", raw), ("raw set-based", raw_set))
+            if procs in base
+        ]
         print(
-            f"leasecron, {procs} replica process(es): {rate:7,.0f} fires/s = {ratio}   [{detail}]",
+            f"leasecron, {procs} replica process(es): {rates[procs]:7,.0f} fires/s = "
+            f"{', '.join(ratios) or 'raw not run'}   [{detail}]",
             flush=True,
         )
 
@@ -589,12 +797,17 @@ def main() -> None:
             flush=True,
         )
         raw: dict[int, float] = {}
+        raw_set: dict[int, float] = {}
+        rates: dict[int, float] = {}
+        statements: dict[int, float] = {}
         for section in sections:
             with Timer() as took:
                 if section == "raw":
                     raw_section(dsn, args, raw)
+                elif section == "rawset":
+                    raw_set_section(dsn, args, raw_set)
                 elif section == "kernel":
-                    kernel_section(dsn, args, raw)
+                    kernel_section(dsn, args, raw, raw_set, rates, statements)
                 elif section == "idle":
                     idle_section(dsn, args.sizes, args.calls)
                 else:
@@ -604,6 +817,32 @@ def main() -> None:
         f"\n# {time.perf_counter() - started:.0f} s in all; load average "
         f"{os.getloadavg()[0]:.2f} at the end"
     )
+    summary(raw_set, rates, statements)
+
+
+def summary(
+    raw_set: dict[int, float], rates: dict[int, float], statements: dict[int, float]
+) -> None:
+    """The targets, from this run's figures; the ratio line last (4 processes, or the most run)."""
+    if not rates:
+        return
+    procs = 4 if 4 in rates else max(rates)
+    print(
+        f"leasecron {procs} replica process(es): {rates[procs]:,.0f} fires/s "
+        f"({'meets' if rates[procs] >= FIRES_TARGET else 'MISSES'} >= {FIRES_TARGET:,})"
+    )
+    worst = max(statements.values())
+    print(
+        f"statements per fire, worst of {sorted(statements)} process(es): {worst:.2f} "
+        f"({'meets' if worst <= STATEMENTS_TARGET else 'MISSES'} <= {STATEMENTS_TARGET})"
+    )
+    if procs in raw_set:
+        ratio = rates[procs] / raw_set[procs]
+        print(
+            f"raw set-based SQL, {procs} process(es): {raw_set[procs]:,.0f} fires/s; leasecron "
+            f"{ratio:.2f}x ({'meets' if ratio >= RATIO_TARGET else 'MISSES'} >= {RATIO_TARGET}x)"
+        )
+        print(f"ratio_{procs}proc_vs_raw_batched={ratio:.3f}")
 
 
 if __name__ == "__main__":
