@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, NamedTuple
 
 from .model import Schedule, ScheduleRun
-from .rows import UndecodableRow, _json_dump, _run_params, _to_schedule
+from .rows import UndecodableRow, json_dump, run_params, to_schedule
 from .store import Claim, FinishPlan, StartPlan
 
 
@@ -132,10 +132,10 @@ def _start_one(replica: str, now: float, plan: StartPlan) -> Flow:
     for orphan_id, replacement, error in plan.lost_runs:
         lost = yield Count("lose_orphan", {"id": orphan_id, "now": now, "error": error})
         if lost and replacement is not None:
-            yield Count("insert_run", _run_params(replacement))
+            yield Count("insert_run", run_params(replacement))
             started.add(replacement.id)
     if plan.insert_runs:  # a catch-up or skip burst may be hundreds of rows: one batch
-        yield Many("insert_run", [_run_params(run) for run in plan.insert_runs])
+        yield Many("insert_run", [run_params(run) for run in plan.insert_runs])
         started.update(run.id for run in plan.insert_runs if run.status == "running")
     for run_row_id in plan.start_pending:
         params = {"id": run_row_id, "replica": replica, "version": plan.lease_version, "now": now}
@@ -162,7 +162,7 @@ def claims_of(rows: list[Mapping[str, Any]], replica: str | None, now: float) ->
     claims: dict[str, Claim] = {}
     for row in rows:
         try:
-            claims[row["id"]] = Claim(_to_schedule(row), row["timing_version"], [], [])
+            claims[row["id"]] = Claim(to_schedule(row), row["timing_version"], [], [])
             continue
         except UndecodableRow as exc:
             if replica is None:
@@ -214,7 +214,7 @@ def quarantine(
     if not (yield Count("quarantine", params)):
         return False
     yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": run.error})
-    yield Count("insert_run", _run_params(run))
+    yield Count("insert_run", run_params(run))
     return True
 
 
@@ -283,7 +283,7 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
             "error": plan.error,
             "completed_at": plan.completed_at,
             "duration_ms": plan.duration_ms,
-            "output": _json_dump(plan.output),
+            "output": json_dump(plan.output),
         },
     )
     if recorded != 1:
@@ -296,7 +296,7 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
     else:
         state = None
     if plan.retry is not None and state is not None:
-        yield Count("insert_run", _run_params(plan.retry))
+        yield Count("insert_run", run_params(plan.retry))
     if held is None:
         # Lease taken meanwhile (or the schedule deleted): our result is recorded, the new holder
         # owns the row; refresh due_at only if nobody holds it.
@@ -309,7 +309,7 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
             {**fence, "timing": plan.timing_version, "next_run_at": plan.next_run_at},
         )
         if plan.insert_runs:
-            yield Many("insert_run", [_run_params(run) for run in plan.insert_runs])
+            yield Many("insert_run", [run_params(run) for run in plan.insert_runs])
     if plan.disable and plan.retry is None:
         yield Count("disable_one_off", {**fence, "timing": plan.timing_version})
     if plan.release:
@@ -334,7 +334,7 @@ def update_schedule(schedule_id: str, fields: Mapping[str, Any], now: float) -> 
         return None
     values = dict(fields)
     if "payload" in values:
-        values["payload"] = _json_dump(values["payload"])
+        values["payload"] = json_dump(values["payload"])
     if "enabled" in values:
         values["enabled"] = bool(values["enabled"])
     bump = int(not TIMING_COLUMNS.isdisjoint(values))
@@ -369,7 +369,7 @@ def add_pending_run(run: ScheduleRun, now: float) -> Flow:
         raise LookupError(f"schedule {run.schedule_id!r} not found")
     if not state["enabled"]:
         raise PermissionError(f"schedule {run.schedule_id!r} is disabled")
-    yield Count("insert_run", _run_params(run))
+    yield Count("insert_run", run_params(run))
     yield Count("refresh_due", {"id": run.schedule_id, "now": now})
     yield Notify()
 

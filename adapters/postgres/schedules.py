@@ -14,10 +14,10 @@ from leasecron.kernel import writes
 from leasecron.kernel.errors import ScheduleExistsError
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.rows import (
-    _schedule_values,
-    _to_run,
-    _to_schedule,
     schedule_filter,
+    schedule_values,
+    to_run,
+    to_schedule,
 )
 from leasecron.kernel.store import check_updatable
 
@@ -42,7 +42,7 @@ class PostgresSchedules:
 
     async def create_schedule(self, schedule: Schedule) -> None:
         async def op(conn: Conn) -> None:
-            values = _schedule_values(schedule)
+            values = schedule_values(schedule)
             values["enabled"] = bool(values["enabled"])
             values["due_at"] = schedule.next_run_at if schedule.enabled else None
             cols = ", ".join(values)
@@ -64,7 +64,7 @@ class PostgresSchedules:
         row = await self._one(
             conn, f"SELECT * FROM {self.schedules_table} WHERE {column} = %(v)s", {"v": value}
         )
-        return _to_schedule(row, strict=False) if row else None
+        return to_schedule(row, strict=False) if row else None
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         return await self._run("get_schedule", lambda conn: self._get(conn, "id", schedule_id))
@@ -87,7 +87,7 @@ class PostgresSchedules:
             # COLLATE "C": the same byte order as SQLite's ORDER BY name, whatever the locale.
             sql = f'SELECT * FROM {self.schedules_table}{where} ORDER BY name COLLATE "C"'
             cur = await conn.execute(sql + " LIMIT %(limit)s OFFSET %(offset)s", args)
-            return [_to_schedule(r, strict=False) for r in await cur.fetchall()]
+            return [to_schedule(r, strict=False) for r in await cur.fetchall()]
 
         return await self._run("list_schedules", op)
 
@@ -124,7 +124,7 @@ class PostgresSchedules:
 
         row = await self._tx("update_schedule", op)
         self.notify()
-        return _to_schedule(row, strict=False) if row else None
+        return to_schedule(row, strict=False) if row else None
 
     async def delete_schedule(self, schedule_id: str, now: float) -> bool:
         """Delete the schedule and cancel its pending runs (writes.delete_schedule)."""
@@ -149,7 +149,7 @@ class PostgresSchedules:
                 f"ORDER BY created_at DESC, seq DESC LIMIT %(limit)s OFFSET %(offset)s",
                 {"sid": schedule_id, "limit": limit, "offset": offset},
             )
-            return [_to_run(r) for r in await cur.fetchall()]
+            return [to_run(r) for r in await cur.fetchall()]
 
         return await self._run("list_runs", op)
 
@@ -168,7 +168,7 @@ class PostgresSchedules:
             row = await self._one(
                 conn, f"SELECT * FROM {self.runs_table} WHERE id = %(id)s", {"id": run_row_id}
             )
-            return _to_run(row) if row else None
+            return to_run(row) if row else None
 
         return await self._run("get_run", op)
 

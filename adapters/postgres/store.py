@@ -39,7 +39,7 @@ from leasecron.kernel import writes
 from leasecron.kernel.clock import AlignedClock, Clock, SystemClock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.offload import tracked
-from leasecron.kernel.rows import _to_run
+from leasecron.kernel.rows import to_run
 from leasecron.kernel.sqlite.schema import tables_to_create
 from leasecron.kernel.store import Claim, FinishPlan, StartPlan, orphan_places
 
@@ -459,7 +459,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         if ids:
             cur = await conn.execute(self._sql["claim_runs"], {"ids": ids})
             for run_row in await cur.fetchall():
-                run = _to_run(run_row)
+                run = to_run(run_row)
                 claim = claims[run.schedule_id]
                 (claim.pending if run.status == "pending" else claim.running).append(run)
         return list(claims.values())

@@ -36,7 +36,7 @@ from ..clock import SimClock
 from ..errors import StoreError
 from ..manager import ScheduleManager
 from ..model import Fire, Schedule
-from ..rows import _to_run
+from ..rows import to_run
 from ..scheduler import Scheduler
 from ..sqlite import SqliteStore
 from .check import RUN_COLUMNS, Violation, check_run
@@ -633,7 +633,7 @@ async def _running_runs(store: Any, schedule_ids: Any) -> list[Any]:
             f"SELECT * FROM {store.runs_table} WHERE status = 'running' "
             "ORDER BY created_at DESC, rowid DESC"
         )
-        return [_to_run(row) for row in rows]
+        return [to_run(row) for row in rows]
     return [run async for run in _pages(store, schedule_ids) if run.status == "running"]
 
 

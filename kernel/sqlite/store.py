@@ -23,16 +23,11 @@ from .. import writes
 from ..errors import ScheduleExistsError, StoreError
 from ..model import Schedule, ScheduleRun
 from ..offload import Worker
-from ..rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and benchmarks)
-    _RUN_COLUMNS,
-    _SCHEDULE_COLUMNS,
-    _json_dump,
-    _json_load,
-    _run_params,
-    _schedule_values,
-    _to_run,
-    _to_schedule,
+from ..rows import (
     schedule_filter,
+    schedule_values,
+    to_run,
+    to_schedule,
 )
 from ..store import Claim, FinishPlan, StartPlan, check_updatable, orphan_places
 from .group_commit import GroupCommit
@@ -244,7 +239,7 @@ class SqliteLeaseStore:
 
     async def create_schedule(self, schedule: Schedule) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            values = _schedule_values(schedule)
+            values = schedule_values(schedule)
             values["enabled"] = int(values["enabled"])
             values["due_at"] = schedule.next_run_at if schedule.enabled else None
             cols = ", ".join(values)
@@ -265,7 +260,7 @@ class SqliteLeaseStore:
         row = conn.execute(
             f"SELECT * FROM {self.schedules_table} WHERE {column} = ?", (value,)
         ).fetchone()
-        return _to_schedule(row, strict=False) if row else None
+        return to_schedule(row, strict=False) if row else None
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         return await self._run(
@@ -291,7 +286,7 @@ class SqliteLeaseStore:
             args.update(limit=-1 if limit is None else limit, offset=offset)
             sql = f"SELECT * FROM {self.schedules_table}{where} ORDER BY name"
             rows = self._connect().execute(sql + " LIMIT :limit OFFSET :offset", args).fetchall()
-            return [_to_schedule(r, strict=False) for r in rows]
+            return [to_schedule(r, strict=False) for r in rows]
 
         return await self._run("list_schedules", op)
 
@@ -335,7 +330,7 @@ class SqliteLeaseStore:
 
         row = await self._run("update_schedule", self._tx, op)
         self.notify()
-        return _to_schedule(row, strict=False) if row else None
+        return to_schedule(row, strict=False) if row else None
 
     async def delete_schedule(self, schedule_id: str, now: float) -> bool:
         """Delete the schedule and cancel its pending runs (writes.delete_schedule)."""
@@ -364,7 +359,7 @@ class SqliteLeaseStore:
                 )
                 .fetchall()
             )
-            return [_to_run(r) for r in rows]
+            return [to_run(r) for r in rows]
 
         return await self._run("list_runs", op)
 
@@ -383,7 +378,7 @@ class SqliteLeaseStore:
                 .execute(f"SELECT * FROM {self.runs_table} WHERE id = ?", (run_row_id,))
                 .fetchone()
             )
-            return _to_run(row) if row else None
+            return to_run(row) if row else None
 
         return await self._run("get_run", op)
 
@@ -430,7 +425,7 @@ class SqliteLeaseStore:
             chunk = ids[i : i + 500]
             sql = self._sql["claim_runs"].replace("{ids}", ",".join("?" * len(chunk)))
             for run_row in conn.execute(sql, chunk):
-                run = _to_run(run_row)
+                run = to_run(run_row)
                 claim = claims[run.schedule_id]
                 (claim.pending if run.status == "pending" else claim.running).append(run)
         return list(claims.values())

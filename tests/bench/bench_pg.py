@@ -72,7 +72,7 @@ from common import (
 from leasecron.adapters.postgres import PostgresStore
 from leasecron.kernel import HttpDispatcher, Scheduler
 from leasecron.kernel.model import ScheduleRun
-from leasecron.kernel.rows import _run_params
+from leasecron.kernel.rows import run_params
 from leasecron.kernel.store import orphan_places
 
 SECTIONS = ("raw", "kernel", "idle", "pgbench")
@@ -187,7 +187,7 @@ def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
                         triggered_at=now,
                         created_at=now,
                     )
-                    conn.execute(sql["insert_run"], _run_params(run))
+                    conn.execute(sql["insert_run"], run_params(run))
             done_at = time.time()
             with conn.transaction():
                 conn.execute(sql["lock_schedules"], {"ids": [row["id"] for row in rows]})
