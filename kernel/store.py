@@ -5,7 +5,7 @@ Lease lifecycle, the same for every store:
   next_due   peek: the earliest `due_at` of an enabled schedule (an idle poll is only this)
   claim      take up to N due schedules under a fresh lease (version bumped: the fencing token)
   start      fenced on (locked_by, lease_version): write the run rows and the advanced slot
-  claim_held an overlap=allow holder re-reads a row it keeps, to fire what comes due meanwhile
+  reread_held an overlap=allow holder re-reads a row it keeps, to fire what comes due meanwhile
   heartbeat  fenced: extend the leases still held; answers the ids whose lease was taken over
   finish     fenced: record the outcome, queue a retry, apply overlap, release the lease
 `due_at` folds "work is due" and "the holder's lease expired" into one indexed column: a locked
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .model import Schedule, ScheduleRun
 
@@ -80,6 +80,15 @@ class Claim:
     quarantined: str | None = None
 
 
+class LostRun(NamedTuple):
+    """An orphaned running row ended lease_lost by a start. The replacement is inserted only if
+    the orphan was still running (the old holder's result did not land first)."""
+
+    orphan_id: str
+    replacement: ScheduleRun | None  # the row that re-delivers it; None: re-deliveries used up
+    error: str  # recorded on the orphan
+
+
 @dataclass(slots=True)
 class StartPlan:
     """What the holder decided to do with a claimed schedule; applied atomically and fenced."""
@@ -90,10 +99,7 @@ class StartPlan:
     next_run_at: float | None  # the slot cursor after this decision
     insert_runs: list[ScheduleRun] = field(default_factory=list)  # new rows (running or final)
     start_pending: list[str] = field(default_factory=list)  # pending row ids now running
-    # Orphaned running rows -> lease_lost: (orphan id, the row that re-delivers it or None when
-    # its re-deliveries are used up, the error recorded on the orphan). The replacement is
-    # inserted only if the orphan was still running (the old holder's result did not land first).
-    lost_runs: list[tuple[str, ScheduleRun | None, str]] = field(default_factory=list)
+    lost_runs: list[LostRun] = field(default_factory=list)  # orphans -> lease_lost
     # Keep the lease even if nothing starts (an overlap=allow holder with other runs in flight);
     # otherwise a plan that starts nothing releases the lease in the same transaction.
     keep_lease: bool = False
@@ -179,7 +185,7 @@ class Store(Protocol):
     async def start(
         self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
     ) -> list[set[str] | None]: ...
-    async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]: ...
+    async def reread_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]: ...
     async def holds(self, replica: str, schedule_id: str, version: int) -> bool: ...
     async def heartbeat(
         self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]

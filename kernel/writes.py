@@ -66,8 +66,9 @@ class Notify(NamedTuple):
     pass
 
 
-Step = Count | One | Many | Update | Lock | Notify | Batch
-Flow = Generator[Step, Any, Any]
+# What a flow yields: one of these, answered by the store (see the module docstring).
+Command = Count | One | Many | Update | Lock | Notify | Batch
+Flow = Generator[Command, Any, Any]
 
 
 def _fence(replica: str, schedule_id: str, version: int) -> dict[str, Any]:
@@ -397,11 +398,11 @@ def lockstep(flows: list[Flow]) -> Flow:
     return results
 
 
-def run(flow: Flow, answer: Callable[[Step], Any]) -> Any:
+def run(flow: Flow, answer: Callable[[Command], Any]) -> Any:
     """Drive a flow with a synchronous driver (a Batch is answered step by step); returns the
     flow's result."""
 
-    def each(step: Step) -> Any:
+    def each(step: Command) -> Any:
         if isinstance(step, Batch):
             return [answer(inner) for inner in step.steps]
         return answer(step)
@@ -414,7 +415,7 @@ def run(flow: Flow, answer: Callable[[Step], Any]) -> Any:
         return done.value
 
 
-async def arun(flow: Flow, answer: Callable[[Step], Awaitable[Any]]) -> Any:
+async def arun(flow: Flow, answer: Callable[[Command], Awaitable[Any]]) -> Any:
     """Drive a flow with an async driver, which answers a Batch itself (all its steps); returns
     the flow's result."""
     reply = None

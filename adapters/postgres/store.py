@@ -484,7 +484,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
 
         return await self._tx("claim", op)
 
-    async def _answer(self, conn: Conn, step: writes.Step) -> Any:
+    async def _answer(self, conn: Conn, step: writes.Command) -> Any:
         """One step of a shared write flow (leasecron.kernel.writes): a statement, or a Batch
         of them sent in pipeline mode (one round trip for the round, not one per row)."""
         if isinstance(step, writes.Batch):
@@ -510,7 +510,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             return await self._count(conn, sql, step.params)
         return await self._notify_others(conn)
 
-    async def _send(self, conn: Conn, step: writes.Step) -> Any:
+    async def _send(self, conn: Conn, step: writes.Command) -> Any:
         """Queue one step of a pipelined Batch; its cursor, read by _reply after the sync."""
         cur = conn.cursor()
         if isinstance(step, (writes.Count, writes.One)):
@@ -525,7 +525,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         return cur
 
     @staticmethod
-    async def _reply(step: writes.Step, cur: Any) -> Any:
+    async def _reply(step: writes.Command, cur: Any) -> Any:
         if isinstance(step, writes.Count):
             return cur.rowcount
         if isinstance(step, writes.One):
@@ -556,7 +556,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             self.notify()
         return results
 
-    async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
+    async def reread_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
         """Re-read rows this replica keeps leased (overlap=allow), with their pending and
         running runs; a row no longer held (or disabled) is left out."""
 
@@ -574,8 +574,8 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
 
         # REPEATABLE READ would make the rows and their runs one snapshot; the lease makes this
         # holder the only writer of the rows' runs except for the manager's triggers, which a
-        # later claim_held sees.
-        return await self._tx("claim_held", op)
+        # later reread_held sees.
+        return await self._tx("reread_held", op)
 
     async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]:
         """(schedule id, lease version) of every live lease `replica` holds."""

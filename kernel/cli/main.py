@@ -62,9 +62,9 @@ from ..manager import ScheduleManager
 from ..model import IF_EXISTS, MISFIRE_POLICIES, OVERLAP_POLICIES, Schedule
 from ..observe.eventlog import JsonEventLog, JsonFormatter, ReplicaLog, chain
 from ..observe.status import cluster_status, render_status
+from ..open_store import open_store
 from ..scheduler import Scheduler
 from ..sim.simulation import ALL_FAULTS, FAULTS, SimConfig, simulate
-from ..stores import open_store
 from .demo import cmd_demo
 from .process import stop_on_signals
 from .serve import DEFAULT_APP, asgi_runner, bound_url, is_agent_os, listen, load_target

@@ -448,7 +448,7 @@ class SqliteLeaseStore:
 
         return await self._run("claim", self._tx, op)
 
-    def _answer(self, conn: sqlite3.Connection, step: writes.Step) -> Any:
+    def _answer(self, conn: sqlite3.Connection, step: writes.Command) -> Any:
         """One statement of a shared write flow (kernel/writes.py). Lock and Notify need nothing
         here: BEGIN IMMEDIATE holds the file's write lock, and other processes poll."""
         if isinstance(step, writes.Count):
@@ -487,7 +487,7 @@ class SqliteLeaseStore:
             self.notify()
         return results
 
-    async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
+    async def reread_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
         """Re-read rows this replica keeps leased (overlap=allow), with their pending and
         running runs; a row no longer held (or disabled) is left out."""
 
@@ -502,7 +502,7 @@ class SqliteLeaseStore:
                     rows.append(row)
             return self._claims_of(conn, rows)
 
-        return await self._run("claim_held", self._tx, op)
+        return await self._run("reread_held", self._tx, op)
 
     async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]:
         """(schedule id, lease version) of every live lease `replica` holds."""
