@@ -24,7 +24,7 @@ from .spec import (
     validate_page,
     validate_user_id,
 )
-from .store import SPEC_FIELDS, Store
+from .store import SPEC_FIELDS, ScheduleStore
 
 _DEFAULTS = {
     f: getattr(Schedule("", "", "/"), f) for f in SPEC_FIELDS if f not in ("name", "endpoint")
@@ -55,7 +55,7 @@ class ScheduleManager:
 
     def __init__(
         self,
-        store: Store,
+        store: ScheduleStore,
         *,
         clock: Clock | None = None,
         new_id: Callable[[], str] | None = None,
@@ -80,9 +80,7 @@ class ScheduleManager:
     async def _now(self) -> float:
         """The time to write with: the store's authority's time when it has one (Postgres, by
         default), re-read at most every few seconds, else our own clock's."""
-        aligned_clock = getattr(self.store, "aligned_clock", None)
-        if aligned_clock is not None and isinstance(self.clock, SystemClock):  # as Scheduler
-            self.clock = aligned_clock(self.clock)
+        self.clock = self.store.aligned_clock(self.clock)  # as Scheduler
         fresh = getattr(self.clock, "fresh", None)
         if fresh is not None:
             await fresh()

@@ -133,9 +133,7 @@ class Scheduler(Starts, Attempts, Finishing, Heartbeat):
         self._flush_last = False
         # A store that is a time authority (Postgres, by default) keeps a wall clock to its own;
         # any other clock (a SimClock) was chosen explicitly and is the clock, on every store.
-        aligned_clock = getattr(self.store, "aligned_clock", None)
-        if aligned_clock is not None and isinstance(self.clock, SystemClock):
-            self.clock = aligned_clock(self.clock)
+        self.clock = self.store.aligned_clock(self.clock)
         self.store.add_listener(self.wake)
         self._tasks = [
             asyncio.create_task(self._loop(), name=f"leasecron-loop-{self.replica_id}"),
@@ -185,8 +183,7 @@ class Scheduler(Starts, Attempts, Finishing, Heartbeat):
             flush_task.cancel()
         await asyncio.gather(loop_task, flush_task, return_exceptions=True)
         self._tasks = []
-        if hasattr(self.store, "remove_listener"):
-            self.store.remove_listener(self.wake)
+        self.store.remove_listener(self.wake)
 
     def kill(self) -> None:
         """Stop as if the process died this instant: every task is cancelled and nothing more is
@@ -199,8 +196,7 @@ class Scheduler(Starts, Attempts, Finishing, Heartbeat):
         self._finish_queue.clear()
         self._held.clear()
         self._tasks = []
-        if hasattr(self.store, "remove_listener"):
-            self.store.remove_listener(self.wake)
+        self.store.remove_listener(self.wake)
 
     async def __aenter__(self) -> Scheduler:
         await self.start()

@@ -438,6 +438,14 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         self._clocks.add(clock)
         return clock
 
+    async def reclaim_space(self, max_pages: int = 1000) -> int:
+        """0: autovacuum gives a pruned row's space back on its own."""
+        return 0
+
+    async def checkpoint(self) -> bool:
+        """True: the server manages its own write-ahead log."""
+        return True
+
     async def server_time(self) -> float:
         """The time authority's clock, epoch seconds (one round trip)."""
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import writes
+from ..clock import Clock
 from ..errors import ScheduleExistsError, StoreError
 from ..model import Schedule, ScheduleRun
 from ..offload import Worker
@@ -210,6 +211,10 @@ class SqliteLeaseStore:
 
     def schema_version(self) -> int:
         return self._call(lambda: schema_version(self._connect(), self.prefix))
+
+    def aligned_clock(self, local: Clock) -> Clock:
+        """`local`: the file has no clock of its own, every replica runs on its host's."""
+        return local
 
     # -- wake-ups --------------------------------------------------------------------------------
 
