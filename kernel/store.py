@@ -244,6 +244,14 @@ class ScheduleStore(Protocol):
     ) -> Schedule | None:
         """Set these columns (check_updatable) under the row's lock; the row after, or None."""
 
+    async def enable_schedule(
+        self, schedule_id: str, next_run_at: float | None, now: float
+    ) -> Schedule | None:
+        """Enable the row from `next_run_at`, reason cleared, timing bumped; the row, or None."""
+
+    async def disable_schedule(self, schedule_id: str, now: float) -> Schedule | None:
+        """Disable the row (timing bumped) and cancel its waiting work; the row, or None."""
+
     async def delete_schedule(self, schedule_id: str, now: float) -> bool:
         """Delete the row and cancel its waiting work (history stays); whether it existed."""
 

@@ -6,6 +6,8 @@ PostgresStore: it uses the store's plumbing (`_run`, `_tx`, `_one`, `_count`, `_
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from psycopg import errors as pg_errors
@@ -15,7 +17,6 @@ from leasecron.kernel.errors import ScheduleExistsError
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.rows import (
     schedule_filter,
-    schedule_values,
     to_run,
     to_schedule,
 )
@@ -31,6 +32,16 @@ if TYPE_CHECKING:
 CONTAINS = "strpos(lower(name), lower({needle})) > 0"
 
 
+@contextlib.contextmanager
+def _unique_name(constraint: str, name: str) -> Iterator[None]:
+    try:
+        yield
+    except pg_errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == constraint:
+            raise ScheduleExistsError(name) from exc
+        raise
+
+
 def _filter(
     enabled: bool | None, user_id: str | None, name_contains: str | None
 ) -> tuple[str, dict[str, Any]]:
@@ -40,22 +51,17 @@ def _filter(
 class PostgresSchedules:
     """Schedule and run-history operations for PostgresStore (see the module docstring)."""
 
+    def _unique_name(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A name taken by another row: the UNIQUE violation as ScheduleExistsError."""
+        return _unique_name(f"{self.prefix}schedules_name_key", name)
+
     async def create_schedule(self, schedule: Schedule) -> None:
+        """Insert a new row (writes.create_schedule)."""
+        write = self._flow(writes.create_schedule(schedule))
+
         async def op(conn: Conn) -> None:
-            values = schedule_values(schedule)
-            values["enabled"] = bool(values["enabled"])
-            values["due_at"] = schedule.next_run_at if schedule.enabled else None
-            cols = ", ".join(values)
-            marks = ", ".join(f"%({c})s" for c in values)
-            try:
-                await conn.execute(
-                    f"INSERT INTO {self.schedules_table} ({cols}) VALUES ({marks})", values
-                )
-            except pg_errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
-                    raise ScheduleExistsError(schedule.name) from exc
-                raise
-            await self._notify_others(conn)
+            with self._unique_name(schedule.name):
+                await write(conn)
 
         await self._tx("create_schedule", op)
         self.notify()
@@ -115,14 +121,28 @@ class PostgresSchedules:
         write = self._flow(writes.update_schedule(schedule_id, fields, now))
 
         async def op(conn: Conn) -> Any:
-            try:
+            with self._unique_name(fields.get("name", "")):
                 return await write(conn)
-            except pg_errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
-                    raise ScheduleExistsError(fields["name"]) from exc
-                raise
 
-        row = await self._tx("update_schedule", op)
+        return await self._schedule_write("update_schedule", op)
+
+    async def enable_schedule(
+        self, schedule_id: str, next_run_at: float | None, now: float
+    ) -> Schedule | None:
+        """Enable from `next_run_at` (writes.enable_schedule); the row as it now is, or None."""
+        flow = writes.enable_schedule(schedule_id, next_run_at, now)
+        return await self._schedule_write("enable_schedule", self._flow(flow))
+
+    async def disable_schedule(self, schedule_id: str, now: float) -> Schedule | None:
+        """Disable, cancelling waiting work (writes.disable_schedule); the row, or None."""
+        flow = writes.disable_schedule(schedule_id, now)
+        return await self._schedule_write("disable_schedule", self._flow(flow))
+
+    async def _schedule_write(
+        self, operation: str, op: Callable[[Conn], Awaitable[Any]]
+    ) -> Schedule | None:
+        """A manager write answering the row as it now is."""
+        row = await self._tx(operation, op)
         self.notify()
         return to_schedule(row, strict=False) if row else None
 

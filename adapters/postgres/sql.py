@@ -20,8 +20,11 @@ of a batch run side by side, one row's steps always in this order):
   a holder keeping its row (overlap=allow): held_row per lease; claim_runs
   a replica stopping: expire_lease per lease; after a lost claim reply: leases_of, expire_lease
   the manager:
-    create         an INSERT of the row (columns from rows.py)
+    create         insert_schedule
     update         lock_schedules; schedule_state; update_fields; cancel_pending (a disable);
+                   refresh_due; get_schedule
+    enable         lock_schedules; schedule_state; enable_schedule; refresh_due; get_schedule
+    disable        lock_schedules; schedule_state; disable_schedule; cancel_pending;
                    refresh_due; get_schedule
     delete         lock_schedules; cancel_pending; lose_unheld; delete_schedule
     trigger        lock_schedules; schedule_state; insert_run; refresh_due
@@ -221,17 +224,29 @@ LEASE_SQL = {
     + DUE_EXPR
     + """ END
          WHERE id = %(id)s""",
-    # -- the manager's writes (kernel/writes.py: update_schedule, delete_schedule,
-    # add_pending_run); each runs under the row's lock (lock_schedules), taken first.
+    # -- the manager's writes (kernel/writes.py: create_schedule, update_schedule,
+    # enable_schedule, disable_schedule, delete_schedule, add_pending_run); each runs under the
+    # row's lock (lock_schedules), taken first. Their races are SQLite's (kernel/sqlite/sql.py).
     # Whether the row exists and is enabled: a trigger of a gone or disabled schedule is refused.
     "schedule_state": """
         SELECT enabled FROM {S} WHERE id = %(id)s""",
+    # A new row, as SQLite's; the name's UNIQUE constraint is {prefix}schedules_name_key.
+    "insert_schedule": """
+        INSERT INTO {S} ({{columns}}) VALUES ({{values}})""",
     "get_schedule": """
         SELECT * FROM {S} WHERE id = %(id)s""",
     # The caller's columns ({{sets}}: `column = %(column)s` each). A change of the slot series bumps
     # timing_version (%(bump)s), fencing out a holder that planned with the old timing.
     "update_fields": """
         UPDATE {S} SET {{sets}}, timing_version = timing_version + %(bump)s, updated_at = %(now)s
+         WHERE id = %(id)s""",
+    # Enable and disable, as SQLite's: both bump timing_version.
+    "enable_schedule": """
+        UPDATE {S} SET enabled = TRUE, disabled_reason = NULL, next_run_at = %(next_run_at)s,
+               timing_version = timing_version + 1, updated_at = %(now)s
+         WHERE id = %(id)s""",
+    "disable_schedule": """
+        UPDATE {S} SET enabled = FALSE, timing_version = timing_version + 1, updated_at = %(now)s
          WHERE id = %(id)s""",
     "delete_schedule": """
         DELETE FROM {S} WHERE id = %(id)s""",

@@ -39,7 +39,6 @@ from leasecron.kernel import writes
 from leasecron.kernel.clock import AlignedClock, Clock, SystemClock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.offload import tracked
-from leasecron.kernel.rows import to_run
 from leasecron.kernel.sqlite.schema import tables_to_create
 from leasecron.kernel.store import Claim, FinishPlan, StartPlan, orphan_places
 
@@ -462,15 +461,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         now: float = 0.0,
     ) -> list[Claim]:
         """Claims of claimed rows, with their pending and running runs (writes.claims_of)."""
-        claims = await self._flow(writes.claims_of(rows, replica, now))(conn)
-        ids = [sid for sid, claim in claims.items() if claim.quarantined is None]
-        if ids:
-            cur = await conn.execute(self._sql["claim_runs"], {"ids": ids})
-            for run_row in await cur.fetchall():
-                run = to_run(run_row)
-                claim = claims[run.schedule_id]
-                (claim.pending if run.status == "pending" else claim.running).append(run)
-        return list(claims.values())
+        return await self._flow(writes.claims_of(rows, replica, now))(conn)
 
     async def claim(
         self, replica: str, now: float, lease_seconds: float, limit: int
@@ -506,6 +497,9 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             return await self._count(conn, self._sql[step.name], step.params)
         if isinstance(step, writes.One):
             return await self._one(conn, self._sql[step.name], step.params)
+        if isinstance(step, writes.All):
+            cur = await conn.execute(self._sql[step.name], step.params)
+            return await cur.fetchall()
         if isinstance(step, writes.Many):
             async with conn.cursor() as cur:
                 await cur.executemany(self._sql[step.name], step.params)
@@ -516,12 +510,17 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             sets = ", ".join(f"{column} = %({column})s" for column in step.columns)
             sql = self._sql[step.name].format(sets=sets)
             return await self._count(conn, sql, step.params)
+        if isinstance(step, writes.Insert):
+            columns = ", ".join(step.params)
+            values = ", ".join(f"%({column})s" for column in step.params)
+            sql = self._sql[step.name].format(columns=columns, values=values)
+            return await self._count(conn, sql, step.params)
         return await self._notify_others(conn)
 
     async def _send(self, conn: Conn, step: writes.Command) -> Any:
         """Queue one step of a pipelined Batch; its cursor, read by _reply after the sync."""
         cur = conn.cursor()
-        if isinstance(step, (writes.Count, writes.One)):
+        if isinstance(step, (writes.Count, writes.One, writes.All)):
             await cur.execute(self._sql[step.name], step.params)
         elif isinstance(step, writes.Many):
             await cur.executemany(self._sql[step.name], step.params)
@@ -538,6 +537,8 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             return cur.rowcount
         if isinstance(step, writes.One):
             return await cur.fetchone()
+        if isinstance(step, writes.All):
+            return await cur.fetchall()
         return None
 
     def _flow(self, flow: writes.Flow) -> Callable[[Conn], Awaitable[Any]]:
@@ -565,25 +566,11 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         return results
 
     async def reread_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
-        """Re-read rows this replica keeps leased (overlap=allow), with their pending and
-        running runs; a row no longer held (or disabled) is left out."""
-
-        async def op(conn: Conn) -> list[Claim]:
-            rows = []
-            for schedule_id, version in leases:
-                row = await self._one(
-                    conn,
-                    self._sql["held_row"],
-                    {"id": schedule_id, "replica": replica, "version": version},
-                )
-                if row is not None:
-                    rows.append(row)
-            return await self._claims_of(conn, rows)
-
+        """Rows this replica keeps leased, still held and enabled (writes.reread_held)."""
         # REPEATABLE READ would make the rows and their runs one snapshot; the lease makes this
         # holder the only writer of the rows' runs except for the manager's triggers, which a
-        # later reread_held sees.
-        return await self._tx("reread_held", op)
+        # later re-read sees.
+        return await self._tx("reread_held", self._flow(writes.reread_held(replica, leases)))
 
     async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]:
         """(schedule id, lease version) of every live lease `replica` holds."""
