@@ -1,12 +1,12 @@
 """PostgresStore: the kernel's Store on PostgreSQL, over psycopg 3 (async) and psycopg_pool.
 
 Same tables, same lease algorithm and the same semantics as SqliteStore; every lease statement it
-runs is in postgres_sql.py, each with the race it closes, and the workflow persistence statements
-(sessions, workflow runs, traces) are in postgres_sessions_sql.py. Where SQLite serialises every
+runs is in sql.py, each with the race it closes, and the workflow persistence statements
+(sessions, workflow runs, traces) are in sessions_sql.py. Where SQLite serialises every
 transaction on the file's write lock (BEGIN IMMEDIATE), Postgres runs READ COMMITTED with row
 locks: claim skips rows other transactions hold (FOR UPDATE SKIP LOCKED), and every other write
 transaction takes its schedule rows' locks before the statements that decide (see
-postgres_sql.py, "Transactions and locks").
+sql.py, "Transactions and locks"); the tables and their migrations are in migrate.py.
 
 Time: by default the database's clock is the authority. Schedulers and managers on this store get
 an `AlignedClock` (`aligned_clock`), re-read with every idle poll, so every replica's `now` is the
@@ -39,11 +39,10 @@ from leasecron.kernel import writes
 from leasecron.kernel.clock import AlignedClock, Clock, SystemClock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.offload import tracked
-from leasecron.kernel.sqlite.schema import tables_to_create
 from leasecron.kernel.store import Claim, FinishPlan, StartPlan, orphan_places
 
-from . import sql as postgres_sql
 from .listen import relay_notifications
+from .migrate import migrate, schema_version
 from .schedules import PostgresSchedules
 from .sessions import PostgresSessions
 from .sessions_sql import SESSIONS_SQL
@@ -67,7 +66,6 @@ _HOPELESS = re.compile(
     r"|no pg_hba\.conf entry|no password supplied|permission denied for database"
 )
 _PROBE_TIMEOUT = 2  # seconds the first direct connect may take before the pool takes over
-_CREATED_TABLE = re.compile(r'CREATE TABLE IF NOT EXISTS "[^"]+"\."([^"]+)"', re.IGNORECASE)
 
 Conn = psycopg.AsyncConnection
 
@@ -214,58 +212,10 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             await AsyncConnectionPool.check_connection(conn)
 
     async def _migrate(self, conn: Conn) -> None:
-        migrations = postgres_sql.MIGRATIONS
-        async with conn.transaction():
-            await conn.execute(
-                self._meta["advisory_lock"], {"key": f"leasecron:{self.schema}.{self.prefix}"}
-            )
-            cur = await conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s", {"schema": self.schema}
-            )
-            if await cur.fetchone() is None:
-                await conn.execute(self._meta["create_schema"])
-            await conn.execute(self._meta["create_meta"])
-            current = await self._version(conn)
-            if current > len(migrations):
-                raise RuntimeError(
-                    f"{self.schema}.{self.prefix}*: schema version {current} is newer than this "
-                    f"leasecron ({len(migrations)}); upgrade leasecron"
-                )
-            tables = {"prefix": self.prefix, **self._tables()}
-            await self._refuse_foreign(conn, migrations, current)
-            for version in range(current + 1, len(migrations) + 1):
-                for statement in migrations[version - 1].format(**tables).split(";"):
-                    if statement.strip():
-                        await conn.execute(statement)
-                await conn.execute(self._meta["set_version"], {"version": str(version)})
-
-    async def _refuse_foreign(self, conn: Conn, migrations: list[str], current: int) -> None:
-        """A table that a migration not yet applied would create must not exist: migrations run
-        in one transaction, so such a table was made by another program (an Agno AgentOS keeps
-        agno_sessions with other columns), and CREATE TABLE IF NOT EXISTS would adopt it."""
-        tables = {"prefix": self.prefix, **self._tables()}
-        pending = tables_to_create(migrations, current, tables, _CREATED_TABLE)
-        if not pending:
-            return
-        cur = await conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %(schema)s "
-            "AND table_name = ANY(%(names)s) ORDER BY table_name",
-            {"schema": self.schema, "names": pending},
-        )
-        found = [row["table_name"] for row in await cur.fetchall()]
-        if found:
-            raise StoreError(
-                "open",
-                RuntimeError(
-                    f"{self.schema}: table(s) {', '.join(found)} exist but were not made by "
-                    f"leasecron (no {self.prefix}leasecron_meta records them; another program, "
-                    f"e.g. an Agno AgentOS, uses this prefix); choose another prefix= "
-                    f'(e.g. prefix="leasecron_") or schema='
-                ),
-            )
+        await migrate(conn, self.schema, self.prefix, self._tables(), self._meta)
 
     def _tables(self) -> dict[str, str]:
-        """The placeholders of the schema and SQL texts, as in kernel/sqlite_schema.py."""
+        """The placeholders of the schema and SQL texts, as in kernel/sqlite/schema.py."""
         return {
             "S": self.schedules_table,
             "R": self.runs_table,
@@ -275,9 +225,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         }
 
     async def _version(self, conn: Conn) -> int:
-        cur = await conn.execute(self._meta["get_version"])
-        row = await cur.fetchone()
-        return int(row["value"]) if row else 0
+        return await schema_version(conn, self._meta)
 
     async def schema_version(self) -> int:
         """The version recorded in the meta table (async, unlike SqliteStore's)."""
@@ -321,7 +269,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         return cur.rowcount
 
     async def _notify_others(self, conn: Conn) -> None:
-        """Wake the other replicas once this transaction commits (see postgres_sql "notify")."""
+        """Wake the other replicas once this transaction commits (see sql.py "notify")."""
         await conn.execute(self._sql["notify"], {"channel": self.channel})
 
     async def _lock(self, conn: Conn, ids: list[str]) -> dict[str, bool]:
