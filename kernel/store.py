@@ -1,13 +1,14 @@
-"""The storage protocol: scheduler-level operations a store must provide, and the plans that cross
-it. The scheduler never sees SQL; a store never decides policy (misfire, overlap, retry delays).
+"""The storage protocols: what a store must provide, and the plans that cross it. The scheduler
+never sees SQL; a store never decides policy (misfire, overlap, retry delays). `LeaseStore` is
+the scheduler's side, `ScheduleStore` the manager's, `Store` both.
 
 Lease lifecycle, the same for every store:
-  next_due   peek: the earliest `due_at` of an enabled schedule (an idle poll is only this)
-  claim      take up to N due schedules under a fresh lease (version bumped: the fencing token)
-  start      fenced on (locked_by, lease_version): write the run rows and the advanced slot
-  reread_held an overlap=allow holder re-reads a row it keeps, to fire what comes due meanwhile
-  heartbeat  fenced: extend the leases still held; answers the ids whose lease was taken over
-  finish     fenced: record the outcome, queue a retry, apply overlap, release the lease
+  next_due     peek: the earliest `due_at` of an enabled schedule (an idle poll is only this)
+  claim        take up to N due schedules under a fresh lease (version bumped: the fencing token)
+  start        fenced on (locked_by, lease_version): write the run rows and the advanced slot
+  reread_held  an overlap=allow holder re-reads a row it keeps, to fire what comes due meanwhile
+  heartbeat    fenced: extend the leases still held; answers the ids whose lease was taken over
+  finish       fenced: record the outcome, queue a retry, apply overlap, release the lease
 `due_at` folds "work is due" and "the holder's lease expired" into one indexed column: a locked
 row's due_at is its lease expiry, so a replica that crashed mid-run is reclaimed by the same query.
 

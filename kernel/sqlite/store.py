@@ -461,19 +461,18 @@ class SqliteLeaseStore:
     async def start(
         self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
     ) -> list[set[str] | None]:
-        """Apply start plans; per plan the set of run row ids now running, or None if fenced out."""
+        """writes.start, in one BEGIN IMMEDIATE transaction."""
         return await self._run("start", self._tx, self._flow(writes.start(replica, now, plans)))
 
     async def heartbeat(
         self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
     ) -> set[str]:
-        """Extend the given leases; returns the ids whose lease was taken over (lost)."""
+        """writes.heartbeat, in one transaction."""
         flow = writes.heartbeat(replica, now, lease_seconds, leases)
         return await self._run("heartbeat", self._tx, self._flow(flow))
 
     async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]:
-        """Record outcomes. Per plan True if the outcome was recorded (this holder still owned the
-        attempt); the schedule-side writes are fenced separately on the lease."""
+        """writes.finish, in one transaction."""
         flow = writes.finish(replica, now, plans)
         results = await self._run("finish", self._tx, self._flow(flow))
         if any(plan.retry is not None or plan.release for plan in plans):
@@ -486,7 +485,7 @@ class SqliteLeaseStore:
         return await self._run("reread_held", self._tx, self._flow(flow))
 
     async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]:
-        """(schedule id, lease version) of every live lease `replica` holds."""
+        """The leases_of statement."""
 
         def op() -> list[tuple[str, int]]:
             rows = self._connect().execute(self._sql["leases_of"], {"replica": replica, "now": now})
@@ -495,7 +494,7 @@ class SqliteLeaseStore:
         return await self._run("leases_of", op)
 
     async def holds(self, replica: str, schedule_id: str, version: int) -> bool:
-        """Whether the row exists, is enabled and is leased to (replica, version)."""
+        """The held_row statement, answered as whether it found the row."""
         return await self._run(
             "holds",
             lambda: (
