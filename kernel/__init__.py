@@ -19,7 +19,7 @@ from .model import Fire, Outcome, Schedule, ScheduleRun
 from .parts import WORKFLOW
 from .scheduler import Scheduler
 from .sqlite import SqliteStore
-from .store import Claim, FinishPlan, StartPlan, Store
+from .store import Claim, FinishPlan, LostRun, StartPlan, Store
 from .tools import SchedulerTools
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "Fire",
     "HttpDispatcher",
     "LeasecronError",
+    "LostRun",
     "Outcome",
     "Schedule",
     "ScheduleExistsError",

@@ -1,6 +1,7 @@
 """A replica's heartbeat and watchdog: keeping the leases it holds alive while their attempts
 run, and giving up on a lease in time when it cannot be renewed, before any other replica may
-take it. A mixin of Scheduler (it uses the scheduler's clock, store, held leases and events)."""
+take it (the timing, and why it is safe: lease.py). A mixin of Scheduler (it uses the
+scheduler's clock, store, held leases and events)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from .errors import StoreError
+from .lease import CHECK_EVERY, TRUSTED_FOR
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .clock import Clock
-    from .scheduler import Held
+    from .lease import Held
     from .store import Store
 
 
@@ -29,16 +31,15 @@ class Heartbeat:
     _emit: Callable[..., None]
 
     async def _heartbeat_loop(self) -> None:
-        """Tick every lease/8 of waiting (a wait keeps its length when the wall clock steps; a
-        deadline computed from wall time would not): renew every other tick, and give up on a
-        lease whose local deadline (wall time, as other replicas judge it) has passed. A lease
-        not renewed is dropped at most lease/2 + lease/8 after its last renewal, before any other
-        replica, its clock up to lease/3 apart, can see it expire."""
-        tick = self.lease_seconds / 8
+        """Tick every CHECK_EVERY of waiting (a wait keeps its length when the wall clock steps; a
+        deadline computed from wall time would not): renew every other tick (RENEW_EVERY), and
+        give up on a lease whose local deadline (wall time, as other replicas judge it) has
+        passed."""
+        tick = self.lease_seconds * CHECK_EVERY
         ticks = 0
         # A renewal runs beside the ticks, never in their way: a store call that hangs (a server
         # gone mid-query) must not stop the watchdog from giving up on the leases it guards.
-        # One stuck for two ticks (lease/4) is abandoned for a fresh one on a new connection.
+        # One stuck for two ticks (RENEW_EVERY) is abandoned for a fresh one on a new connection.
         renewal: asyncio.Task | None = None
         renewal_tick = 0
         try:
@@ -71,7 +72,7 @@ class Heartbeat:
             if sid in lost:
                 self._lose(sid, h, "lease taken over")
             else:
-                h.valid_until = max(h.valid_until, now + self.lease_seconds / 2)
+                h.valid_until = max(h.valid_until, now + self.lease_seconds * TRUSTED_FOR)
 
     def _expire_untrusted(self, now: float) -> None:
         for sid, h in list(self._held.items()):

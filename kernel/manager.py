@@ -24,7 +24,7 @@ from .spec import (
     validate_page,
     validate_user_id,
 )
-from .store import SPEC_FIELDS, Store
+from .store import SPEC_FIELDS, ScheduleStore
 
 _DEFAULTS = {
     f: getattr(Schedule("", "", "/"), f) for f in SPEC_FIELDS if f not in ("name", "endpoint")
@@ -41,6 +41,20 @@ def _caller_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _resume_at(schedule: Schedule, now: float, retimed: bool) -> float | None:
+    """The slot cursor of a schedule enabled or re-timed at `now`: its first slot after now."""
+    nxt = first_slot(schedule, now) if schedule.enabled else None
+    if nxt is not None and not retimed and schedule.run_at is not None and nxt <= now:
+        nxt = None  # re-enabling a one-off whose time has passed does not fire it again
+    return nxt
+
+
+def _found(schedule_id: str, schedule: Schedule | None) -> Schedule:
+    if schedule is None:
+        raise ScheduleNotFoundError(schedule_id)
+    return schedule
+
+
 def _validate_needle(name_contains: Any) -> None:
     if name_contains is not None and not isinstance(name_contains, str):
         raise ValidationError(
@@ -55,7 +69,7 @@ class ScheduleManager:
 
     def __init__(
         self,
-        store: Store,
+        store: ScheduleStore,
         *,
         clock: Clock | None = None,
         new_id: Callable[[], str] | None = None,
@@ -80,9 +94,7 @@ class ScheduleManager:
     async def _now(self) -> float:
         """The time to write with: the store's authority's time when it has one (Postgres, by
         default), re-read at most every few seconds, else our own clock's."""
-        aligned_clock = getattr(self.store, "aligned_clock", None)
-        if aligned_clock is not None and isinstance(self.clock, SystemClock):  # as Scheduler
-            self.clock = aligned_clock(self.clock)
+        self.clock = self.store.aligned_clock(self.clock)  # as Scheduler
         fresh = getattr(self.clock, "fresh", None)
         if fresh is not None:
             await fresh()
@@ -189,21 +201,17 @@ class ScheduleManager:
         if changes.get("enabled") is True:
             changes["disabled_reason"] = None  # a quarantined row, repaired and enabled again
         if retimed or changes.get("enabled") is True:
-            nxt = first_slot(merged, now) if merged.enabled else None
-            if nxt is not None and not retimed and merged.run_at is not None and nxt <= now:
-                nxt = None  # re-enabling a one-off whose time has passed does not fire it again
-            changes["next_run_at"] = nxt
-        updated = await self.store.update_schedule(schedule_id, changes, now)
-        if updated is None:
-            raise ScheduleNotFoundError(schedule_id)
-        return updated
+            changes["next_run_at"] = _resume_at(merged, now, retimed)
+        return _found(schedule_id, await self.store.update_schedule(schedule_id, changes, now))
 
     async def enable(self, schedule_id: str) -> Schedule:
         """Resume from the next slot after now; slots missed while disabled are not fired."""
         current = await self._require(schedule_id)
         if current.enabled:
             return current
-        return await self.update(schedule_id, enabled=True)
+        now = await self._now()
+        resume_at = _resume_at(replace(current, enabled=True), now, retimed=False)
+        return _found(schedule_id, await self.store.enable_schedule(schedule_id, resume_at, now))
 
     async def disable(self, schedule_id: str) -> Schedule:
         """Nothing of the schedule fires after this commits: pending triggers and retries are
@@ -211,7 +219,8 @@ class ScheduleManager:
         current = await self._require(schedule_id)
         if not current.enabled:
             return current
-        return await self.update(schedule_id, enabled=False)
+        now = await self._now()
+        return _found(schedule_id, await self.store.disable_schedule(schedule_id, now))
 
     async def delete(self, schedule_id: str) -> bool:
         return await self.store.delete_schedule(schedule_id, await self._now())

@@ -8,10 +8,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from .model import Fire, Outcome, Schedule, ScheduleRun
 from .slots import count_slots, last_slots, latest_at_or_before, slot_after
-from .store import Claim, FinishPlan, StartPlan
+from .store import Claim, FinishPlan, LostRun, StartPlan
 from .writes import quarantine_run
 
 MAX_RECLAIMS = 3  # re-deliveries of one attempt after lost leases, so a target that kills
@@ -40,6 +41,14 @@ class StartDecision:
     plan: StartPlan
     runs: list[ScheduleRun] = field(default_factory=list)  # rows to dispatch if the plan lands
     delays: dict[str, float] = field(default_factory=dict)  # run row id -> jitter before sending
+
+
+class Planned(NamedTuple):
+    """A claimed schedule with the decision made for it, and the timing it was judged by."""
+
+    schedule: Schedule
+    timing_version: int
+    decision: StartDecision
 
 
 def fire_for(s: Schedule, run: ScheduleRun) -> Fire:
@@ -158,7 +167,7 @@ class Planner:
                     session_id=orphan.session_id,
                 )
                 d.runs.append(replacement)
-            plan.lost_runs.append((orphan.id, replacement, error))
+            plan.lost_runs.append(LostRun(orphan.id, replacement, error))
 
         busy = bool(d.runs or in_flight)
         # 2. Durable work that is due: triggers, retries, buffered slots; earliest first.

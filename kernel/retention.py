@@ -5,21 +5,24 @@ Pruning deletes final run rows in small batches, one transaction each, yielding 
 between them: claims and outcome writes of this replica and others get the write lock in between,
 so a large backlog never stalls firing. Then the store gives the freed space back where it can
 (SQLite: incremental vacuum, then a checkpoint shrinks the file; Postgres has neither: autovacuum
-reclaims the dead rows). Both capabilities are optional on a store, looked up by name.
+reclaims the dead rows, and its store answers both trivially).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import LeaseStore, ScheduleStore
 
 PRUNE_BATCH = 500  # run rows deleted per transaction
 RECLAIM_PAGES = 1000  # free pages handed back per step (4 MB at the default page size)
 
 
 async def prune_history(
-    store: Any,
+    store: LeaseStore | ScheduleStore,
     before: float,
     *,
     batch: int = PRUNE_BATCH,
@@ -43,22 +46,18 @@ async def prune_history(
     return deleted
 
 
-async def reclaim_space(store: Any) -> int:
+async def reclaim_space(store: LeaseStore | ScheduleStore) -> int:
     """Hand the store's free pages back to the filesystem, a step at a time, then checkpoint so
     the file actually shrinks. Returns the pages given back (0 for a store without the notion)."""
-    reclaim = getattr(store, "reclaim_space", None)
-    if reclaim is None:
-        return 0
     pages = 0
-    while step := await reclaim(RECLAIM_PAGES):
+    while step := await store.reclaim_space(RECLAIM_PAGES):
         pages += step
         await asyncio.sleep(0)
     await checkpoint(store)
     return pages
 
 
-async def checkpoint(store: Any) -> bool:
+async def checkpoint(store: LeaseStore | ScheduleStore) -> bool:
     """Bound the store's write-ahead log (SQLite: copy it into the file and truncate it); True if
     it completed or the store has no such log."""
-    run = getattr(store, "checkpoint", None)
-    return True if run is None else await run()
+    return await store.checkpoint()

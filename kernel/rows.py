@@ -13,13 +13,13 @@ from .model import Schedule, ScheduleRun
 # Columns of later schemas: a row of an older schema (a file opened read-only) lacks them and
 # reads them as None. `disabled_reason` (schema 3) is the kernel's to write, when it quarantines
 # a row; `user_id` (schema 4) is written when a schedule has an owner.
-_LATER_COLUMNS = ("disabled_reason", "user_id")
+LATER_COLUMNS = ("disabled_reason", "user_id")
 # Columns every new schedule row is written with.
-_SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule) if f.name not in _LATER_COLUMNS]
-_RUN_COLUMNS = [f.name for f in dc_fields(ScheduleRun)]
+SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule) if f.name not in LATER_COLUMNS]
+RUN_COLUMNS = [f.name for f in dc_fields(ScheduleRun)]
 
 
-def _json_dump(value: Any) -> str | None:
+def json_dump(value: Any) -> str | None:
     if value is None:
         return None
     try:
@@ -28,16 +28,16 @@ def _json_dump(value: Any) -> str | None:
         return json.dumps(repr(value)[:65_536])
 
 
-def _schedule_values(schedule: Schedule) -> dict[str, Any]:
+def schedule_values(schedule: Schedule) -> dict[str, Any]:
     """A new row's column values (payload as JSON text); the owner only when there is one."""
-    values = {name: getattr(schedule, name) for name in _SCHEDULE_COLUMNS}
-    values["payload"] = _json_dump(values["payload"])
+    values = {name: getattr(schedule, name) for name in SCHEDULE_COLUMNS}
+    values["payload"] = json_dump(values["payload"])
     if schedule.user_id is not None:
         values["user_id"] = schedule.user_id
     return values
 
 
-def _json_load(text: str | None) -> Any:
+def json_load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
@@ -48,7 +48,7 @@ class UndecodableRow(ValueError):
 
 def _payload(text: str | None) -> Any:
     try:
-        payload = _json_load(text)
+        payload = json_load(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's stack
         raise UndecodableRow(f"payload is not valid JSON: {type(exc).__name__}: {exc}") from None
     if payload is not None and not isinstance(payload, dict):
@@ -56,13 +56,13 @@ def _payload(text: str | None) -> Any:
     return payload
 
 
-def _to_schedule(row: Mapping[str, Any], *, strict: bool = True) -> Schedule:
+def to_schedule(row: Mapping[str, Any], *, strict: bool = True) -> Schedule:
     """A schedule row as a Schedule. strict (what a claim needs: the payload is sent): a payload
     that cannot be decoded raises UndecodableRow. Not strict (reads for people and the manager):
     such a payload reads as None and the reason shows as disabled_reason, so the row can be
     listed, shown and repaired."""
-    values = {name: row[name] for name in _SCHEDULE_COLUMNS}
-    for name in _LATER_COLUMNS:
+    values = {name: row[name] for name in SCHEDULE_COLUMNS}
+    for name in LATER_COLUMNS:
         try:
             values[name] = row[name]
         except (IndexError, KeyError):  # a row of a schema before the column's
@@ -82,19 +82,19 @@ def _lenient_json(text: str | None) -> Any:
     """History columns (a run's input and output) are for reading: JSON that does not decode is
     shown as the stored text rather than failing the read (or a claim) that meets it."""
     try:
-        return _json_load(text)
+        return json_load(text)
     except (ValueError, RecursionError):
         return text
 
 
-def _to_run(row: Mapping[str, Any]) -> ScheduleRun:
-    values = {name: row[name] for name in _RUN_COLUMNS}
+def to_run(row: Mapping[str, Any]) -> ScheduleRun:
+    values = {name: row[name] for name in RUN_COLUMNS}
     values["input"] = _lenient_json(values["input"])
     values["output"] = _lenient_json(values["output"])
     return ScheduleRun(**values)
 
 
-def _run_params(run: ScheduleRun) -> dict[str, Any]:
+def run_params(run: ScheduleRun) -> dict[str, Any]:
     return {
         "id": run.id,
         "schedule_id": run.schedule_id,
@@ -112,7 +112,7 @@ def _run_params(run: ScheduleRun) -> dict[str, Any]:
         "reclaim": run.reclaim,
         "triggered_at": run.triggered_at,
         "completed_at": run.completed_at,
-        "input": _json_dump(run.input),
+        "input": json_dump(run.input),
         "created_at": run.created_at,
     }
 

@@ -1,17 +1,13 @@
-"""The replica loop: peek, claim, start, dispatch, finish; plus the heartbeat that keeps leases and
-the watchdog that stops work whose lease can no longer be trusted.
+"""The replica loop: peek, claim, start, dispatch, finish. Each concern has its own file, mixed
+into Scheduler: starting.py (claim -> plan -> start), attempts.py (one attempt's HTTP call),
+finishing.py (outcomes, batched), heartbeat.py (renewal and watchdog), lease.py (the timing that
+makes a holder stop before anyone else can take its lease).
 
     loop:  due = store.next_due()                 # one index probe; the whole idle cost
            if due <= now: claim -> plan -> start -> spawn one task per attempt
            sleep until min(due, now + poll_interval), or until a store change wakes us
     task:  [jitter] -> dispatch (HTTP) -> plan_finish -> finish (batched, fenced) -> release
-    heart: every lease/4 extend every held lease; a lease not confirmed within lease/2 is treated
-           as lost (checked every lease/8): its attempts are cancelled, nothing more is sent.
-
-A lease is local knowledge with an expiry: the store's fencing makes a stale holder's writes
-harmless, the watchdog makes sure a stale holder also stops *sending*. With replica clocks apart by
-up to lease/3, a holder stops (at most 5·lease/8 after its last confirmed renewal) before any
-other replica can see the lease expire (lease − lease/3 = 2·lease/3 after it).
+    heart: renew every held lease; give up on one not confirmed in time (lease.py)
 """
 
 from __future__ import annotations
@@ -25,22 +21,23 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from .attempts import Attempts
 from .clock import Clock, SystemClock
 from .errors import StoreError
+from .finishing import Finishing
 from .heartbeat import Heartbeat
 from .http.dispatch import Dispatcher
-from .model import Outcome, Schedule, ScheduleRun
-from .policy import Planner, StartDecision, fire_for
+from .lease import Held
+from .policy import Planner
 from .retention import checkpoint, prune_history
-from .store import Claim, FinishPlan, StartPlan, Store
+from .starting import Starts
+from .store import FinishPlan, Store
 
 log = logging.getLogger("leasecron")
 
 DEFAULT_RETENTION_SECONDS = 30 * 86_400.0
-WARN_EVERY = 60.0  # seconds between warnings about failing store writes (outcomes, starts)
 
 EventHook = Callable[[str, dict[str, Any]], None]
 
@@ -54,27 +51,12 @@ def default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-@dataclass(slots=True, eq=False)
-class Held:
-    """A lease this replica holds: its view of the schedule and the attempts running under it."""
-
-    schedule: Schedule
-    timing_version: int
-    valid_until: float  # local deadline after which nothing more is sent under this lease
-    tasks: dict[asyncio.Task, str] = field(default_factory=dict)  # attempt task -> run row id
-    # overlap=allow: when to re-read the row for slots and pending work that came due meanwhile;
-    # `frozen` once a re-read or start was refused (disabled, re-timed, lost): the last attempt
-    # in flight then releases the lease and the row goes back to the common pool.
-    check_at: float = 0.0
-    frozen: bool = False
-
-
-class Scheduler(Heartbeat):
+class Scheduler(Starts, Attempts, Finishing, Heartbeat):
     """One replica. Several may share a store, in one process or many; the lease coordinates them.
 
     poll_interval: the longest the loop sleeps without looking (it wakes earlier at the next due
         time, and at once on changes made through this process).
-    lease_seconds: lease length; renewed every lease/4 while work is in flight.
+    lease_seconds: lease length; renewed every lease/4 while work is in flight (lease.py).
     max_concurrent: attempts in flight at once on this replica.
     on_event: optional hook called as on_event(name, data) for "fire", "finish", "lease_lost",
         "store_error", "skip" / "redelivery" (counts of slots a start recorded skipped and
@@ -151,9 +133,7 @@ class Scheduler(Heartbeat):
         self._flush_last = False
         # A store that is a time authority (Postgres, by default) keeps a wall clock to its own;
         # any other clock (a SimClock) was chosen explicitly and is the clock, on every store.
-        aligned_clock = getattr(self.store, "aligned_clock", None)
-        if aligned_clock is not None and isinstance(self.clock, SystemClock):
-            self.clock = aligned_clock(self.clock)
+        self.clock = self.store.aligned_clock(self.clock)
         self.store.add_listener(self.wake)
         self._tasks = [
             asyncio.create_task(self._loop(), name=f"leasecron-loop-{self.replica_id}"),
@@ -203,8 +183,7 @@ class Scheduler(Heartbeat):
             flush_task.cancel()
         await asyncio.gather(loop_task, flush_task, return_exceptions=True)
         self._tasks = []
-        if hasattr(self.store, "remove_listener"):
-            self.store.remove_listener(self.wake)
+        self.store.remove_listener(self.wake)
 
     def kill(self) -> None:
         """Stop as if the process died this instant: every task is cancelled and nothing more is
@@ -217,8 +196,7 @@ class Scheduler(Heartbeat):
         self._finish_queue.clear()
         self._held.clear()
         self._tasks = []
-        if hasattr(self.store, "remove_listener"):
-            self.store.remove_listener(self.wake)
+        self.store.remove_listener(self.wake)
 
     async def __aenter__(self) -> Scheduler:
         await self.start()
@@ -358,11 +336,6 @@ class Scheduler(Heartbeat):
             await checkpoint(self.store)
         return pruned
 
-    def _unwritten(self) -> list[FinishPlan]:
-        """Outcomes decided but not yet committed: their attempts have left the held set, but
-        their run rows are still `running` under our lease."""
-        return self._finishing + [plan for plan, _ in self._finish_queue]
-
     def _busy(self) -> set[str]:
         """Schedules whose lease guards an attempt in flight or an outcome not yet written:
         never to be handed back, or the attempt would be taken for an orphan and re-sent."""
@@ -381,345 +354,6 @@ class Scheduler(Heartbeat):
             await self.store.expire_leases(self.replica_id, now, strays)
         self._strays_possible = False
 
-    def _plan(self, claim: Claim, now: float, in_flight: frozenset[str] = frozenset()):
-        try:
-            decision = self.planner.plan_claim(claim, now, in_flight)
-        except Exception as exc:
-            decision = self.planner.plan_unplannable(claim, now, exc)
-            quarantine = decision.plan.quarantine or ""
-            self._quarantined(claim.schedule, quarantine.removeprefix("schedule disabled: "))
-        return claim.schedule, claim.timing_version, decision
-
-    async def _start(self, claims: list[Claim], now: float) -> bool:
-        for claim in claims:
-            if claim.quarantined is not None:
-                self._quarantined(claim.schedule, claim.quarantined)
-        return await self._apply_start(
-            [self._plan(c, now) for c in claims if c.quarantined is None], now
-        )
-
-    def _quarantined(self, schedule: Schedule, why: str) -> None:
-        """A row the kernel could not use was disabled with its reason: a fault in the data,
-        not in this replica, so it is said loudly once and every other schedule fires on."""
-        log.warning("schedule %s (%s) quarantined: %s", schedule.name, schedule.id, why)
-        self._emit(
-            "store_error",
-            operation="quarantine",
-            schedule_id=schedule.id,
-            name=schedule.name,
-            error=why,
-        )
-
-    async def _apply_start(
-        self, items: list[tuple[Schedule, int, StartDecision]], now: float
-    ) -> bool:
-        """Start the planned runs; False if the store failed (nothing was sent)."""
-        try:
-            results = await self.store.start(
-                self.replica_id, now, self.lease_seconds, [d.plan for _, _, d in items]
-            )
-        except StoreError as exc:
-            # Nothing may be sent: we cannot know what was written. Hand back the leases that
-            # guard none of our in-flight attempts, so another replica (or we) takes the rows up
-            # at once instead of after the lease (a backward clock step can make that an hour).
-            # If that fails too, the loop tries again (and they expire on their own).
-            self._emit("store_error", operation=exc.operation, error=str(exc))
-            self._warn_write_failed(exc)
-            busy = self._busy()
-            idle = [
-                (schedule.id, schedule.lease_version)
-                for schedule, _, _ in items
-                if schedule.id not in busy
-            ]
-            if idle:
-                try:
-                    await self.store.expire_leases(self.replica_id, now, idle)
-                except StoreError:
-                    self._strays_possible = True  # the loop tries again
-            return False
-        for (schedule, timing_version, decision), started in zip(items, results, strict=True):
-            held = self._held.get(schedule.id)
-            if started is not None and self.on_event is not None:
-                self._emit_plan(schedule, decision.plan)
-            if started is None:  # fenced out: lost, or re-timed since we read it
-                if held is not None:
-                    held.frozen = True
-                    if not held.tasks:
-                        del self._held[schedule.id]
-                continue
-            if held is None and not started:
-                continue
-            schedule.next_run_at = decision.plan.next_run_at
-            if held is None:
-                held = Held(schedule, timing_version, now + self.lease_seconds / 2)
-                self._held[schedule.id] = held
-            held.schedule, held.timing_version = schedule, timing_version
-            held.check_at = self._next_check(decision, now)
-            for run in decision.runs:
-                if run.id in started:
-                    self._spawn(held, run, decision.delays.get(run.id, 0.0))
-        return True
-
-    def _emit_plan(self, schedule: Schedule, plan: StartPlan) -> None:
-        """Slots a start recorded skipped, and orphans it sent again, as counts (metrics)."""
-        skipped = sum(1 for run in plan.insert_runs if run.status == "skipped")
-        if skipped:
-            self._emit("skip", replica=self.replica_id, schedule_id=schedule.id, count=skipped)
-        again = sum(1 for lost in plan.lost_runs if lost[1] is not None)
-        if again:
-            self._emit("redelivery", replica=self.replica_id, schedule_id=schedule.id, count=again)
-
-    def _next_check(self, decision: StartDecision, now: float) -> float:
-        """overlap=allow: when the holder should next re-read its row: the slot cursor, or the
-        poll interval for pending work (triggers, retries) made elsewhere."""
-        cursor = decision.plan.next_run_at
-        return min(now + self.poll_interval, cursor if cursor is not None else float("inf"))
-
-    async def _fire_held(self, now: float) -> float:
-        """overlap=allow: the holder itself fires slots and pending work that come due while its
-        runs are in flight (no other replica can: the row is leased). Returns when to look next."""
-        next_at = float("inf")
-        due: list[Held] = []
-        for held in self._held.values():
-            if held.schedule.overlap != "allow" or not held.tasks or held.frozen:
-                continue
-            if held.check_at <= now:
-                due.append(held)
-            else:
-                next_at = min(next_at, held.check_at)
-        if not due or self._in_flight >= self.max_concurrent:
-            return next_at  # at capacity an attempt's end wakes the loop: never a past time
-        leases = [(h.schedule.id, h.schedule.lease_version) for h in due]
-        claims = {c.schedule.id: c for c in await self.store.claim_held(self.replica_id, leases)}
-        unwritten = self._unwritten()
-        items = []
-        for held in due:
-            if self._held.get(held.schedule.id) is not held:
-                # Its last attempt ended while we read: the queued outcome releases the lease,
-                # so nothing more may start under it (anyone takes the row up after).
-                continue
-            claim = claims.get(held.schedule.id)
-            if claim is None:  # disabled, deleted or taken: fire nothing more under it
-                held.frozen = True
-                continue
-            # In flight: attempts running, and those whose outcome is not yet written (their
-            # rows still say `running`; they are not orphans).
-            in_flight = frozenset(held.tasks.values()) | {
-                plan.run_row_id for plan in unwritten if plan.schedule_id == held.schedule.id
-            }
-            items.append(self._plan(claim, now, in_flight))
-        await self._apply_start(items, now)
-        return min([next_at, *(h.check_at for h in due if not h.frozen)])
-
     # -- one attempt -----------------------------------------------------------------------------
 
-    def _spawn(self, held: Held, run: ScheduleRun, delay: float) -> None:
-        self._in_flight += 1
-        task = asyncio.create_task(self._attempt(held, run, delay))
-        held.tasks[task] = run.id
-        self._attempts.add(task)  # a strong reference until it ends (the loop keeps weak ones)
-        task.add_done_callback(self._attempts.discard)
-
-    async def _attempt(self, held: Held, run: ScheduleRun, delay: float) -> None:
-        task = asyncio.current_task()
-        try:
-            schedule = held.schedule
-            if delay > 0:
-                await self.clock.sleep(delay)
-                # A disable or delete may have committed while we waited: send nothing then.
-                still = await self._still_held(held)
-                if still is None:
-                    return  # could not ask: send nothing, the row is reclaimed after its lease
-                if not still:
-                    await self._end(
-                        held,
-                        task,
-                        run,
-                        Outcome(
-                            status="cancelled",
-                            error="schedule disabled, deleted or taken before its jittered send",
-                        ),
-                        self.clock.now(),
-                    )
-                    return
-            if self.clock.now() > held.valid_until:
-                return  # lease can no longer be trusted: send nothing; the row is reclaimed
-            fire = fire_for(schedule, run)
-            started_at = self.clock.now()
-            self.fired += 1
-            if self.on_event is not None:
-                self._emit(
-                    "fire",
-                    replica=self.replica_id,
-                    schedule_id=schedule.id,
-                    name=schedule.name,
-                    run_row_id=run.id,
-                    attempt=run.attempt,
-                    scheduled_for=run.scheduled_for,
-                    trigger=run.trigger,
-                    idempotency_key=run.idempotency_key,
-                    at=started_at,
-                )
-
-            async def on_started(run_id: str | None, session_id: str | None) -> None:
-                with contextlib.suppress(StoreError):
-                    await self.store.set_run_ids(self.replica_id, run.id, run_id, session_id)
-
-            outcome = await self.dispatcher.dispatch(fire, on_started)
-            await self._end(held, task, run, outcome, started_at)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A fault of ours, not of the target: say so loudly and leave the attempt's row
-            # running. Once nothing else runs under the lease we stop renewing it, so it expires
-            # and the attempt is re-delivered; dropping it sooner would let the row be reclaimed
-            # (and its other attempts re-sent) while they are still in flight here.
-            log.exception(
-                "attempt %s of schedule %s failed inside the scheduler", run.id, held.schedule.id
-            )
-            held.tasks.pop(task, None)
-            if not held.tasks and self._held.get(held.schedule.id) is held:
-                del self._held[held.schedule.id]
-        finally:
-            held.tasks.pop(task, None)
-            self._in_flight -= 1
-            self._wake.set()
-
-    async def _still_held(self, held: Held) -> bool | None:
-        """Ask the store whether the lease still stands; a store error is asked again, until the
-        lease's local deadline passes (then None: unknown)."""
-        backoff = 0.05
-        while True:
-            try:
-                s = held.schedule
-                return await self.store.holds(self.replica_id, s.id, s.lease_version)
-            except StoreError as exc:
-                self._emit("store_error", operation=exc.operation, error=str(exc))
-                if self.clock.now() + backoff > held.valid_until:
-                    return None
-                await self.clock.sleep(backoff)
-                backoff = min(backoff * 2, self.lease_seconds / 8)
-
-    async def _end(
-        self, held: Held, task: asyncio.Task, run: ScheduleRun, outcome: Outcome, started_at: float
-    ) -> None:
-        now = self.clock.now()
-        # The attempt leaves the lease's in-flight set before its outcome is written, so of two
-        # attempts ending together exactly one sees itself last and releases.
-        held.tasks.pop(task, None)
-        release = not held.tasks
-        if release and self._held.get(held.schedule.id) is held:
-            del self._held[held.schedule.id]
-        plan = self.planner.plan_finish(
-            held.schedule, held.timing_version, run, outcome, started_at, now, release
-        )
-        recorded = await self._finish(plan)
-        self._emit(
-            "finish",
-            replica=self.replica_id,
-            schedule_id=held.schedule.id,
-            run_row_id=run.id,
-            name=held.schedule.name,
-            attempt=run.attempt,
-            status=outcome.status,
-            status_code=outcome.status_code,
-            error=outcome.error,
-            recorded=recorded,
-            retry_at=plan.retry.due_at if plan.retry else None,
-            skipped=sum(1 for r in plan.insert_runs if r.status == "skipped"),
-            at=now,
-        )
-
     # -- finishing, batched --------------------------------------------------------------------
-
-    async def _finish(self, plan: FinishPlan) -> bool:
-        fut = asyncio.get_running_loop().create_future()
-        self._finish_queue.append((plan, fut))
-        self._finish_ready.set()
-        return await fut
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._finish_ready.wait()
-            self._finish_ready.clear()
-            await self._drain_finishes()
-            if self._flush_last and not self._finish_queue:
-                return
-
-    async def _drain_finishes(self) -> None:
-        """Write every queued outcome in one transaction; on a store error retry the write: an
-        outcome is never dropped (a write after a reclaim is rejected by the fence, harmlessly)."""
-        backoff = 0.05
-        while self._finish_queue:
-            batch, self._finish_queue = self._finish_queue, []
-            self._finishing = [plan for plan, _ in batch]
-            while True:
-                try:
-                    self._own_write = True
-                    try:
-                        results = await self.store.finish(
-                            self.replica_id, self.clock.now(), [plan for plan, _ in batch]
-                        )
-                    finally:
-                        self._own_write = False
-                    break
-                except StoreError as exc:
-                    self._emit("store_error", operation=exc.operation, error=str(exc))
-                    self._outcome_write_failed(exc, len(batch) + len(self._finish_queue))
-                    await self.clock.sleep(backoff)
-                    backoff = min(backoff * 2, self.lease_seconds / 4)
-                except Exception as exc:
-                    # A fault of ours: fail these attempts (each logs it and lets its lease
-                    # expire, so another replica re-delivers) but keep the flusher alive.
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    results = None
-                    break
-            self._finishing = []
-            if results is None:
-                continue
-            if self.outcomes_failing:
-                self._outcome_writes_recovered()
-                backoff = 0.05
-            for (_, fut), recorded in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(recorded)
-
-    def _outcome_write_failed(self, exc: StoreError, waiting: int) -> None:
-        if not self.outcomes_failing:
-            self.outcomes_failing = True
-            self._wake.set()  # the loop stops claiming now, not at its next poll
-        self._warn_write_failed(exc, waiting)
-
-    def _warn_write_failed(self, exc: StoreError, waiting: int | None = None) -> None:
-        """A write (an outcome, or a start) failed: warn at most once per WARN_EVERY seconds,
-        counting the failures since the last warning."""
-        self._failed_writes += 1
-        now = self.clock.now()
-        if self._warned_at is not None and now - self._warned_at < WARN_EVERY:
-            return
-        if waiting is None:
-            waiting = len(self._unwritten())
-        log.warning(
-            "replica %s: %d store write(s) failed since the last warning; %d outcome(s) "
-            "waiting, retried with backoff; no claims while outcomes cannot be written: %s",
-            self.replica_id,
-            self._failed_writes,
-            waiting,
-            exc,
-        )
-        self._warned_at = now
-        self._failed_writes = 0
-
-    def _outcome_writes_recovered(self) -> None:
-        log.warning(
-            "replica %s: outcome writes succeed again (%d more failed since the last warning); "
-            "claiming resumes",
-            self.replica_id,
-            self._failed_writes,
-        )
-        self.outcomes_failing = False
-        self._failed_writes = 0
-        self._warned_at = None
-        self._wake.set()

@@ -1,13 +1,14 @@
-"""The storage protocol: scheduler-level operations a store must provide, and the plans that cross
-it. The scheduler never sees SQL; a store never decides policy (misfire, overlap, retry delays).
+"""The storage protocols: what a store must provide, and the plans that cross it. The scheduler
+never sees SQL; a store never decides policy (misfire, overlap, retry delays). `LeaseStore` is
+the scheduler's side, `ScheduleStore` the manager's, `Store` both.
 
 Lease lifecycle, the same for every store:
-  next_due   peek: the earliest `due_at` of an enabled schedule (an idle poll is only this)
-  claim      take up to N due schedules under a fresh lease (version bumped: the fencing token)
-  start      fenced on (locked_by, lease_version): write the run rows and the advanced slot
-  claim_held an overlap=allow holder re-reads a row it keeps, to fire what comes due meanwhile
-  heartbeat  fenced: extend the leases still held; answers the ids whose lease was taken over
-  finish     fenced: record the outcome, queue a retry, apply overlap, release the lease
+  next_due     peek: the earliest `due_at` of an enabled schedule (an idle poll is only this)
+  claim        take up to N due schedules under a fresh lease (version bumped: the fencing token)
+  start        fenced on (locked_by, lease_version): write the run rows and the advanced slot
+  reread_held  an overlap=allow holder re-reads a row it keeps, to fire what comes due meanwhile
+  heartbeat    fenced: extend the leases still held; answers the ids whose lease was taken over
+  finish       fenced: record the outcome, queue a retry, apply overlap, release the lease
 `due_at` folds "work is due" and "the holder's lease expired" into one indexed column: a locked
 row's due_at is its lease expiry, so a replica that crashed mid-run is reclaimed by the same query.
 
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+from .clock import Clock
 from .model import Schedule, ScheduleRun
 
 # Columns a caller may set on create/update; everything else belongs to the lease machinery.
@@ -80,6 +82,15 @@ class Claim:
     quarantined: str | None = None
 
 
+class LostRun(NamedTuple):
+    """An orphaned running row ended lease_lost by a start. The replacement is inserted only if
+    the orphan was still running (the old holder's result did not land first)."""
+
+    orphan_id: str
+    replacement: ScheduleRun | None  # the row that re-delivers it; None: re-deliveries used up
+    error: str  # recorded on the orphan
+
+
 @dataclass(slots=True)
 class StartPlan:
     """What the holder decided to do with a claimed schedule; applied atomically and fenced."""
@@ -90,10 +101,7 @@ class StartPlan:
     next_run_at: float | None  # the slot cursor after this decision
     insert_runs: list[ScheduleRun] = field(default_factory=list)  # new rows (running or final)
     start_pending: list[str] = field(default_factory=list)  # pending row ids now running
-    # Orphaned running rows -> lease_lost: (orphan id, the row that re-delivers it or None when
-    # its re-deliveries are used up, the error recorded on the orphan). The replacement is
-    # inserted only if the orphan was still running (the old holder's result did not land first).
-    lost_runs: list[tuple[str, ScheduleRun | None, str]] = field(default_factory=list)
+    lost_runs: list[LostRun] = field(default_factory=list)  # orphans -> lease_lost
     # Keep the lease even if nothing starts (an overlap=allow holder with other runs in flight);
     # otherwise a plan that starts nothing releases the lease in the same transaction.
     keep_lease: bool = False
@@ -129,11 +137,87 @@ class FinishPlan:
     success: bool = False
 
 
-class Store(Protocol):
-    # -- schedules (the manager's side) --
-    async def create_schedule(self, schedule: Schedule) -> None: ...
-    async def get_schedule(self, schedule_id: str) -> Schedule | None: ...
-    async def get_schedule_by_name(self, name: str) -> Schedule | None: ...
+class LeaseStore(Protocol):
+    """What a Scheduler needs: the lease algorithm (see the module docstring), wake-ups, time and
+    housekeeping. Every member is required; a store without a notion answers trivially."""
+
+    async def next_due(self) -> float | None:
+        """The earliest due_at of an enabled schedule (None: nothing due, ever): the idle poll."""
+
+    async def claim(
+        self, replica: str, now: float, lease_seconds: float, limit: int
+    ) -> list[Claim]:
+        """Lease up to `limit` due rows to `replica` until now + lease_seconds (orphans first)."""
+
+    async def start(
+        self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
+    ) -> list[set[str] | None]:
+        """Apply each plan fenced; per plan the run row ids now running, or None if fenced out."""
+
+    async def reread_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
+        """The rows `replica` still holds under these (id, version) leases, enabled, as Claims."""
+
+    async def holds(self, replica: str, schedule_id: str, version: int) -> bool:
+        """Whether the row exists, is enabled and is leased to (replica, version)."""
+
+    async def heartbeat(
+        self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
+    ) -> set[str]:
+        """Extend these leases to now + lease_seconds; the ids whose lease was taken over."""
+
+    async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]:
+        """(schedule id, lease version) of every live lease `replica` holds."""
+
+    async def expire_leases(self, replica: str, now: float, leases: list[tuple[str, int]]) -> None:
+        """Hand these leases back at once (expired at `now`), fenced: claimable by anyone."""
+
+    async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]:
+        """Record each outcome fenced; per plan whether this holder still owned the attempt."""
+
+    async def set_run_ids(
+        self, replica: str, run_row_id: str, run_id: str | None, session_id: str | None
+    ) -> None:
+        """Link a running attempt to the run the target started, while it is `replica`'s."""
+
+    async def prune_runs(self, before: float, limit: int | None = None) -> int:
+        """Delete up to `limit` (None: all) final run rows created before `before`; how many."""
+
+    async def reclaim_space(self, max_pages: int = 1000) -> int:
+        """Give up to `max_pages` free pages back to the filesystem; how many (0: no notion)."""
+
+    async def checkpoint(self) -> bool:
+        """Bound the write-ahead log; True if done (or the store keeps no log of its own)."""
+
+    def aligned_clock(self, local: Clock) -> Clock:
+        """The clock to run on instead of `local`: one kept to the store's time authority, or
+        `local` itself (a store without one, or a clock the caller chose explicitly)."""
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever a write may have made work due sooner."""
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        """Stop calling `callback` (no error if it was not listening)."""
+
+    def notify(self) -> None:
+        """Call every listener of this store in this process now."""
+
+    async def close(self) -> None:
+        """Release connections and threads; the store is unusable after."""
+
+
+class ScheduleStore(Protocol):
+    """What a ScheduleManager needs: schedule CRUD, triggers and the run history, each write in
+    one transaction that wakes the schedulers listening on the store."""
+
+    async def create_schedule(self, schedule: Schedule) -> None:
+        """Insert a new row; ScheduleExistsError if its name is taken."""
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """The row by id, or None."""
+
+    async def get_schedule_by_name(self, name: str) -> Schedule | None:
+        """The row by name, or None."""
+
     async def list_schedules(
         self,
         enabled: bool | None = None,
@@ -158,9 +242,23 @@ class Store(Protocol):
 
     async def update_schedule(
         self, schedule_id: str, fields: dict[str, Any], now: float
-    ) -> Schedule | None: ...
-    async def delete_schedule(self, schedule_id: str, now: float) -> bool: ...
-    async def add_pending_run(self, run: ScheduleRun, now: float) -> None: ...
+    ) -> Schedule | None:
+        """Set these columns (check_updatable) under the row's lock; the row after, or None."""
+
+    async def enable_schedule(
+        self, schedule_id: str, next_run_at: float | None, now: float
+    ) -> Schedule | None:
+        """Enable the row from `next_run_at`, reason cleared, timing bumped; the row, or None."""
+
+    async def disable_schedule(self, schedule_id: str, now: float) -> Schedule | None:
+        """Disable the row (timing bumped) and cancel its waiting work; the row, or None."""
+
+    async def delete_schedule(self, schedule_id: str, now: float) -> bool:
+        """Delete the row and cancel its waiting work (history stays); whether it existed."""
+
+    async def add_pending_run(self, run: ScheduleRun, now: float) -> None:
+        """Queue a trigger; LookupError if the schedule is gone, PermissionError if disabled."""
+
     async def list_runs(
         self, schedule_id: str | None, limit: int = 20, offset: int = 0
     ) -> list[ScheduleRun]:
@@ -169,32 +267,25 @@ class Store(Protocol):
     async def count_runs(self, schedule_id: str | None) -> int:
         """How many list_runs(schedule_id) would return unpaged."""
 
-    async def get_run(self, run_row_id: str) -> ScheduleRun | None: ...
+    async def get_run(self, run_row_id: str) -> ScheduleRun | None:
+        """One run row by id, or None."""
 
-    # -- the lease algorithm (the scheduler's side) --
-    async def next_due(self) -> float | None: ...
-    async def claim(
-        self, replica: str, now: float, lease_seconds: float, limit: int
-    ) -> list[Claim]: ...
-    async def start(
-        self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
-    ) -> list[set[str] | None]: ...
-    async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]: ...
-    async def holds(self, replica: str, schedule_id: str, version: int) -> bool: ...
-    async def heartbeat(
-        self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
-    ) -> set[str]: ...
-    async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]: ...
-    async def expire_leases(
-        self, replica: str, now: float, leases: list[tuple[str, int]]
-    ) -> None: ...
-    async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]: ...
-    async def set_run_ids(
-        self, replica: str, run_row_id: str, run_id: str | None, session_id: str | None
-    ) -> None: ...
-    async def prune_runs(self, before: float, limit: int | None = None) -> int: ...
+    async def prune_runs(self, before: float, limit: int | None = None) -> int:
+        """Delete up to `limit` (None: all) final run rows created before `before`; how many."""
 
-    # -- wake-ups --
-    def add_listener(self, callback: Callable[[], None]) -> None: ...
-    def notify(self) -> None: ...
-    async def close(self) -> None: ...
+    async def reclaim_space(self, max_pages: int = 1000) -> int:
+        """Give up to `max_pages` free pages back to the filesystem; how many (0: no notion)."""
+
+    async def checkpoint(self) -> bool:
+        """Bound the write-ahead log; True if done (or the store keeps no log of its own)."""
+
+    def aligned_clock(self, local: Clock) -> Clock:
+        """The clock to write with instead of `local` (see LeaseStore.aligned_clock)."""
+
+    def notify(self) -> None:
+        """Call every listener of this store in this process now."""
+
+
+class Store(LeaseStore, ScheduleStore, Protocol):
+    """Both sides, as SqliteStore and PostgresStore provide them (a Scheduler and a
+    ScheduleManager may share one store object)."""

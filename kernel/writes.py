@@ -1,5 +1,6 @@
-"""The store's multi-statement writes, written once for every database: the lease holder's (start,
-heartbeat, finish, a claim's quarantines) and the manager's (update, delete, trigger).
+"""The store's multi-statement transactions, written once for every database: the lease holder's
+(claim, start, heartbeat, finish, a holder's re-read) and the manager's (create, update, enable,
+disable, delete, trigger).
 
 Each write is a generator that yields the statements to run, by name in the store's SQL dict
 (kernel/sqlite/sql.py, or an adapter's), and receives each answer. A store drives it inside one
@@ -10,9 +11,13 @@ differs. Read with the SQL file at hand: each statement's comment says which rac
 What a store must answer:
   Count(name, params)  run it; the number of rows it changed
   One(name, params)    run it; its first row (a mapping) or None
+  All(name, params)    run it; all its rows. A list parameter is an array: bound as one where
+                       the driver can (Postgres: = ANY), else as JSON text (SQLite: json_each)
   Many(name, params)   run it once per parameter set (a batch: executemany); no answer
   Update(name, columns, params)  run it with its `{sets}` replaced by `column = <its parameter>`
                        for each of `columns`, in the store's parameter style; rows changed
+  Insert(name, params) run it with `{columns}` replaced by the names of `params` and `{values}`
+                       by their placeholders (a row of an older schema lacks later columns)
   Lock(ids)            lock these schedule rows until the transaction ends, in id order (a store
                        whose transactions take the whole database's write lock does nothing)
   Notify()             wake other processes' replicas once this transaction commits (a store
@@ -29,8 +34,8 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, NamedTuple
 
 from .model import Schedule, ScheduleRun
-from .rows import UndecodableRow, _json_dump, _run_params, _to_schedule
-from .store import Claim, FinishPlan, StartPlan
+from .rows import UndecodableRow, json_dump, run_params, schedule_values, to_run, to_schedule
+from .store import Claim, FinishPlan, StartPlan, orphan_places
 
 
 class Count(NamedTuple):
@@ -39,6 +44,11 @@ class Count(NamedTuple):
 
 
 class One(NamedTuple):
+    name: str
+    params: Mapping[str, Any]
+
+
+class All(NamedTuple):
     name: str
     params: Mapping[str, Any]
 
@@ -54,6 +64,11 @@ class Update(NamedTuple):
     params: Mapping[str, Any]
 
 
+class Insert(NamedTuple):
+    name: str
+    params: Mapping[str, Any]
+
+
 class Batch(NamedTuple):
     steps: list[Any]  # of the step types above
 
@@ -66,8 +81,9 @@ class Notify(NamedTuple):
     pass
 
 
-Step = Count | One | Many | Update | Lock | Notify | Batch
-Flow = Generator[Step, Any, Any]
+# What a flow yields: one of these, answered by the store (see the module docstring).
+Command = Count | One | All | Many | Update | Insert | Lock | Notify | Batch
+Flow = Generator[Command, Any, Any]
 
 
 def _fence(replica: str, schedule_id: str, version: int) -> dict[str, Any]:
@@ -132,10 +148,10 @@ def _start_one(replica: str, now: float, plan: StartPlan) -> Flow:
     for orphan_id, replacement, error in plan.lost_runs:
         lost = yield Count("lose_orphan", {"id": orphan_id, "now": now, "error": error})
         if lost and replacement is not None:
-            yield Count("insert_run", _run_params(replacement))
+            yield Count("insert_run", run_params(replacement))
             started.add(replacement.id)
     if plan.insert_runs:  # a catch-up or skip burst may be hundreds of rows: one batch
-        yield Many("insert_run", [_run_params(run) for run in plan.insert_runs])
+        yield Many("insert_run", [run_params(run) for run in plan.insert_runs])
         started.update(run.id for run in plan.insert_runs if run.status == "running")
     for run_row_id in plan.start_pending:
         params = {"id": run_row_id, "replica": replica, "version": plan.lease_version, "now": now}
@@ -153,16 +169,42 @@ def new_run_row_id() -> str:
     return os.urandom(16).hex()
 
 
-def claims_of(rows: list[Mapping[str, Any]], replica: str | None, now: float) -> Flow:
-    """Claimed schedule rows as Claims, by id (their runs are the store's to add). With
-    `replica` (a claim), a row the kernel cannot decode is quarantined by the steps this yields,
-    in the claim's transaction, and comes back as a quarantined Claim: the claim as a whole
-    still succeeds and every other row fires. Without (a holder's re-read) it is left out, as
-    if no longer held."""
+def claim(replica: str, now: float, lease_seconds: float, limit: int) -> Flow:
+    """Lease up to `limit` due rows (orphans first) and read their waiting and running runs, in
+    one transaction; the Claims, in id order (RETURNING's order is unspecified)."""
+    params = {
+        "replica": replica,
+        "now": now,
+        "lease_until": now + lease_seconds,
+        "limit": limit,
+        "orphans": orphan_places(limit),
+    }
+    rows = yield All("claim", params)
+    rows = sorted(rows, key=lambda row: row["id"])
+    return (yield from claims_of(rows, replica, now))
+
+
+def reread_held(replica: str, leases: list[tuple[str, int]]) -> Flow:
+    """The rows this replica keeps leased (overlap=allow), still held and enabled, as Claims with
+    their pending and running runs; a row no longer held is left out."""
+    rows = []
+    for schedule_id, version in leases:
+        row = yield One("held_row", {"id": schedule_id, "replica": replica, "version": version})
+        if row is not None:
+            rows.append(row)
+    return (yield from claims_of(rows))
+
+
+def claims_of(rows: list[Mapping[str, Any]], replica: str | None = None, now: float = 0.0) -> Flow:
+    """Claimed schedule rows as Claims, with their pending and running runs (one query for the
+    batch). With `replica` (a claim), a row the kernel cannot decode is quarantined by the steps
+    this yields, in the claim's transaction, and comes back as a quarantined Claim: the claim as
+    a whole still succeeds and every other row fires. Without (a holder's re-read) it is left
+    out, as if no longer held."""
     claims: dict[str, Claim] = {}
     for row in rows:
         try:
-            claims[row["id"]] = Claim(_to_schedule(row), row["timing_version"], [], [])
+            claims[row["id"]] = Claim(to_schedule(row), row["timing_version"], [], [])
             continue
         except UndecodableRow as exc:
             if replica is None:
@@ -175,7 +217,13 @@ def claims_of(rows: list[Mapping[str, Any]], replica: str | None, now: float) ->
         yield from quarantine(replica, now, row["id"], version, timing, run)
         stub = Schedule(id=row["id"], name=row["name"], endpoint=row["endpoint"])
         claims[row["id"]] = Claim(stub, timing, [], [], quarantined=run.error)
-    return claims
+    ids = [sid for sid, claim in claims.items() if claim.quarantined is None]
+    if ids:
+        for run_row in (yield All("claim_runs", {"ids": ids})):
+            run = to_run(run_row)
+            claim = claims[run.schedule_id]
+            (claim.pending if run.status == "pending" else claim.running).append(run)
+    return list(claims.values())
 
 
 def quarantine_run(
@@ -214,7 +262,7 @@ def quarantine(
     if not (yield Count("quarantine", params)):
         return False
     yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": run.error})
-    yield Count("insert_run", _run_params(run))
+    yield Count("insert_run", run_params(run))
     return True
 
 
@@ -283,7 +331,7 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
             "error": plan.error,
             "completed_at": plan.completed_at,
             "duration_ms": plan.duration_ms,
-            "output": _json_dump(plan.output),
+            "output": json_dump(plan.output),
         },
     )
     if recorded != 1:
@@ -296,7 +344,7 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
     else:
         state = None
     if plan.retry is not None and state is not None:
-        yield Count("insert_run", _run_params(plan.retry))
+        yield Count("insert_run", run_params(plan.retry))
     if held is None:
         # Lease taken meanwhile (or the schedule deleted): our result is recorded, the new holder
         # owns the row; refresh due_at only if nobody holds it.
@@ -309,7 +357,7 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
             {**fence, "timing": plan.timing_version, "next_run_at": plan.next_run_at},
         )
         if plan.insert_runs:
-            yield Many("insert_run", [_run_params(run) for run in plan.insert_runs])
+            yield Many("insert_run", [run_params(run) for run in plan.insert_runs])
     if plan.disable and plan.retry is None:
         yield Count("disable_one_off", {**fence, "timing": plan.timing_version})
     if plan.release:
@@ -324,6 +372,16 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
 TIMING_COLUMNS = frozenset({"next_run_at", "enabled"})
 
 
+def create_schedule(schedule: Schedule) -> Flow:
+    """Insert a new row, due at its first slot. A name taken fails the INSERT with the database's
+    unique violation (the store names it)."""
+    values = schedule_values(schedule)
+    values["enabled"] = bool(values["enabled"])
+    values["due_at"] = schedule.next_run_at if schedule.enabled else None
+    yield Insert("insert_schedule", values)
+    yield Notify()
+
+
 def update_schedule(schedule_id: str, fields: Mapping[str, Any], now: float) -> Flow:
     """Apply caller fields (column -> value) under the row's lock; the row as it now is, or None
     if there is none. A disable cancels waiting work in the same transaction; other edits
@@ -334,7 +392,7 @@ def update_schedule(schedule_id: str, fields: Mapping[str, Any], now: float) -> 
         return None
     values = dict(fields)
     if "payload" in values:
-        values["payload"] = _json_dump(values["payload"])
+        values["payload"] = json_dump(values["payload"])
     if "enabled" in values:
         values["enabled"] = bool(values["enabled"])
     bump = int(not TIMING_COLUMNS.isdisjoint(values))
@@ -343,6 +401,32 @@ def update_schedule(schedule_id: str, fields: Mapping[str, Any], now: float) -> 
     if fields.get("enabled") is False:
         reason = "schedule disabled"
         yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": reason})
+    yield Count("refresh_due", {"id": schedule_id, "now": now})
+    yield Notify()
+    return (yield One("get_schedule", {"id": schedule_id}))
+
+
+def enable_schedule(schedule_id: str, next_run_at: float | None, now: float) -> Flow:
+    """Enable the row from `next_run_at` (the manager's next slot after now), clearing a
+    quarantine's reason; the row as it now is, or None if there is none."""
+    yield Lock([schedule_id])
+    if (yield One("schedule_state", {"id": schedule_id})) is None:
+        return None
+    yield Count("enable_schedule", {"id": schedule_id, "next_run_at": next_run_at, "now": now})
+    yield Count("refresh_due", {"id": schedule_id, "now": now})
+    yield Notify()
+    return (yield One("get_schedule", {"id": schedule_id}))
+
+
+def disable_schedule(schedule_id: str, now: float) -> Flow:
+    """Disable the row and cancel its waiting work in the same transaction; a run in flight
+    finishes and is recorded. The row as it now is, or None if there is none."""
+    yield Lock([schedule_id])
+    if (yield One("schedule_state", {"id": schedule_id})) is None:
+        return None
+    yield Count("disable_schedule", {"id": schedule_id, "now": now})
+    reason = "schedule disabled"
+    yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": reason})
     yield Count("refresh_due", {"id": schedule_id, "now": now})
     yield Notify()
     return (yield One("get_schedule", {"id": schedule_id}))
@@ -369,7 +453,7 @@ def add_pending_run(run: ScheduleRun, now: float) -> Flow:
         raise LookupError(f"schedule {run.schedule_id!r} not found")
     if not state["enabled"]:
         raise PermissionError(f"schedule {run.schedule_id!r} is disabled")
-    yield Count("insert_run", _run_params(run))
+    yield Count("insert_run", run_params(run))
     yield Count("refresh_due", {"id": run.schedule_id, "now": now})
     yield Notify()
 
@@ -397,11 +481,11 @@ def lockstep(flows: list[Flow]) -> Flow:
     return results
 
 
-def run(flow: Flow, answer: Callable[[Step], Any]) -> Any:
+def run(flow: Flow, answer: Callable[[Command], Any]) -> Any:
     """Drive a flow with a synchronous driver (a Batch is answered step by step); returns the
     flow's result."""
 
-    def each(step: Step) -> Any:
+    def each(step: Command) -> Any:
         if isinstance(step, Batch):
             return [answer(inner) for inner in step.steps]
         return answer(step)
@@ -414,7 +498,7 @@ def run(flow: Flow, answer: Callable[[Step], Any]) -> Any:
         return done.value
 
 
-async def arun(flow: Flow, answer: Callable[[Step], Awaitable[Any]]) -> Any:
+async def arun(flow: Flow, answer: Callable[[Command], Awaitable[Any]]) -> Any:
     """Drive a flow with an async driver, which answers a Batch itself (all its steps); returns
     the flow's result."""
     reply = None

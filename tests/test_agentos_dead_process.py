@@ -19,7 +19,7 @@ import pytest
 
 from leasecron.adapters.fastapi.server_stamp import KEY, process_gone, this_process
 from leasecron.kernel import RunStatus, ScheduleManager
-from leasecron.kernel.stores import open_store
+from leasecron.kernel.open_store import open_store
 from served import Served, until
 
 TOKEN = "dead-process-token"

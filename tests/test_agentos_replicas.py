@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from leasecron.kernel import ScheduleManager
-from leasecron.kernel.stores import open_store
+from leasecron.kernel.open_store import open_store
 from served import DEADLINE, Served, free_port
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import logging
 import httpx
 
 from leasecron.kernel import HttpDispatcher, ScheduleRun, StoreError
-from leasecron.kernel.rows import _run_params
+from leasecron.kernel.rows import run_params
 from support import T0, Cluster
 
 LEASE = 30.0
@@ -144,7 +144,7 @@ async def test_space_freed_by_the_replicas_own_prune_lets_its_outcomes_land(tmp_
     conn.executemany(
         store._sql["insert_run"],
         [
-            _run_params(
+            run_params(
                 ScheduleRun(
                     id=f"old{i}",
                     schedule_id="gone",

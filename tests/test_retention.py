@@ -17,7 +17,7 @@ import time
 from leasecron.kernel import ScheduleManager, ScheduleRun, SimClock, SqliteStore
 from leasecron.kernel.cli import main
 from leasecron.kernel.retention import PRUNE_BATCH, prune_history
-from leasecron.kernel.rows import _run_params
+from leasecron.kernel.rows import run_params
 from leasecron.kernel.scheduler import DEFAULT_RETENTION_SECONDS
 from store_builders import LEASE, claim_one, closes_stores, pending, running, sched, start_plan
 from support import T0, Cluster
@@ -45,7 +45,7 @@ def seed_history(store: SqliteStore, rows: list[ScheduleRun]) -> None:
     """Write run rows straight into the file: history left by earlier days of running."""
     conn = store._connect()
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(store._sql["insert_run"], [_run_params(r) for r in rows])
+    conn.executemany(store._sql["insert_run"], [run_params(r) for r in rows])
     conn.execute("COMMIT")
 
 

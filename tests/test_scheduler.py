@@ -1041,10 +1041,10 @@ async def test_allow_holder_never_hands_back_a_lease_whose_outcome_is_queued(tmp
     hooked = HookedStore(c.stores[0])
     r0.store = hooked
     state = {"armed": False, "finish_failures": 0}
-    real_claim_held = c.stores[0].claim_held
+    real_reread_held = c.stores[0].reread_held
 
-    async def slow_claim_held(*args):
-        claims = await real_claim_held(*args)
+    async def slow_reread_held(*args):
+        claims = await real_reread_held(*args)
         if state["armed"]:
             state["finish_failures"] = 5
             await c.clock.sleep(1.5)  # the reply is slow; the running attempt ends meanwhile
@@ -1060,7 +1060,7 @@ async def test_allow_holder_never_hands_back_a_lease_whose_outcome_is_queued(tmp
             state["finish_failures"] -= 1
             raise StoreError("finish", RuntimeError("connection cut"))
 
-    hooked.claim_held = slow_claim_held
+    hooked.reread_held = slow_reread_held
     hooked.before["start"] = fail_start
     hooked.before["finish"] = fail_finish
     s = await c.manager.create(

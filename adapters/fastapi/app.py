@@ -31,7 +31,7 @@ from leasecron.kernel import (
 )
 from leasecron.kernel.observe.eventlog import chain
 from leasecron.kernel.observe.metrics import Metrics
-from leasecron.kernel.stores import open_store
+from leasecron.kernel.open_store import open_store
 
 from .context import ServerContext, check_token, install_error_handlers
 from .executor import KINDS, RunExecutor, check_component

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from leasecron.kernel import WorkflowRunOutput
-from leasecron.kernel.rows import _json_load
+from leasecron.kernel.rows import json_load
 from leasecron.kernel.workflow.sessions import run_from_row, run_params
 
 # Enough for every run in flight plus the recent ones a scheduler still polls; a run pushed out
@@ -29,7 +29,7 @@ LIMIT = 10_000
 def as_stored(run: WorkflowRunOutput) -> WorkflowRunOutput:
     """The run as a store read returns it after saving it now (the same encoding and decoding;
     spans left out)."""
-    return run_from_row(run_params(run), _json_load)
+    return run_from_row(run_params(run), json_load)
 
 
 class SavedRuns:
@@ -72,7 +72,7 @@ class SavedRuns:
     def get(self, run_id: str) -> WorkflowRunOutput | None:
         found = self._runs.get(run_id)
         if isinstance(found, dict):
-            found = self._runs[run_id] = run_from_row(found, _json_load)
+            found = self._runs[run_id] = run_from_row(found, json_load)
         return found
 
     def forget(self, run_id: str) -> None:

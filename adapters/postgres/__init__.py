@@ -1,7 +1,8 @@
 """`PostgresStore` (`store.py`: psycopg 3, a pool, the database's clock, the lease algorithm) with
-every lease statement in `sql.py`, each with the race it closes; its schedule and run-history
-operations (`schedules.py`); LISTEN/NOTIFY wake-ups (`listen.py`); the workflow sessions, runs
-and traces (`sessions.py`, `sessions_sql.py`).
+every lease statement in `sql.py`, each with the race it closes; its tables' migrations
+(`migrate.py`, the tables themselves shared with SQLite in kernel/tables.py); its schedule and
+run-history operations (`schedules.py`); LISTEN/NOTIFY wake-ups (`listen.py`); the workflow
+sessions, runs and traces (`sessions.py`, `sessions_sql.py`).
 Needs the `postgres` extra; imports the kernel, never the FastAPI adapter.
 """
 

@@ -6,6 +6,8 @@ PostgresStore: it uses the store's plumbing (`_run`, `_tx`, `_one`, `_count`, `_
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from psycopg import errors as pg_errors
@@ -14,10 +16,9 @@ from leasecron.kernel import writes
 from leasecron.kernel.errors import ScheduleExistsError
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.rows import (
-    _schedule_values,
-    _to_run,
-    _to_schedule,
     schedule_filter,
+    to_run,
+    to_schedule,
 )
 from leasecron.kernel.store import check_updatable
 
@@ -31,6 +32,16 @@ if TYPE_CHECKING:
 CONTAINS = "strpos(lower(name), lower({needle})) > 0"
 
 
+@contextlib.contextmanager
+def _unique_name(constraint: str, name: str) -> Iterator[None]:
+    try:
+        yield
+    except pg_errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == constraint:
+            raise ScheduleExistsError(name) from exc
+        raise
+
+
 def _filter(
     enabled: bool | None, user_id: str | None, name_contains: str | None
 ) -> tuple[str, dict[str, Any]]:
@@ -40,22 +51,17 @@ def _filter(
 class PostgresSchedules:
     """Schedule and run-history operations for PostgresStore (see the module docstring)."""
 
+    def _unique_name(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A name taken by another row: the UNIQUE violation as ScheduleExistsError."""
+        return _unique_name(f"{self.prefix}schedules_name_key", name)
+
     async def create_schedule(self, schedule: Schedule) -> None:
+        """Insert a new row (writes.create_schedule)."""
+        write = self._flow(writes.create_schedule(schedule))
+
         async def op(conn: Conn) -> None:
-            values = _schedule_values(schedule)
-            values["enabled"] = bool(values["enabled"])
-            values["due_at"] = schedule.next_run_at if schedule.enabled else None
-            cols = ", ".join(values)
-            marks = ", ".join(f"%({c})s" for c in values)
-            try:
-                await conn.execute(
-                    f"INSERT INTO {self.schedules_table} ({cols}) VALUES ({marks})", values
-                )
-            except pg_errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
-                    raise ScheduleExistsError(schedule.name) from exc
-                raise
-            await self._notify_others(conn)
+            with self._unique_name(schedule.name):
+                await write(conn)
 
         await self._tx("create_schedule", op)
         self.notify()
@@ -64,7 +70,7 @@ class PostgresSchedules:
         row = await self._one(
             conn, f"SELECT * FROM {self.schedules_table} WHERE {column} = %(v)s", {"v": value}
         )
-        return _to_schedule(row, strict=False) if row else None
+        return to_schedule(row, strict=False) if row else None
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         return await self._run("get_schedule", lambda conn: self._get(conn, "id", schedule_id))
@@ -87,7 +93,7 @@ class PostgresSchedules:
             # COLLATE "C": the same byte order as SQLite's ORDER BY name, whatever the locale.
             sql = f'SELECT * FROM {self.schedules_table}{where} ORDER BY name COLLATE "C"'
             cur = await conn.execute(sql + " LIMIT %(limit)s OFFSET %(offset)s", args)
-            return [_to_schedule(r, strict=False) for r in await cur.fetchall()]
+            return [to_schedule(r, strict=False) for r in await cur.fetchall()]
 
         return await self._run("list_schedules", op)
 
@@ -115,16 +121,30 @@ class PostgresSchedules:
         write = self._flow(writes.update_schedule(schedule_id, fields, now))
 
         async def op(conn: Conn) -> Any:
-            try:
+            with self._unique_name(fields.get("name", "")):
                 return await write(conn)
-            except pg_errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == f"{self.prefix}schedules_name_key":
-                    raise ScheduleExistsError(fields["name"]) from exc
-                raise
 
-        row = await self._tx("update_schedule", op)
+        return await self._schedule_write("update_schedule", op)
+
+    async def enable_schedule(
+        self, schedule_id: str, next_run_at: float | None, now: float
+    ) -> Schedule | None:
+        """Enable from `next_run_at` (writes.enable_schedule); the row as it now is, or None."""
+        flow = writes.enable_schedule(schedule_id, next_run_at, now)
+        return await self._schedule_write("enable_schedule", self._flow(flow))
+
+    async def disable_schedule(self, schedule_id: str, now: float) -> Schedule | None:
+        """Disable, cancelling waiting work (writes.disable_schedule); the row, or None."""
+        flow = writes.disable_schedule(schedule_id, now)
+        return await self._schedule_write("disable_schedule", self._flow(flow))
+
+    async def _schedule_write(
+        self, operation: str, op: Callable[[Conn], Awaitable[Any]]
+    ) -> Schedule | None:
+        """A manager write answering the row as it now is."""
+        row = await self._tx(operation, op)
         self.notify()
-        return _to_schedule(row, strict=False) if row else None
+        return to_schedule(row, strict=False) if row else None
 
     async def delete_schedule(self, schedule_id: str, now: float) -> bool:
         """Delete the schedule and cancel its pending runs (writes.delete_schedule)."""
@@ -149,7 +169,7 @@ class PostgresSchedules:
                 f"ORDER BY created_at DESC, seq DESC LIMIT %(limit)s OFFSET %(offset)s",
                 {"sid": schedule_id, "limit": limit, "offset": offset},
             )
-            return [_to_run(r) for r in await cur.fetchall()]
+            return [to_run(r) for r in await cur.fetchall()]
 
         return await self._run("list_runs", op)
 
@@ -168,7 +188,7 @@ class PostgresSchedules:
             row = await self._one(
                 conn, f"SELECT * FROM {self.runs_table} WHERE id = %(id)s", {"id": run_row_id}
             )
-            return _to_run(row) if row else None
+            return to_run(row) if row else None
 
         return await self._run("get_run", op)
 

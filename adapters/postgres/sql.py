@@ -28,8 +28,11 @@ Row by row, the steps are:
   a holder keeping its row (overlap=allow): held_row per lease; claim_runs
   a replica stopping: expire_lease per lease; after a lost claim reply: leases_of, expire_lease
   the manager:
-    create         an INSERT of the row (columns from rows.py)
+    create         insert_schedule
     update         lock_schedules; schedule_state; update_fields; cancel_pending (a disable);
+                   refresh_due; get_schedule
+    enable         lock_schedules; schedule_state; enable_schedule; refresh_due; get_schedule
+    disable        lock_schedules; schedule_state; disable_schedule; cancel_pending;
                    refresh_due; get_schedule
     delete         lock_schedules; cancel_pending; lose_unheld; delete_schedule
     trigger        lock_schedules; schedule_state; insert_run; refresh_due
@@ -44,6 +47,8 @@ steal a live lease. With time_authority="local" the caller's clock is used as is
 """
 
 from __future__ import annotations
+
+from leasecron.kernel.tables import render
 
 # ---------------------------------------------------------------------------------------------
 # Transactions and locks.
@@ -229,17 +234,29 @@ LEASE_SQL = {
     + DUE_EXPR
     + """ END
          WHERE id = %(id)s""",
-    # -- the manager's writes (kernel/writes.py: update_schedule, delete_schedule,
-    # add_pending_run); each runs under the row's lock (lock_schedules), taken first.
+    # -- the manager's writes (kernel/writes.py: create_schedule, update_schedule,
+    # enable_schedule, disable_schedule, delete_schedule, add_pending_run); each runs under the
+    # row's lock (lock_schedules), taken first. Their races are SQLite's (kernel/sqlite/sql.py).
     # Whether the row exists and is enabled: a trigger of a gone or disabled schedule is refused.
     "schedule_state": """
         SELECT enabled FROM {S} WHERE id = %(id)s""",
+    # A new row, as SQLite's; the name's UNIQUE constraint is {prefix}schedules_name_key.
+    "insert_schedule": """
+        INSERT INTO {S} ({{columns}}) VALUES ({{values}})""",
     "get_schedule": """
         SELECT * FROM {S} WHERE id = %(id)s""",
     # The caller's columns ({{sets}}: `column = %(column)s` each). A change of the slot series bumps
     # timing_version (%(bump)s), fencing out a holder that planned with the old timing.
     "update_fields": """
         UPDATE {S} SET {{sets}}, timing_version = timing_version + %(bump)s, updated_at = %(now)s
+         WHERE id = %(id)s""",
+    # Enable and disable, as SQLite's: both bump timing_version.
+    "enable_schedule": """
+        UPDATE {S} SET enabled = TRUE, disabled_reason = NULL, next_run_at = %(next_run_at)s,
+               timing_version = timing_version + 1, updated_at = %(now)s
+         WHERE id = %(id)s""",
+    "disable_schedule": """
+        UPDATE {S} SET enabled = FALSE, timing_version = timing_version + 1, updated_at = %(now)s
          WHERE id = %(id)s""",
     "delete_schedule": """
         DELETE FROM {S} WHERE id = %(id)s""",
@@ -475,149 +492,33 @@ PROBE_SQL = "SELECT 1"
 # ---------------------------------------------------------------------------------------------
 # Tables and migrations. Applied in order inside one transaction under an advisory lock (two
 # replicas starting at once do not race their CREATEs), recorded in a meta table; a migration may
-# add tables, columns and indexes, never drop or rewrite data. Same columns as the SQLite store,
-# with Postgres types; `seq` orders runs created in the same instant (SQLite uses rowid).
+# add tables, columns and indexes, never drop or rewrite data. The tables are the SQLite store's
+# (kernel/tables.py), in Postgres's spelling.
 # ---------------------------------------------------------------------------------------------
 
-SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS {S} (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    description TEXT,
-    method TEXT NOT NULL DEFAULT 'POST',
-    endpoint TEXT NOT NULL,
-    payload TEXT,
-    cron_expr TEXT,
-    interval_seconds DOUBLE PRECISION,
-    run_at DOUBLE PRECISION,
-    start_at DOUBLE PRECISION,
-    timezone TEXT NOT NULL DEFAULT 'UTC',
-    timeout_seconds DOUBLE PRECISION NOT NULL DEFAULT 3600,
-    max_retries INTEGER NOT NULL DEFAULT 0,
-    retry_delay_seconds DOUBLE PRECISION NOT NULL DEFAULT 60,
-    overlap TEXT NOT NULL DEFAULT 'skip',
-    misfire TEXT NOT NULL DEFAULT 'fire_once',
-    misfire_grace_seconds DOUBLE PRECISION NOT NULL DEFAULT 60,
-    max_catchup INTEGER NOT NULL DEFAULT 100,
-    catchup_window_seconds DOUBLE PRECISION NOT NULL DEFAULT 86400,
-    jitter_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
-    enabled BOOLEAN NOT NULL DEFAULT TRUE,
-    next_run_at DOUBLE PRECISION,
-    due_at DOUBLE PRECISION,
-    locked_by TEXT,
-    locked_at DOUBLE PRECISION,
-    lease_expires_at DOUBLE PRECISION,
-    lease_version BIGINT NOT NULL DEFAULT 0,
-    timing_version BIGINT NOT NULL DEFAULT 1,
-    last_run_at DOUBLE PRECISION,
-    last_status TEXT,
-    consecutive_failures INTEGER NOT NULL DEFAULT 0,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    CONSTRAINT "{prefix}schedules_name_key" UNIQUE (name)
-);
-CREATE INDEX IF NOT EXISTS "{prefix}schedules_due" ON {S} (due_at)
-    WHERE enabled AND due_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS {R} (
-    id TEXT PRIMARY KEY,
-    seq BIGINT GENERATED ALWAYS AS IDENTITY,
-    schedule_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    scheduled_for DOUBLE PRECISION,
-    trigger TEXT NOT NULL,
-    status TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    due_at DOUBLE PRECISION,
-    status_code INTEGER,
-    run_id TEXT,
-    session_id TEXT,
-    error TEXT,
-    replica TEXT,
-    lease_version BIGINT,
-    reclaim INTEGER NOT NULL DEFAULT 0,
-    triggered_at DOUBLE PRECISION,
-    completed_at DOUBLE PRECISION,
-    duration_ms DOUBLE PRECISION,
-    input TEXT,
-    output TEXT,
-    created_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_by_schedule" ON {R} (schedule_id, created_at);
-CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_open" ON {R} (schedule_id, due_at)
-    WHERE status IN ('pending', 'running');
-CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_pending" ON {R} (schedule_id, due_at)
-    WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_run_id" ON {R} (run_id);
-CREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_created" ON {R} (created_at, seq)
-"""
+# How Postgres spells the markers of the shared table definitions (kernel/tables.py).
+SPELLING = {
+    "REAL": "DOUBLE PRECISION",
+    "BIGINT": "BIGINT",
+    "BOOL": "BOOLEAN",
+    "TRUE": "TRUE",
+    "JSON": "JSONB",
+    "ENABLED": "enabled",
+    "Q": '"',
+    "NAME_UNIQUE": "",
+    # named, so a taken name is told from any other unique violation (schedules.py)
+    "NAME_KEY": ',\n    CONSTRAINT "{prefix}schedules_name_key" UNIQUE (name)',
+    "SEQ": "\n    seq BIGINT GENERATED ALWAYS AS IDENTITY,",
+    # retention deletes the oldest rows first, a batch at a time (prune_runs)
+    "RUNS_CREATED": ';\nCREATE INDEX IF NOT EXISTS "{prefix}schedule_runs_created" ON {R} '
+    "(created_at, seq)",
+    "SESSION_ORDER": "started_at NULLS FIRST, seq",
+    "WITHOUT_ROWID": "",
+    "IF_NEW": "IF NOT EXISTS ",
+    "BYTE_ORDER": ' COLLATE "C"',
+}
 
-# Workflow persistence (leasecron.kernel.workflow.sessions, statements in sessions_sql.py):
-# sessions, their runs and the runs' spans, as SQLite's migration 2 with Postgres types (JSON as
-# JSONB). New tables only, so a schema of version 1 keeps every schedule and run row as it was.
-# Runs have a table of their own, so a run by id is one primary-key lookup; `seq` orders a
-# session's runs that started in the same instant (SQLite uses rowid). A run's spans are one
-# range of the traces table's (trace_id, span_id) primary key.
-SCHEMA_V2 = """
-CREATE TABLE IF NOT EXISTS {SE} (
-    session_id TEXT PRIMARY KEY,
-    session_type TEXT NOT NULL,
-    workflow_id TEXT,
-    agent_id TEXT,
-    user_id TEXT,
-    session_state JSONB,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS {WR} (
-    run_id TEXT PRIMARY KEY,
-    seq BIGINT GENERATED ALWAYS AS IDENTITY,
-    session_id TEXT NOT NULL,
-    workflow_id TEXT NOT NULL,
-    workflow_name TEXT,
-    user_id TEXT,
-    status TEXT NOT NULL,
-    input JSONB,
-    content JSONB,
-    media JSONB,
-    step_outputs JSONB,
-    session_state JSONB,
-    additional_data JSONB,
-    error TEXT,
-    started_at DOUBLE PRECISION,
-    ended_at DOUBLE PRECISION
-);
-CREATE INDEX IF NOT EXISTS "{prefix}workflow_runs_by_session"
-    ON {WR} (session_id, started_at NULLS FIRST, seq);
-CREATE TABLE IF NOT EXISTS {TR} (
-    trace_id TEXT NOT NULL,
-    span_id TEXT NOT NULL,
-    parent_span_id TEXT,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    started_at DOUBLE PRECISION NOT NULL,
-    ended_at DOUBLE PRECISION,
-    attributes JSONB,
-    error TEXT,
-    PRIMARY KEY (trace_id, span_id)
-)
-"""
-
-# Quarantine reasons and the orphan index, as SQLite's migration 3.
-SCHEMA_V3 = """
-ALTER TABLE {S} ADD COLUMN IF NOT EXISTS disabled_reason TEXT;
-CREATE INDEX IF NOT EXISTS "{prefix}schedules_orphaned" ON {S} (due_at)
-    WHERE enabled AND locked_by IS NOT NULL
-"""
-
-# Schedule owners, as SQLite's migration 4; the index orders names as the lists do (COLLATE "C").
-SCHEMA_V4 = """
-ALTER TABLE {S} ADD COLUMN IF NOT EXISTS user_id TEXT;
-CREATE INDEX IF NOT EXISTS "{prefix}schedules_by_user" ON {S} (user_id, name COLLATE "C")
-    WHERE user_id IS NOT NULL
-"""
-
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
+MIGRATIONS: list[str] = render(SPELLING)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 META_SQL = {

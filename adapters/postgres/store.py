@@ -6,7 +6,7 @@ runs is in sql.py, each with the race it closes, and the workflow persistence st
 transaction on the file's write lock (BEGIN IMMEDIATE), Postgres runs READ COMMITTED with row
 locks: claim skips rows other transactions hold (FOR UPDATE SKIP LOCKED), and every other write
 transaction takes its schedule rows' locks before the statements that decide (see
-sql.py, "Transactions and locks").
+sql.py, "Transactions and locks"); the tables and their migrations are in migrate.py.
 
 Time: by default the database's clock is the authority. Schedulers and managers on this store get
 an `AlignedClock` (`aligned_clock`), re-read with every idle poll, so every replica's `now` is the
@@ -39,12 +39,10 @@ from leasecron.kernel import writes
 from leasecron.kernel.clock import AlignedClock, Clock, SystemClock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.offload import tracked
-from leasecron.kernel.rows import _to_run
-from leasecron.kernel.sqlite.schema import tables_to_create
 from leasecron.kernel.store import Claim, FinishPlan, StartPlan, orphan_places
 
-from . import sql as postgres_sql
 from .listen import relay_notifications
+from .migrate import migrate, schema_version
 from .schedules import PostgresSchedules
 from .sessions import PostgresSessions
 from .sessions_sql import SESSIONS_SQL
@@ -68,7 +66,6 @@ _HOPELESS = re.compile(
     r"|no pg_hba\.conf entry|no password supplied|permission denied for database"
 )
 _PROBE_TIMEOUT = 2  # seconds the first direct connect may take before the pool takes over
-_CREATED_TABLE = re.compile(r'CREATE TABLE IF NOT EXISTS "[^"]+"\."([^"]+)"', re.IGNORECASE)
 
 Conn = psycopg.AsyncConnection
 
@@ -239,55 +236,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             await AsyncConnectionPool.check_connection(conn)
 
     async def _migrate(self, conn: Conn) -> None:
-        migrations = postgres_sql.MIGRATIONS
-        async with conn.transaction():
-            await conn.execute(
-                self._meta["advisory_lock"], {"key": f"leasecron:{self.schema}.{self.prefix}"}
-            )
-            cur = await conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s", {"schema": self.schema}
-            )
-            if await cur.fetchone() is None:
-                await conn.execute(self._meta["create_schema"])
-            await conn.execute(self._meta["create_meta"])
-            current = await self._version(conn)
-            if current > len(migrations):
-                raise RuntimeError(
-                    f"{self.schema}.{self.prefix}*: schema version {current} is newer than this "
-                    f"leasecron ({len(migrations)}); upgrade leasecron"
-                )
-            tables = {"prefix": self.prefix, **self._tables()}
-            await self._refuse_foreign(conn, migrations, current)
-            for version in range(current + 1, len(migrations) + 1):
-                for statement in migrations[version - 1].format(**tables).split(";"):
-                    if statement.strip():
-                        await conn.execute(statement)
-                await conn.execute(self._meta["set_version"], {"version": str(version)})
-
-    async def _refuse_foreign(self, conn: Conn, migrations: list[str], current: int) -> None:
-        """A table that a migration not yet applied would create must not exist: migrations run
-        in one transaction, so such a table was made by another program (an Agno AgentOS keeps
-        agno_sessions with other columns), and CREATE TABLE IF NOT EXISTS would adopt it."""
-        tables = {"prefix": self.prefix, **self._tables()}
-        pending = tables_to_create(migrations, current, tables, _CREATED_TABLE)
-        if not pending:
-            return
-        cur = await conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %(schema)s "
-            "AND table_name = ANY(%(names)s) ORDER BY table_name",
-            {"schema": self.schema, "names": pending},
-        )
-        found = [row["table_name"] for row in await cur.fetchall()]
-        if found:
-            raise StoreError(
-                "open",
-                RuntimeError(
-                    f"{self.schema}: table(s) {', '.join(found)} exist but were not made by "
-                    f"leasecron (no {self.prefix}leasecron_meta records them; another program, "
-                    f"e.g. an Agno AgentOS, uses this prefix); choose another prefix= "
-                    f'(e.g. prefix="leasecron_") or schema='
-                ),
-            )
+        await migrate(conn, self.schema, self.prefix, self._tables(), self._meta)
 
     def _tables(self) -> dict[str, str]:
         """The placeholders of the schema and SQL texts, as in kernel/sqlite/schema.py."""
@@ -300,9 +249,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         }
 
     async def _version(self, conn: Conn) -> int:
-        cur = await conn.execute(self._meta["get_version"])
-        row = await cur.fetchone()
-        return int(row["value"]) if row else 0
+        return await schema_version(conn, self._meta)
 
     async def schema_version(self) -> int:
         """The version recorded in the meta table (async, unlike SqliteStore's)."""
@@ -346,7 +293,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         return cur.rowcount
 
     async def _notify_others(self, conn: Conn) -> None:
-        """Wake the other replicas once this transaction commits (see sql.py, "notify")."""
+        """Wake the other replicas once this transaction commits (see sql.py "notify")."""
         await conn.execute(self._sql["notify"], {"channel": self.channel})
 
     async def _lock(self, conn: Conn, ids: list[str]) -> dict[str, bool]:
@@ -462,6 +409,14 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         self._clocks.add(clock)
         return clock
 
+    async def reclaim_space(self, max_pages: int = 1000) -> int:
+        """0: autovacuum gives a pruned row's space back on its own."""
+        return 0
+
+    async def checkpoint(self) -> bool:
+        """True: the server manages its own write-ahead log."""
+        return True
+
     async def server_time(self) -> float:
         """The time authority's clock, epoch seconds (one round trip)."""
 
@@ -478,15 +433,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         now: float = 0.0,
     ) -> list[Claim]:
         """Claims of claimed rows, with their pending and running runs (writes.claims_of)."""
-        claims = await self._flow(writes.claims_of(rows, replica, now))(conn)
-        ids = [sid for sid, claim in claims.items() if claim.quarantined is None]
-        if ids:
-            cur = await conn.execute(self._sql["claim_runs"], {"ids": ids})
-            for run_row in await cur.fetchall():
-                run = _to_run(run_row)
-                claim = claims[run.schedule_id]
-                (claim.pending if run.status == "pending" else claim.running).append(run)
-        return list(claims.values())
+        return await self._flow(writes.claims_of(rows, replica, now))(conn)
 
     async def claim(
         self, replica: str, now: float, lease_seconds: float, limit: int
@@ -508,7 +455,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
 
         return await self._tx("claim", op)
 
-    async def _answer(self, conn: Conn, step: writes.Step) -> Any:
+    async def _answer(self, conn: Conn, step: writes.Command) -> Any:
         """One step of a shared write flow (leasecron.kernel.writes): a statement, or a Batch
         of them sent in pipeline mode (one round trip for the round, not one per row)."""
         if isinstance(step, writes.Batch):
@@ -519,6 +466,9 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             return await self._count(conn, self._sql[step.name], step.params)
         if isinstance(step, writes.One):
             return await self._one(conn, self._sql[step.name], step.params)
+        if isinstance(step, writes.All):
+            cur = await conn.execute(self._sql[step.name], step.params)
+            return await cur.fetchall()
         if isinstance(step, writes.Many):
             async with conn.cursor() as cur:
                 await cur.executemany(self._sql[step.name], step.params)
@@ -529,9 +479,14 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             sets = ", ".join(f"{column} = %({column})s" for column in step.columns)
             sql = self._sql[step.name].format(sets=sets)
             return await self._count(conn, sql, step.params)
+        if isinstance(step, writes.Insert):
+            columns = ", ".join(step.params)
+            values = ", ".join(f"%({column})s" for column in step.params)
+            sql = self._sql[step.name].format(columns=columns, values=values)
+            return await self._count(conn, sql, step.params)
         return await self._notify_others(conn)
 
-    async def _round(self, conn: Conn, steps: list[writes.Step]) -> list[Any]:
+    async def _round(self, conn: Conn, steps: list[writes.Command]) -> list[Any]:
         """One lockstep round, in one round trip (pipeline mode): the steps of each kind that has
         a set-based form (postgres_sql.ROUND_SQL) as one statement over arrays, the others one
         statement each; the round's notifications as one. Answers in the steps' order, as the
@@ -565,7 +520,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             answers[index] = await self._reply(steps[index], cur)
         return answers
 
-    def _round_rows(self, name: str, steps: list[writes.Step]) -> dict[str, list[Any]] | None:
+    def _round_rows(self, name: str, steps: list[writes.Command]) -> dict[str, list[Any]] | None:
         """The arrays of a set-based statement: one element per row (a Many step gives one row
         per parameter set), each column's values of its declared type. None where the per-row
         statements must run instead: no set form, a single row, or one target row named twice
@@ -588,7 +543,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
 
     @staticmethod
     async def _round_reply(
-        steps: list[writes.Step], indexes: list[int], cur: Any, answers: list[Any]
+        steps: list[writes.Command], indexes: list[int], cur: Any, answers: list[Any]
     ) -> None:
         """Per-row answers of a set-based statement, from the rows it returned (v.i, 1-based:
         the row's place in the arrays): a Count 1 or 0 (an INSERT, always 1), a One its row or
@@ -604,10 +559,10 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             elif isinstance(inner, writes.One):
                 answers[index] = matched.get(place)
 
-    async def _send(self, conn: Conn, step: writes.Step) -> Any:
+    async def _send(self, conn: Conn, step: writes.Command) -> Any:
         """Queue one step of a pipelined Batch; its cursor, read by _reply after the sync."""
         cur = conn.cursor()
-        if isinstance(step, (writes.Count, writes.One)):
+        if isinstance(step, (writes.Count, writes.One, writes.All)):
             await cur.execute(self._sql[step.name], step.params)
         elif isinstance(step, writes.Many):
             await cur.executemany(self._sql[step.name], step.params)
@@ -619,11 +574,13 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         return cur
 
     @staticmethod
-    async def _reply(step: writes.Step, cur: Any) -> Any:
+    async def _reply(step: writes.Command, cur: Any) -> Any:
         if isinstance(step, writes.Count):
             return cur.rowcount
         if isinstance(step, writes.One):
             return await cur.fetchone()
+        if isinstance(step, writes.All):
+            return await cur.fetchall()
         return None
 
     def _flow(self, flow: writes.Flow) -> Callable[[Conn], Awaitable[Any]]:
@@ -650,26 +607,12 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
             self.notify()
         return results
 
-    async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
-        """Re-read rows this replica keeps leased (overlap=allow), with their pending and
-        running runs; a row no longer held (or disabled) is left out."""
-
-        async def op(conn: Conn) -> list[Claim]:
-            rows = []
-            for schedule_id, version in leases:
-                row = await self._one(
-                    conn,
-                    self._sql["held_row"],
-                    {"id": schedule_id, "replica": replica, "version": version},
-                )
-                if row is not None:
-                    rows.append(row)
-            return await self._claims_of(conn, rows)
-
+    async def reread_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
+        """Rows this replica keeps leased, still held and enabled (writes.reread_held)."""
         # REPEATABLE READ would make the rows and their runs one snapshot; the lease makes this
         # holder the only writer of the rows' runs except for the manager's triggers, which a
-        # later claim_held sees.
-        return await self._tx("claim_held", op)
+        # later re-read sees.
+        return await self._tx("reread_held", self._flow(writes.reread_held(replica, leases)))
 
     async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]:
         """(schedule id, lease version) of every live lease `replica` holds."""

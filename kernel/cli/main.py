@@ -35,8 +35,8 @@ from ..errors import (
     ValidationError,
 )
 from ..manager import ScheduleManager
+from ..open_store import open_store
 from ..parts import present
-from ..stores import open_store
 from .demo import cmd_demo
 from .parser import PROG, build_parser, flag_message
 from .replica import cmd_run

@@ -12,8 +12,8 @@ from ..clock import SystemClock
 from ..errors import ValidationError
 from ..http.dispatch import HttpDispatcher
 from ..observe.eventlog import ReplicaLog, chain
+from ..open_store import open_store
 from ..scheduler import Scheduler
-from ..stores import open_store
 from .inputs import read_token
 from .logs import fire_log, log_to_stderr, say
 from .process import stop_on_signals

@@ -10,8 +10,8 @@ import uuid
 from typing import Any
 
 from ..errors import ValidationError
+from ..open_store import open_store
 from ..sim.simulation import ALL_FAULTS, FAULTS, SimConfig, simulate
-from ..stores import open_store
 from .progress import Progress
 
 

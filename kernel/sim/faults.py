@@ -59,7 +59,7 @@ class FaultyStore:
         "start",
         "heartbeat",
         "finish",
-        "claim_held",
+        "reread_held",
         "holds",
         "next_due",
         "expire_leases",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ..rows import _to_run
+from ..rows import to_run
 from ..sqlite import SqliteStore
 from .check import RUN_COLUMNS
 
@@ -36,7 +36,7 @@ async def running_runs(store: Any, schedule_ids: Any) -> list[Any]:
             f"SELECT * FROM {store.runs_table} WHERE status = 'running' "
             "ORDER BY created_at DESC, rowid DESC"
         )
-        return [_to_run(row) for row in rows]
+        return [to_run(row) for row in rows]
     return [run async for run in _pages(store, schedule_ids) if run.status == "running"]
 
 

@@ -7,7 +7,8 @@ of a batch run side by side, one row's steps always in this order):
 
   one fire, claim to release:
     idle poll      next_due
-    claim          claim; claim_runs (per undecodable row: quarantine, cancel_pending, insert_run)
+    claim          claim; per undecodable row: quarantine, cancel_pending, insert_run;
+                   claim_runs
     start          per plan: start_fence (fenced out: release);
                    per orphan: lose_orphan, insert_run; insert_run (new rows); start_pending;
                    disable_one_off (a spent one-off); release (nothing started)
@@ -19,9 +20,11 @@ of a batch run side by side, one row's steps always in this order):
   a holder keeping its row (overlap=allow): held_row per lease; claim_runs
   a replica stopping: expire_lease per lease; after a lost claim reply: leases_of, expire_lease
   the manager:
-    create         an INSERT of the row (columns from rows.py)
+    create         insert_schedule
     update         schedule_state; update_fields; cancel_pending (a disable); refresh_due;
                    get_schedule
+    enable         schedule_state; enable_schedule; refresh_due; get_schedule
+    disable        schedule_state; disable_schedule; cancel_pending; refresh_due; get_schedule
     delete         cancel_pending; lose_unheld; delete_schedule
     trigger        schedule_state; insert_run; refresh_due
   retention: prune_runs, in batches
@@ -77,9 +80,10 @@ LEASE_SQL = {
     # The claimed row's waiting work and its running attempts (orphans of an expired holder, or
     # this holder's own when it re-reads a row it keeps), read inside the claim's transaction: a
     # trigger committed after it is seen by the next claim and never half-seen by this one.
-    # One query for the whole claimed batch: {ids} becomes one placeholder per claimed id.
+    # One query for the whole claimed batch: :ids is a JSON array of the claimed ids.
     "claim_runs": """
-        SELECT * FROM {R} WHERE schedule_id IN ({{ids}}) AND status IN ('pending', 'running')
+        SELECT * FROM {R} WHERE schedule_id IN (SELECT value FROM json_each(:ids))
+           AND status IN ('pending', 'running')
          ORDER BY due_at, created_at""",
     # A claimed row the kernel cannot decode (its payload unparseable, written by another tool)
     # or plan (a cron edited by hand into nonsense) is taken out of the pool under the lease we
@@ -185,17 +189,31 @@ LEASE_SQL = {
     + DUE_EXPR
     + """ END
          WHERE id = :id""",
-    # -- the manager's writes (kernel/writes.py: update_schedule, delete_schedule,
-    # add_pending_run); each runs under BEGIN IMMEDIATE, so its read of the row cannot go stale.
+    # -- the manager's writes (kernel/writes.py: create_schedule, update_schedule,
+    # enable_schedule, disable_schedule, delete_schedule, add_pending_run); each runs under
+    # BEGIN IMMEDIATE, so its read of the row cannot go stale.
     # Whether the row exists and is enabled: a trigger of a gone or disabled schedule is refused.
     "schedule_state": """
         SELECT enabled FROM {S} WHERE id = :id""",
+    # A new row ({{columns}}: the columns the schedule sets, rows.schedule_values); the name is
+    # UNIQUE, so of two replicas declaring one schedule at start-up one insert fails.
+    "insert_schedule": """
+        INSERT INTO {S} ({{columns}}) VALUES ({{values}})""",
     "get_schedule": """
         SELECT * FROM {S} WHERE id = :id""",
     # The caller's columns ({{sets}}: `column = :column` each). A change of the slot series bumps
     # timing_version (:bump), fencing out a holder that planned with the old timing.
     "update_fields": """
         UPDATE {S} SET {{sets}}, timing_version = timing_version + :bump, updated_at = :now
+         WHERE id = :id""",
+    # Enabling resumes at the manager's next slot after now and clears a quarantine's reason;
+    # disabling keeps the cursor. Both move the slot series: timing_version is bumped.
+    "enable_schedule": """
+        UPDATE {S} SET enabled = 1, disabled_reason = NULL, next_run_at = :next_run_at,
+               timing_version = timing_version + 1, updated_at = :now
+         WHERE id = :id""",
+    "disable_schedule": """
+        UPDATE {S} SET enabled = 0, timing_version = timing_version + 1, updated_at = :now
          WHERE id = :id""",
     "delete_schedule": """
         DELETE FROM {S} WHERE id = :id""",

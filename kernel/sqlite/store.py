@@ -11,30 +11,22 @@ the WHERE clauses still matter: they are what makes a write by a holder that los
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import writes
+from ..clock import Clock
 from ..errors import ScheduleExistsError, StoreError
 from ..model import Schedule, ScheduleRun
 from ..offload import Worker
-from ..rows import (  # noqa: F401 (_SCHEDULE_COLUMNS re-exported for tests and benchmarks)
-    _RUN_COLUMNS,
-    _SCHEDULE_COLUMNS,
-    _json_dump,
-    _json_load,
-    _run_params,
-    _schedule_values,
-    _to_run,
-    _to_schedule,
-    schedule_filter,
-)
-from ..store import Claim, FinishPlan, StartPlan, check_updatable, orphan_places
+from ..rows import json_dump, schedule_filter, to_run, to_schedule
+from ..store import Claim, FinishPlan, StartPlan, check_updatable
 from .group_commit import GroupCommit
 from .schema import (  # noqa: F401
     MIGRATIONS,
@@ -216,6 +208,10 @@ class SqliteLeaseStore:
     def schema_version(self) -> int:
         return self._call(lambda: schema_version(self._connect(), self.prefix))
 
+    def aligned_clock(self, local: Clock) -> Clock:
+        """`local`: the file has no clock of its own, every replica runs on its host's."""
+        return local
+
     # -- wake-ups --------------------------------------------------------------------------------
 
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -242,21 +238,24 @@ class SqliteLeaseStore:
 
     # -- schedules -------------------------------------------------------------------------------
 
+    @staticmethod
+    @contextlib.contextmanager
+    def _unique_name(name: str) -> Iterator[None]:
+        """A name taken by another row: the UNIQUE violation as ScheduleExistsError."""
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            if "name" in str(exc):
+                raise ScheduleExistsError(name) from exc
+            raise
+
     async def create_schedule(self, schedule: Schedule) -> None:
+        """Insert a new row (writes.create_schedule)."""
+        write = self._flow(writes.create_schedule(schedule))
+
         def op(conn: sqlite3.Connection) -> None:
-            values = _schedule_values(schedule)
-            values["enabled"] = int(values["enabled"])
-            values["due_at"] = schedule.next_run_at if schedule.enabled else None
-            cols = ", ".join(values)
-            marks = ", ".join(f":{c}" for c in values)
-            try:
-                conn.execute(
-                    f"INSERT INTO {self.schedules_table} ({cols}) VALUES ({marks})", values
-                )
-            except sqlite3.IntegrityError as exc:
-                if "name" in str(exc):
-                    raise ScheduleExistsError(schedule.name) from exc
-                raise
+            with self._unique_name(schedule.name):
+                write(conn)
 
         await self._run("create_schedule", self._tx, op)
         self.notify()
@@ -265,7 +264,7 @@ class SqliteLeaseStore:
         row = conn.execute(
             f"SELECT * FROM {self.schedules_table} WHERE {column} = ?", (value,)
         ).fetchone()
-        return _to_schedule(row, strict=False) if row else None
+        return to_schedule(row, strict=False) if row else None
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         return await self._run(
@@ -291,7 +290,7 @@ class SqliteLeaseStore:
             args.update(limit=-1 if limit is None else limit, offset=offset)
             sql = f"SELECT * FROM {self.schedules_table}{where} ORDER BY name"
             rows = self._connect().execute(sql + " LIMIT :limit OFFSET :offset", args).fetchall()
-            return [_to_schedule(r, strict=False) for r in rows]
+            return [to_schedule(r, strict=False) for r in rows]
 
         return await self._run("list_schedules", op)
 
@@ -326,16 +325,30 @@ class SqliteLeaseStore:
         write = self._flow(writes.update_schedule(schedule_id, fields, now))
 
         def op(conn: sqlite3.Connection) -> Any:
-            try:
+            with self._unique_name(fields.get("name", "")):
                 return write(conn)
-            except sqlite3.IntegrityError as exc:
-                if "name" in str(exc):
-                    raise ScheduleExistsError(fields["name"]) from exc
-                raise
 
-        row = await self._run("update_schedule", self._tx, op)
+        return await self._schedule_write("update_schedule", op)
+
+    async def enable_schedule(
+        self, schedule_id: str, next_run_at: float | None, now: float
+    ) -> Schedule | None:
+        """Enable from `next_run_at` (writes.enable_schedule); the row as it now is, or None."""
+        flow = writes.enable_schedule(schedule_id, next_run_at, now)
+        return await self._schedule_write("enable_schedule", self._flow(flow))
+
+    async def disable_schedule(self, schedule_id: str, now: float) -> Schedule | None:
+        """Disable, cancelling waiting work (writes.disable_schedule); the row, or None."""
+        flow = writes.disable_schedule(schedule_id, now)
+        return await self._schedule_write("disable_schedule", self._flow(flow))
+
+    async def _schedule_write(
+        self, operation: str, op: Callable[[sqlite3.Connection], Any]
+    ) -> Schedule | None:
+        """A manager write answering the row as it now is."""
+        row = await self._run(operation, self._tx, op)
         self.notify()
-        return _to_schedule(row, strict=False) if row else None
+        return to_schedule(row, strict=False) if row else None
 
     async def delete_schedule(self, schedule_id: str, now: float) -> bool:
         """Delete the schedule and cancel its pending runs (writes.delete_schedule)."""
@@ -364,7 +377,7 @@ class SqliteLeaseStore:
                 )
                 .fetchall()
             )
-            return [_to_run(r) for r in rows]
+            return [to_run(r) for r in rows]
 
         return await self._run("list_runs", op)
 
@@ -383,7 +396,7 @@ class SqliteLeaseStore:
                 .execute(f"SELECT * FROM {self.runs_table} WHERE id = ?", (run_row_id,))
                 .fetchone()
             )
-            return _to_run(row) if row else None
+            return to_run(row) if row else None
 
         return await self._run("get_run", op)
 
@@ -414,57 +427,32 @@ class SqliteLeaseStore:
             self._read_conn = conn
         return self._read_conn
 
-    def _claims_of(
-        self,
-        conn: sqlite3.Connection,
-        rows: list[sqlite3.Row],
-        replica: str | None = None,
-        now: float = 0.0,
-    ) -> list[Claim]:
-        """Claims of claimed rows, with their pending and running runs (writes.claims_of)."""
-        claims = writes.run(
-            writes.claims_of(rows, replica, now), lambda step: self._answer(conn, step)
-        )
-        ids = [sid for sid, claim in claims.items() if claim.quarantined is None]
-        for i in range(0, len(ids), 500):  # one query per 500 ids, not one per row
-            chunk = ids[i : i + 500]
-            sql = self._sql["claim_runs"].replace("{ids}", ",".join("?" * len(chunk)))
-            for run_row in conn.execute(sql, chunk):
-                run = _to_run(run_row)
-                claim = claims[run.schedule_id]
-                (claim.pending if run.status == "pending" else claim.running).append(run)
-        return list(claims.values())
-
     async def claim(
         self, replica: str, now: float, lease_seconds: float, limit: int
     ) -> list[Claim]:
-        def op(conn: sqlite3.Connection) -> list[Claim]:
-            rows = conn.execute(
-                self._sql["claim"],
-                {
-                    "replica": replica,
-                    "now": now,
-                    "lease_until": now + lease_seconds,
-                    "limit": limit,
-                    "orphans": orphan_places(limit),
-                },
-            ).fetchall()
-            return self._claims_of(conn, rows, replica, now)
+        """Lease up to `limit` due rows, with their runs (writes.claim)."""
+        flow = writes.claim(replica, now, lease_seconds, limit)
+        return await self._run("claim", self._tx, self._flow(flow))
 
-        return await self._run("claim", self._tx, op)
-
-    def _answer(self, conn: sqlite3.Connection, step: writes.Step) -> Any:
+    def _answer(self, conn: sqlite3.Connection, step: writes.Command) -> Any:
         """One statement of a shared write flow (kernel/writes.py). Lock and Notify need nothing
         here: BEGIN IMMEDIATE holds the file's write lock, and other processes poll."""
         if isinstance(step, writes.Count):
             return conn.execute(self._sql[step.name], step.params).rowcount
         if isinstance(step, writes.One):
             return conn.execute(self._sql[step.name], step.params).fetchone()
+        if isinstance(step, writes.All):
+            arrays = {k: json_dump(v) for k, v in step.params.items() if isinstance(v, list)}
+            return conn.execute(self._sql[step.name], {**step.params, **arrays}).fetchall()
         if isinstance(step, writes.Many):
             conn.executemany(self._sql[step.name], step.params)
         if isinstance(step, writes.Update):
             sets = ", ".join(f"{column} = :{column}" for column in step.columns)
             return conn.execute(self._sql[step.name].format(sets=sets), step.params).rowcount
+        if isinstance(step, writes.Insert):
+            columns, values = ", ".join(step.params), ", ".join(f":{c}" for c in step.params)
+            sql = self._sql[step.name].format(columns=columns, values=values)
+            return conn.execute(sql, step.params).rowcount
         return None
 
     def _flow(self, flow: writes.Flow) -> Callable[[sqlite3.Connection], Any]:
@@ -473,44 +461,31 @@ class SqliteLeaseStore:
     async def start(
         self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
     ) -> list[set[str] | None]:
-        """Apply start plans; per plan the set of run row ids now running, or None if fenced out."""
+        """writes.start, in one BEGIN IMMEDIATE transaction."""
         return await self._run("start", self._tx, self._flow(writes.start(replica, now, plans)))
 
     async def heartbeat(
         self, replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
     ) -> set[str]:
-        """Extend the given leases; returns the ids whose lease was taken over (lost)."""
+        """writes.heartbeat, in one transaction."""
         flow = writes.heartbeat(replica, now, lease_seconds, leases)
         return await self._run("heartbeat", self._tx, self._flow(flow))
 
     async def finish(self, replica: str, now: float, plans: list[FinishPlan]) -> list[bool]:
-        """Record outcomes. Per plan True if the outcome was recorded (this holder still owned the
-        attempt); the schedule-side writes are fenced separately on the lease."""
+        """writes.finish, in one transaction."""
         flow = writes.finish(replica, now, plans)
         results = await self._run("finish", self._tx, self._flow(flow))
         if any(plan.retry is not None or plan.release for plan in plans):
             self.notify()
         return results
 
-    async def claim_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
-        """Re-read rows this replica keeps leased (overlap=allow), with their pending and
-        running runs; a row no longer held (or disabled) is left out."""
-
-        def op(conn: sqlite3.Connection) -> list[Claim]:
-            rows = []
-            for schedule_id, version in leases:
-                row = conn.execute(
-                    self._sql["held_row"],
-                    {"id": schedule_id, "replica": replica, "version": version},
-                ).fetchone()
-                if row is not None:
-                    rows.append(row)
-            return self._claims_of(conn, rows)
-
-        return await self._run("claim_held", self._tx, op)
+    async def reread_held(self, replica: str, leases: list[tuple[str, int]]) -> list[Claim]:
+        """Rows this replica keeps leased, still held and enabled (writes.reread_held)."""
+        flow = writes.reread_held(replica, leases)
+        return await self._run("reread_held", self._tx, self._flow(flow))
 
     async def leases_of(self, replica: str, now: float) -> list[tuple[str, int]]:
-        """(schedule id, lease version) of every live lease `replica` holds."""
+        """The leases_of statement."""
 
         def op() -> list[tuple[str, int]]:
             rows = self._connect().execute(self._sql["leases_of"], {"replica": replica, "now": now})
@@ -519,7 +494,7 @@ class SqliteLeaseStore:
         return await self._run("leases_of", op)
 
     async def holds(self, replica: str, schedule_id: str, version: int) -> bool:
-        """Whether the row exists, is enabled and is leased to (replica, version)."""
+        """The held_row statement, answered as whether it found the row."""
         return await self._run(
             "holds",
             lambda: (

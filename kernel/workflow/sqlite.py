@@ -9,7 +9,7 @@ import sqlite3
 from functools import cached_property
 
 from ..errors import ValidationError
-from ..rows import _json_load
+from ..rows import json_load
 from ..sqlite.schema import table_names
 from ..sqlite.store import SqliteLeaseStore
 from .sessions import (
@@ -95,7 +95,7 @@ class SqliteSessions:
         def op() -> WorkflowRunOutput | None:
             sql = self._sessions_sql["get_run"]
             row = self._connect().execute(sql, {"run_id": clean_text(run_id)}).fetchone()
-            return run_from_row(row, _json_load) if row else None
+            return run_from_row(row, json_load) if row else None
 
         return await self._run("get_workflow_run", op)
 
@@ -116,7 +116,7 @@ class SqliteSessions:
             if with_runs:
                 sql = "session_runs" if limit is None else "session_runs_newest"
                 found = conn.execute(self._sessions_sql[sql], args)
-            return session_from_row(row, _json_load, [run_from_row(r, _json_load) for r in found])
+            return session_from_row(row, json_load, [run_from_row(r, json_load) for r in found])
 
         return await self._run("get_session", op)
 
@@ -127,7 +127,7 @@ class SqliteSessions:
             rows = self._connect().execute(
                 self._sessions_sql["trace"], {"trace_id": clean_text(run_id)}
             )
-            return span_tree(span_from_row(r, _json_load) for r in rows)
+            return span_tree(span_from_row(r, json_load) for r in rows)
 
         return await self._run("get_trace", op)
 

@@ -16,7 +16,7 @@ import httpx
 from common import Timer, bulk_schedules, machine, noop_transport, temp_db
 from leasecron.kernel import HttpDispatcher, Scheduler, SqliteStore
 from leasecron.kernel.model import ScheduleRun
-from leasecron.kernel.rows import _run_params
+from leasecron.kernel.rows import run_params
 from leasecron.kernel.store import orphan_places
 
 
@@ -116,7 +116,7 @@ def raw_sql_fires(n: int, batch: int) -> float:
                     lease_version=1,
                     created_at=now,
                 )
-                conn.execute(sql["insert_run"], _run_params(run))
+                conn.execute(sql["insert_run"], run_params(run))
             conn.execute("COMMIT")
             conn.execute("BEGIN IMMEDIATE")
             for i, row in enumerate(rows):

@@ -83,7 +83,7 @@ from common import (
 from leasecron.adapters.postgres import PostgresStore
 from leasecron.kernel import HttpDispatcher, Scheduler
 from leasecron.kernel.model import ScheduleRun
-from leasecron.kernel.rows import _run_params
+from leasecron.kernel.rows import run_params
 from leasecron.kernel.store import orphan_places
 
 SECTIONS = ("raw", "rawset", "kernel", "idle", "pgbench")
@@ -201,7 +201,7 @@ def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
                         triggered_at=now,
                         created_at=now,
                     )
-                    conn.execute(sql["insert_run"], _run_params(run))
+                    conn.execute(sql["insert_run"], run_params(run))
             done_at = time.time()
             with conn.transaction():
                 conn.execute(sql["lock_schedules"], {"ids": [row["id"] for row in rows]})
@@ -347,7 +347,7 @@ def raw_set_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
                 ]
                 conn.execute(sets["start_fence"], set_arrays(names, "start_fence", cursors))
                 runs = [
-                    _run_params(
+                    run_params(
                         ScheduleRun(
                             id=f"{row['id']}-{row['lease_version']}",
                             schedule_id=row["id"],

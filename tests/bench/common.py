@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import httpx
 
 from leasecron.kernel import Schedule, SqliteStore
-from leasecron.kernel.rows import _SCHEDULE_COLUMNS, _json_dump
+from leasecron.kernel.rows import SCHEDULE_COLUMNS, json_dump
 
 
 def machine() -> str:
@@ -55,7 +55,7 @@ def bulk_schedules(
     """Insert n interval schedules all due at `due_at`, in one transaction (set-up only)."""
     store = SqliteStore(path, inline=True, prefix=prefix)
     conn = store._connect()
-    cols = [c for c in _SCHEDULE_COLUMNS]
+    cols = [c for c in SCHEDULE_COLUMNS]
     marks = ", ".join("?" for _ in cols)
     rows = []
     progress = SetupProgress(n, "schedules")
@@ -122,7 +122,7 @@ def bulk_schedules_sql(
     `due_at + spread * i / n`, so spread > 0 spaces the first fires evenly (set-up only)."""
     store = SqliteStore(path, inline=True, prefix=prefix)
     conn = store._connect()
-    cols = list(_SCHEDULE_COLUMNS)
+    cols = list(SCHEDULE_COLUMNS)
     template = Schedule(id="", name="", endpoint=endpoint, interval_seconds=interval)
     due = "(:due_at + :spread * i / :n)"
     computed = {
@@ -224,10 +224,10 @@ def pg_bulk_schedules(
     `due_at + step * i`. About 10 s per million rows (the table's three indexes dominate)."""
     import psycopg
 
-    cols = list(_SCHEDULE_COLUMNS)
+    cols = list(SCHEDULE_COLUMNS)
     template = Schedule(id="", name="", endpoint=endpoint, interval_seconds=interval)
     row = [getattr(template, c) for c in cols]
-    row[cols.index("payload")] = _json_dump(template.payload)
+    row[cols.index("payload")] = json_dump(template.payload)
     row[cols.index("enabled")] = True
     at = {c: cols.index(c) for c in ("id", "name", "start_at", "next_run_at", "due_at")}
     stamps = (cols.index("created_at"), cols.index("updated_at"))
