@@ -41,11 +41,11 @@ async def test_progress_reports_each_simulated_hour_and_changes_nothing():
 
 async def test_seed_sweep_with_every_fault_has_no_violation():
     total = 0
-    for seed in range(100, 150):
+    for seed in range(100, 130):
         result = await simulate(SimConfig(seed=seed, **SMALL))
         assert result.violations == [], result.report()
         total += result.fires
-    assert total > 10_000
+    assert total > 6_000
 
 
 def test_cli_sim_prints_the_report_and_exits_0(capsys):
