@@ -64,6 +64,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -138,13 +139,34 @@ def check_runs(dsn: str, schema: str, n: int) -> str:
 # -- raw SQL: the store's statements, run directly ------------------------------------------------
 
 
+def raw_claim(conn: Any, names: Any, replica: str, batch: int, now: float) -> list | None:
+    """One claim transaction (claim + claim_runs) as the store runs it: the claimed rows in the
+    store's lock order; [] when every due row is being claimed by another worker; None when
+    nothing is due anywhere (the run is over)."""
+    claim = {
+        "replica": replica,
+        "now": now,
+        "lease_until": now + LEASE,
+        "limit": batch,
+        "orphans": orphan_places(batch),
+    }
+    with conn.transaction():
+        rows = conn.execute(names._sql["claim"], claim).fetchall()
+        if rows:
+            ids = [row["id"] for row in rows]
+            conn.execute(names._sql["claim_runs"], {"ids": ids}).fetchall()
+    if rows:
+        return sorted(rows, key=lambda row: row["id"])
+    any_due = f"SELECT 1 FROM {names.schedules_table} WHERE enabled AND due_at <= %(now)s LIMIT 1"
+    return [] if conn.execute(any_due, {"now": now}).fetchone() is not None else None
+
+
 def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
     """One connection firing every due schedule it can claim, statement by statement as the store
     runs them for a plain interval schedule (no pending work, no retry); reports (fires,
     batches, statements) when a claim finds nothing due anywhere."""
     names = unopened(schema)
     sql, channel = names._sql, names.channel
-    any_due = f"SELECT 1 FROM {names.schedules_table} WHERE enabled AND due_at <= %(now)s LIMIT 1"
     replica = f"raw-{os.getpid()}"
     fired = batches = statements = 0
     with (
@@ -156,24 +178,12 @@ def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
         cpu0 = cpu_seconds()
         while True:
             now = time.time()
-            claim = {
-                "replica": replica,
-                "now": now,
-                "lease_until": now + LEASE,
-                "limit": batch,
-                "orphans": orphan_places(batch),
-            }
-            with conn.transaction():
-                rows = conn.execute(sql["claim"], claim).fetchall()
-                if rows:
-                    ids = [row["id"] for row in rows]
-                    conn.execute(sql["claim_runs"], {"ids": ids}).fetchall()
+            rows = raw_claim(conn, names, replica, batch, now)
+            if rows is None:
+                break
             if not rows:
-                if conn.execute(any_due, {"now": now}).fetchone() is None:
-                    break
                 time.sleep(0.001)  # every due row is being claimed by another worker
                 continue
-            rows.sort(key=lambda row: row["id"])  # the store's lock order
             with conn.transaction():
                 for row in rows:
                     slot = row["next_run_at"]
@@ -299,7 +309,6 @@ def raw_set_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
     per statement."""
     names = unopened(schema)
     sql, sets, channel = names._sql, names._round_sql, names.channel
-    any_due = f"SELECT 1 FROM {names.schedules_table} WHERE enabled AND due_at <= %(now)s LIMIT 1"
     replica = f"rawset-{os.getpid()}"
     fired = batches = statements = 0
     with (
@@ -311,24 +320,12 @@ def raw_set_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
         cpu0 = cpu_seconds()
         while True:
             now = time.time()
-            claim = {
-                "replica": replica,
-                "now": now,
-                "lease_until": now + LEASE,
-                "limit": batch,
-                "orphans": orphan_places(batch),
-            }
-            with conn.transaction():
-                rows = conn.execute(sql["claim"], claim).fetchall()
-                if rows:
-                    ids = [row["id"] for row in rows]
-                    conn.execute(sql["claim_runs"], {"ids": ids}).fetchall()
+            rows = raw_claim(conn, names, replica, batch, now)
+            if rows is None:
+                break
             if not rows:
-                if conn.execute(any_due, {"now": now}).fetchone() is None:
-                    break
                 time.sleep(0.001)  # every due row is being claimed by another worker
                 continue
-            rows.sort(key=lambda row: row["id"])  # the store's lock order
             ids = [row["id"] for row in rows]
             fences = [
                 {"id": row["id"], "replica": replica, "version": row["lease_version"]}
