@@ -5,6 +5,7 @@ Every change goes through the store in one transaction and wakes the schedulers 
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -251,7 +252,9 @@ class ScheduleManager:
             ) from None
         return run_row_id
 
-    async def runs(self, schedule_id: str, limit: int = 20, offset: int = 0) -> list[ScheduleRun]:
+    async def runs(
+        self, schedule_id: str, limit: int = 20, offset: int = 0
+    ) -> builtins.list[ScheduleRun]:  # `list` here is the method above
         """The schedule's runs, newest first: `limit` of them from `offset`."""
         for field, value in (("limit", limit), ("offset", offset)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -18,6 +18,9 @@ LATER_COLUMNS = ("disabled_reason", "user_id")
 SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule) if f.name not in LATER_COLUMNS]
 RUN_COLUMNS = [f.name for f in dc_fields(ScheduleRun)]
 
+# A row as the stores' drivers give it: column name -> value (sqlite3.Row, a psycopg dict row).
+Row = Mapping[str, Any]
+
 
 def json_dump(value: Any) -> str | None:
     if value is None:
@@ -127,7 +130,8 @@ def schedule_filter(
     """The WHERE of a schedule list or count, for either store: `param(name)` is the dialect's
     placeholder (":name" in SQLite, "%(name)s" in psycopg) and `contains` its test that the name
     holds a substring in any case, with `{needle}` where the placeholder goes."""
-    terms, args = [], {}
+    terms: list[str] = []
+    args: dict[str, Any] = {}
     if name_contains:
         terms.append(contains.format(needle=param("needle")))
         args["needle"] = name_contains
