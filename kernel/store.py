@@ -279,6 +279,9 @@ class ScheduleStore(Protocol):
     async def checkpoint(self) -> bool:
         """Bound the write-ahead log; True if done (or the store keeps no log of its own)."""
 
+    async def schema_version(self) -> int:
+        """The version of the tables' layout recorded in the store (kernel/tables.py)."""
+
     def aligned_clock(self, local: Clock) -> Clock:
         """The clock to write with instead of `local` (see LeaseStore.aligned_clock)."""
 

@@ -30,7 +30,7 @@ What a store must answer:
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from .model import Schedule, ScheduleRun
@@ -198,7 +198,7 @@ def reread_held(replica: str, leases: list[tuple[str, int]]) -> Flow[list[Claim]
 
 
 def claims_of(
-    rows: list[Mapping[str, Any]], replica: str | None = None, now: float = 0.0
+    rows: Sequence[Row], replica: str | None = None, now: float = 0.0
 ) -> Flow[list[Claim]]:
     """Claimed schedule rows as Claims, with their pending and running runs (one query for the
     batch). With `replica` (a claim), a row the kernel cannot decode is quarantined by the steps

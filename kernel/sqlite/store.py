@@ -17,7 +17,7 @@ import re
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, TypeVarTuple
 
 from .. import writes
@@ -208,8 +208,18 @@ class SqliteLeaseStore:
         # and a file whose tables belong to another program is refused untouched.
         self._connect().execute("PRAGMA journal_mode=WAL")
 
-    def schema_version(self) -> int:
-        return self._call(lambda: schema_version(self._connect(), self.prefix))
+    async def schema_version(self) -> int:
+        return await self._run(
+            "schema_version", lambda: schema_version(self._connect(), self.prefix)
+        )
+
+    def execute(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[sqlite3.Row]:
+        """Run one statement on the store's own connection, outside any flow, and return its
+        rows: for tools that look into the file (the simulator's checks, a PRAGMA on a scratch
+        file). Synchronous, on the store's thread; the lease algorithm never goes through here."""
+        return self._call(lambda: self._connect().execute(sql, params).fetchall())
 
     def aligned_clock(self, local: Clock) -> Clock:
         """`local`: the file has no clock of its own, every replica runs on its host's."""
