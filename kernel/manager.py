@@ -188,7 +188,7 @@ class ScheduleManager:
     async def update(self, schedule_id: str, **fields: Any) -> Schedule:
         """Change fields. A timing change (cron, interval, run_at, start_at, timezone) restarts
         the slot series from now; a run in flight finishes under the old spec and its release
-        cannot write the old cursor back (the store fences it on timing_version)."""
+        cannot write the old cursor back (the timing fence: kernel/sqlite/sql.py)."""
         current = await self._require(schedule_id)
         changes = self._validate(_caller_fields(fields))
         if not changes:

@@ -371,8 +371,8 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow[bool]:
 
 # -- the manager's writes ----------------------------------------------------------------------
 
-# Columns whose change moves the slot series: timing_version is bumped with them, so a holder
-# that planned with the old timing cannot write its cursor back over the new one.
+# Columns whose change moves the slot series, so timing_version is bumped with them (why: the
+# timing fence, kernel/sqlite/sql.py).
 TIMING_COLUMNS = frozenset({"next_run_at", "enabled"})
 
 
