@@ -133,7 +133,7 @@ async def cluster_status(
         return bool(s.locked_by and s.lease_expires_at is not None and s.lease_expires_at > now)
 
     for s in schedules:
-        if leased(s):
+        if s.locked_by is not None and leased(s):
             replica(s.locked_by).leases += 1
     lags: list[float] = []
     for r in in_window:
