@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
@@ -38,10 +38,10 @@ class Attempts:
     fired: int
     _held: dict[str, Held]
     _in_flight: int
-    _attempts: set[asyncio.Task]
+    _attempts: set[asyncio.Task[None]]
     _wake: asyncio.Event
     _emit: Callable[..., None]
-    _finish: Callable[[FinishPlan], Awaitable[bool]]
+    _finish: Callable[[FinishPlan], Coroutine[Any, Any, bool]]
 
     def _spawn(self, held: Held, run: ScheduleRun, delay: float) -> None:
         self._in_flight += 1
@@ -132,7 +132,12 @@ class Attempts:
                 backoff = min(backoff * 2, self.lease_seconds * CHECK_EVERY)
 
     async def _end(
-        self, held: Held, task: asyncio.Task, run: ScheduleRun, outcome: Outcome, started_at: float
+        self,
+        held: Held,
+        task: asyncio.Task[None],
+        run: ScheduleRun,
+        outcome: Outcome,
+        started_at: float,
     ) -> None:
         now = self.clock.now()
         # The attempt leaves the lease's in-flight set before its outcome is written, so of two

@@ -32,7 +32,7 @@ class Finishing:
     replica_id: str
     lease_seconds: float
     outcomes_failing: bool
-    _finish_queue: list[tuple[FinishPlan, asyncio.Future]]
+    _finish_queue: list[tuple[FinishPlan, asyncio.Future[bool]]]
     _finishing: list[FinishPlan]
     _finish_ready: asyncio.Event
     _flush_last: bool
@@ -48,7 +48,7 @@ class Finishing:
         return self._finishing + [plan for plan, _ in self._finish_queue]
 
     async def _finish(self, plan: FinishPlan) -> bool:
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._finish_queue.append((plan, fut))
         self._finish_ready.set()
         return await fut

@@ -40,7 +40,7 @@ class Heartbeat:
         # A renewal runs beside the ticks, never in their way: a store call that hangs (a server
         # gone mid-query) must not stop the watchdog from giving up on the leases it guards.
         # One stuck for two ticks (RENEW_EVERY) is abandoned for a fresh one on a new connection.
-        renewal: asyncio.Task | None = None
+        renewal: asyncio.Task[None] | None = None
         renewal_tick = 0
         try:
             while True:

@@ -36,7 +36,7 @@ class Held:
     schedule: Schedule
     timing_version: int
     valid_until: float  # local deadline after which nothing more is sent under this lease
-    tasks: dict[asyncio.Task, str] = field(default_factory=dict)  # attempt task -> run row id
+    tasks: dict[asyncio.Task[None], str] = field(default_factory=dict)  # attempt task -> run row id
     # overlap=allow: when to re-read the row for slots and pending work that came due meanwhile;
     # `frozen` once a re-read or start was refused (disabled, re-timed, lost): the last attempt
     # in flight then releases the lease and the row goes back to the common pool.

@@ -5,6 +5,7 @@ Every change goes through the store in one transaction and wakes the schedulers 
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -187,7 +188,7 @@ class ScheduleManager:
     async def update(self, schedule_id: str, **fields: Any) -> Schedule:
         """Change fields. A timing change (cron, interval, run_at, start_at, timezone) restarts
         the slot series from now; a run in flight finishes under the old spec and its release
-        cannot write the old cursor back (the store fences it on timing_version)."""
+        cannot write the old cursor back (the timing fence: kernel/sqlite/sql.py)."""
         current = await self._require(schedule_id)
         changes = self._validate(_caller_fields(fields))
         if not changes:
@@ -251,7 +252,9 @@ class ScheduleManager:
             ) from None
         return run_row_id
 
-    async def runs(self, schedule_id: str, limit: int = 20, offset: int = 0) -> list[ScheduleRun]:
+    async def runs(
+        self, schedule_id: str, limit: int = 20, offset: int = 0
+    ) -> builtins.list[ScheduleRun]:  # `list` here is the method above
         """The schedule's runs, newest first: `limit` of them from `offset`."""
         for field, value in (("limit", limit), ("offset", offset)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .model import Fire, Outcome, Schedule, ScheduleRun
 from .slots import count_slots, last_slots, latest_at_or_before, slot_after
@@ -78,7 +78,7 @@ class Planner:
         self.new_id = new_id
         self.rng = rng
 
-    def _run(self, s: Schedule, now: float, **values) -> ScheduleRun:
+    def _run(self, s: Schedule, now: float, **values: Any) -> ScheduleRun:
         values.setdefault("status", "running")
         values.setdefault("attempt", 1)
         values.setdefault("trigger", "schedule")
@@ -275,7 +275,8 @@ class Planner:
     # -- finish --------------------------------------------------------------------------------
 
     def retry_delay(self, s: Schedule, attempt: int, retry_after: float | None) -> float:
-        base = min(MAX_RETRY_DELAY, s.retry_delay_seconds * 2 ** (attempt - 1))
+        doubling: int = 2 ** (attempt - 1)  # attempt >= 1: an int (typeshed says Any)
+        base = min(MAX_RETRY_DELAY, s.retry_delay_seconds * doubling)
         delay = base * self.rng.uniform(0.9, 1.1)
         if retry_after is not None:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER))

@@ -4,9 +4,9 @@ back, with JSON columns encoded once here. Any DB-API row that maps names to val
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import fields as dc_fields
-from typing import Any
+from typing import Any, Protocol
 
 from .model import Schedule, ScheduleRun
 
@@ -17,6 +17,13 @@ LATER_COLUMNS = ("disabled_reason", "user_id")
 # Columns every new schedule row is written with.
 SCHEDULE_COLUMNS = [f.name for f in dc_fields(Schedule) if f.name not in LATER_COLUMNS]
 RUN_COLUMNS = [f.name for f in dc_fields(ScheduleRun)]
+
+
+class Row(Protocol):
+    """A row as the stores' drivers give it, its values by column name (sqlite3.Row, a psycopg
+    dict row); a column it lacks raises KeyError or IndexError."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
 
 
 def json_dump(value: Any) -> str | None:
@@ -56,7 +63,7 @@ def _payload(text: str | None) -> Any:
     return payload
 
 
-def to_schedule(row: Mapping[str, Any], *, strict: bool = True) -> Schedule:
+def to_schedule(row: Row, *, strict: bool = True) -> Schedule:
     """A schedule row as a Schedule. strict (what a claim needs: the payload is sent): a payload
     that cannot be decoded raises UndecodableRow. Not strict (reads for people and the manager):
     such a payload reads as None and the reason shows as disabled_reason, so the row can be
@@ -87,7 +94,7 @@ def _lenient_json(text: str | None) -> Any:
         return text
 
 
-def to_run(row: Mapping[str, Any]) -> ScheduleRun:
+def to_run(row: Row) -> ScheduleRun:
     values = {name: row[name] for name in RUN_COLUMNS}
     values["input"] = _lenient_json(values["input"])
     values["output"] = _lenient_json(values["output"])
@@ -127,7 +134,8 @@ def schedule_filter(
     """The WHERE of a schedule list or count, for either store: `param(name)` is the dialect's
     placeholder (":name" in SQLite, "%(name)s" in psycopg) and `contains` its test that the name
     holds a substring in any case, with `{needle}` where the placeholder goes."""
-    terms, args = [], {}
+    terms: list[str] = []
+    args: dict[str, Any] = {}
     if name_contains:
         terms.append(contains.format(needle=param("needle")))
         args["needle"] = name_contains

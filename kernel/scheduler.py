@@ -108,11 +108,11 @@ class Scheduler(Starts, Attempts, Finishing, Heartbeat):
         self._held: dict[str, Held] = {}
         self._in_flight = 0
         self._wake = asyncio.Event()
-        self._finish_queue: list[tuple[FinishPlan, asyncio.Future]] = []
+        self._finish_queue: list[tuple[FinishPlan, asyncio.Future[bool]]] = []
         self._finishing: list[FinishPlan] = []  # the outcome batch being written
         self._finish_ready = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
-        self._attempts: set[asyncio.Task] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._attempts: set[asyncio.Task[None]] = set()
         self._own_write = False
         self._strays_possible = False  # a claim or start failed: we may hold leases unknowingly
         self._flush_last = False  # stop(): the flusher writes what is queued, then ends

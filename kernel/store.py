@@ -128,7 +128,8 @@ class FinishPlan:
     duration_ms: float
     output: Any = None
     retry: ScheduleRun | None = None  # pending row for the next attempt (only if still enabled)
-    # Overlap handling at release, valid only while the timing is unchanged (timing_version):
+    # Overlap handling at release, applied only under the timing planned with (the timing fence,
+    # kernel/sqlite/sql.py):
     next_run_at: float | None = None
     advance_slot: bool = False
     insert_runs: list[ScheduleRun] = field(default_factory=list)  # skipped / buffered rows
@@ -278,6 +279,9 @@ class ScheduleStore(Protocol):
 
     async def checkpoint(self) -> bool:
         """Bound the write-ahead log; True if done (or the store keeps no log of its own)."""
+
+    async def schema_version(self) -> int:
+        """The version of the tables' layout recorded in the store (kernel/tables.py)."""
 
     def aligned_clock(self, local: Clock) -> Clock:
         """The clock to write with instead of `local` (see LeaseStore.aligned_clock)."""

@@ -30,11 +30,11 @@ What a store must answer:
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from .model import Schedule, ScheduleRun
-from .rows import UndecodableRow, json_dump, run_params, schedule_values, to_run, to_schedule
+from .rows import Row, UndecodableRow, json_dump, run_params, schedule_values, to_run, to_schedule
 from .store import Claim, FinishPlan, StartPlan, orphan_places
 
 
@@ -83,21 +83,23 @@ class Notify(NamedTuple):
 
 # What a flow yields: one of these, answered by the store (see the module docstring).
 Command = Count | One | All | Many | Update | Insert | Lock | Notify | Batch
-Flow = Generator[Command, Any, Any]
+# A flow yields Commands, is sent each one's answer, and returns its result (a T).
+T = TypeVar("T")
+Flow = Generator[Command, Any, T]
 
 
 def _fence(replica: str, schedule_id: str, version: int) -> dict[str, Any]:
     return {"id": schedule_id, "replica": replica, "version": version}
 
 
-def _release(fence: Mapping[str, Any]) -> Flow:
+def _release(fence: Mapping[str, Any]) -> Flow[None]:
     """Release a lease (fenced: a no-op on a lost one); a row actually released may be due now
     for anybody, so other replicas are woken."""
     if (yield Count("release", fence)):
         yield Notify()
 
 
-def start(replica: str, now: float, plans: list[StartPlan]) -> Flow:
+def start(replica: str, now: float, plans: list[StartPlan]) -> Flow[list[set[str] | None]]:
     """Apply start plans; per plan (in the caller's order) the set of run row ids now running,
     or None if fenced out. Applied in schedule-id order: the lock order of every write."""
     order = sorted(range(len(plans)), key=lambda i: plans[i].schedule_id)
@@ -112,7 +114,7 @@ def start(replica: str, now: float, plans: list[StartPlan]) -> Flow:
     return results
 
 
-def _start_one(replica: str, now: float, plan: StartPlan) -> Flow:
+def _start_one(replica: str, now: float, plan: StartPlan) -> Flow[set[str] | None]:
     fence = _fence(replica, plan.schedule_id, plan.lease_version)
     fired = (
         plan.start_pending or plan.lost_runs or any(r.status == "running" for r in plan.insert_runs)
@@ -169,7 +171,7 @@ def new_run_row_id() -> str:
     return os.urandom(16).hex()
 
 
-def claim(replica: str, now: float, lease_seconds: float, limit: int) -> Flow:
+def claim(replica: str, now: float, lease_seconds: float, limit: int) -> Flow[list[Claim]]:
     """Lease up to `limit` due rows (orphans first) and read their waiting and running runs, in
     one transaction; the Claims, in id order (RETURNING's order is unspecified)."""
     params = {
@@ -184,7 +186,7 @@ def claim(replica: str, now: float, lease_seconds: float, limit: int) -> Flow:
     return (yield from claims_of(rows, replica, now))
 
 
-def reread_held(replica: str, leases: list[tuple[str, int]]) -> Flow:
+def reread_held(replica: str, leases: list[tuple[str, int]]) -> Flow[list[Claim]]:
     """The rows this replica keeps leased (overlap=allow), still held and enabled, as Claims with
     their pending and running runs; a row no longer held is left out."""
     rows = []
@@ -195,7 +197,9 @@ def reread_held(replica: str, leases: list[tuple[str, int]]) -> Flow:
     return (yield from claims_of(rows))
 
 
-def claims_of(rows: list[Mapping[str, Any]], replica: str | None = None, now: float = 0.0) -> Flow:
+def claims_of(
+    rows: Sequence[Row], replica: str | None = None, now: float = 0.0
+) -> Flow[list[Claim]]:
     """Claimed schedule rows as Claims, with their pending and running runs (one query for the
     batch). With `replica` (a claim), a row the kernel cannot decode is quarantined by the steps
     this yields, in the claim's transaction, and comes back as a quarantined Claim: the claim as
@@ -254,7 +258,7 @@ def quarantine_run(
 
 def quarantine(
     replica: str, now: float, schedule_id: str, version: int, timing: int, run: ScheduleRun
-) -> Flow:
+) -> Flow[bool]:
     """Take a row the kernel cannot decode or plan out of the pool, under the lease just taken
     and the timing it was judged by: disabled with the reason (the run row's error) kept beside
     it, its waiting work cancelled, and a failed run row saying why. Returns whether it was."""
@@ -268,7 +272,7 @@ def quarantine(
 
 def heartbeat(
     replica: str, now: float, lease_seconds: float, leases: list[tuple[str, int]]
-) -> Flow:
+) -> Flow[set[str]]:
     """Extend the given leases; returns the ids whose lease was taken over (lost). A row that is
     gone (deleted) is not lost: its attempt finishes and is recorded."""
     ordered = sorted(leases)
@@ -277,14 +281,14 @@ def heartbeat(
     return {sid for (sid, _), gone in zip(ordered, lost, strict=True) if gone}
 
 
-def _renew_one(replica: str, lease_until: float, schedule_id: str, version: int) -> Flow:
+def _renew_one(replica: str, lease_until: float, schedule_id: str, version: int) -> Flow[bool]:
     params = {**_fence(replica, schedule_id, version), "lease_until": lease_until}
     if (yield Count("heartbeat", params)):
         return False
     return (yield One("schedule_exists", {"id": schedule_id})) is not None
 
 
-def finish(replica: str, now: float, plans: list[FinishPlan]) -> Flow:
+def finish(replica: str, now: float, plans: list[FinishPlan]) -> Flow[list[bool]]:
     """Record outcomes. Per plan True if the outcome was recorded (this holder still owned the
     attempt); the schedule-side writes are fenced separately on the lease.
 
@@ -309,14 +313,14 @@ def finish(replica: str, now: float, plans: list[FinishPlan]) -> Flow:
     return results
 
 
-def _finish_each(replica: str, now: float, plans: list[FinishPlan]) -> Flow:
+def _finish_each(replica: str, now: float, plans: list[FinishPlan]) -> Flow[list[bool]]:
     recorded = []
     for plan in plans:
         recorded.append((yield from _finish_one(replica, now, plan)))
     return recorded
 
 
-def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
+def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow[bool]:
     fence = _fence(replica, plan.schedule_id, plan.lease_version)
     recorded = yield Count(
         "finish_run",
@@ -367,12 +371,12 @@ def _finish_one(replica: str, now: float, plan: FinishPlan) -> Flow:
 
 # -- the manager's writes ----------------------------------------------------------------------
 
-# Columns whose change moves the slot series: timing_version is bumped with them, so a holder
-# that planned with the old timing cannot write its cursor back over the new one.
+# Columns whose change moves the slot series, so timing_version is bumped with them (why: the
+# timing fence, kernel/sqlite/sql.py).
 TIMING_COLUMNS = frozenset({"next_run_at", "enabled"})
 
 
-def create_schedule(schedule: Schedule) -> Flow:
+def create_schedule(schedule: Schedule) -> Flow[None]:
     """Insert a new row, due at its first slot. A name taken fails the INSERT with the database's
     unique violation (the store names it)."""
     values = schedule_values(schedule)
@@ -382,7 +386,7 @@ def create_schedule(schedule: Schedule) -> Flow:
     yield Notify()
 
 
-def update_schedule(schedule_id: str, fields: Mapping[str, Any], now: float) -> Flow:
+def update_schedule(schedule_id: str, fields: Mapping[str, Any], now: float) -> Flow[Row | None]:
     """Apply caller fields (column -> value) under the row's lock; the row as it now is, or None
     if there is none. A disable cancels waiting work in the same transaction; other edits
     (payload, description, retries) leave a run in flight undisturbed. A name taken by another
@@ -403,10 +407,11 @@ def update_schedule(schedule_id: str, fields: Mapping[str, Any], now: float) -> 
         yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": reason})
     yield Count("refresh_due", {"id": schedule_id, "now": now})
     yield Notify()
-    return (yield One("get_schedule", {"id": schedule_id}))
+    row: Row | None = yield One("get_schedule", {"id": schedule_id})
+    return row
 
 
-def enable_schedule(schedule_id: str, next_run_at: float | None, now: float) -> Flow:
+def enable_schedule(schedule_id: str, next_run_at: float | None, now: float) -> Flow[Row | None]:
     """Enable the row from `next_run_at` (the manager's next slot after now), clearing a
     quarantine's reason; the row as it now is, or None if there is none."""
     yield Lock([schedule_id])
@@ -415,10 +420,11 @@ def enable_schedule(schedule_id: str, next_run_at: float | None, now: float) -> 
     yield Count("enable_schedule", {"id": schedule_id, "next_run_at": next_run_at, "now": now})
     yield Count("refresh_due", {"id": schedule_id, "now": now})
     yield Notify()
-    return (yield One("get_schedule", {"id": schedule_id}))
+    row: Row | None = yield One("get_schedule", {"id": schedule_id})
+    return row
 
 
-def disable_schedule(schedule_id: str, now: float) -> Flow:
+def disable_schedule(schedule_id: str, now: float) -> Flow[Row | None]:
     """Disable the row and cancel its waiting work in the same transaction; a run in flight
     finishes and is recorded. The row as it now is, or None if there is none."""
     yield Lock([schedule_id])
@@ -429,22 +435,23 @@ def disable_schedule(schedule_id: str, now: float) -> Flow:
     yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": reason})
     yield Count("refresh_due", {"id": schedule_id, "now": now})
     yield Notify()
-    return (yield One("get_schedule", {"id": schedule_id}))
+    row: Row | None = yield One("get_schedule", {"id": schedule_id})
+    return row
 
 
-def delete_schedule(schedule_id: str, now: float) -> Flow:
+def delete_schedule(schedule_id: str, now: float) -> Flow[bool]:
     """Delete the row and cancel its waiting work; whether there was a row. Run history stays; an
     attempt in flight under a live lease finishes and is recorded on its run row."""
     yield Lock([schedule_id])
     yield Count("cancel_pending", {"id": schedule_id, "now": now, "reason": "schedule deleted"})
     yield Count("lose_unheld", {"id": schedule_id, "now": now})
-    deleted = yield Count("delete_schedule", {"id": schedule_id})
+    deleted: int = yield Count("delete_schedule", {"id": schedule_id})
     # Frees nothing to run, but other replicas may sleep until this row's due time.
     yield Notify()
     return deleted == 1
 
 
-def add_pending_run(run: ScheduleRun, now: float) -> Flow:
+def add_pending_run(run: ScheduleRun, now: float) -> Flow[None]:
     """Queue durable work (a manual trigger) under the row's lock: LookupError if the schedule is
     gone, PermissionError if it is disabled, checked in the same transaction as the insert."""
     yield Lock([run.schedule_id])
@@ -458,11 +465,11 @@ def add_pending_run(run: ScheduleRun, now: float) -> Flow:
     yield Notify()
 
 
-def lockstep(flows: list[Flow]) -> Flow:
+def lockstep(flows: list[Flow[T]]) -> Flow[list[T]]:
     """Run flows side by side: each round takes the next step of every flow still going and
     yields them as one Batch. Each flow's own steps keep their order; the flows touch disjoint
     rows (one schedule each), so interleaving them changes no outcome. Returns their results."""
-    results: list[Any] = [None] * len(flows)
+    results: list[Any] = [None] * len(flows)  # each a T once its flow is done
     replies: list[Any] = [None] * len(flows)
     going = list(range(len(flows)))
     while going:
@@ -481,7 +488,7 @@ def lockstep(flows: list[Flow]) -> Flow:
     return results
 
 
-def run(flow: Flow, answer: Callable[[Command], Any]) -> Any:
+def run(flow: Flow[T], answer: Callable[[Command], Any]) -> T:
     """Drive a flow with a synchronous driver (a Batch is answered step by step); returns the
     flow's result."""
 
@@ -495,10 +502,11 @@ def run(flow: Flow, answer: Callable[[Command], Any]) -> Any:
         while True:
             reply = each(flow.send(reply))
     except StopIteration as done:
-        return done.value
+        result: T = done.value
+        return result
 
 
-async def arun(flow: Flow, answer: Callable[[Command], Awaitable[Any]]) -> Any:
+async def arun(flow: Flow[T], answer: Callable[[Command], Awaitable[Any]]) -> T:
     """Drive a flow with an async driver, which answers a Batch itself (all its steps); returns
     the flow's result."""
     reply = None
@@ -506,4 +514,5 @@ async def arun(flow: Flow, answer: Callable[[Command], Awaitable[Any]]) -> Any:
         while True:
             reply = await answer(flow.send(reply))
     except StopIteration as done:
-        return done.value
+        result: T = done.value
+        return result

@@ -118,7 +118,7 @@ def test_saved_runs_keep_the_newest_and_refresh_a_run_saved_again():
 async def test_a_plain_form_reads_as_the_form_parser_reads_it():
     from starlette.requests import Request
 
-    from leasecron.adapters.fastapi.run_request import _plain_form
+    from leasecron.adapters.fastapi.run_request import plain_form
 
     bodies = [
         b"message=go&stream=false&background=true",
@@ -140,6 +140,6 @@ async def test_a_plain_form_reads_as_the_form_parser_reads_it():
             "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
         }
         form = await Request(scope, receive).form()
-        assert _plain_form(body) == dict(form.items()), body
+        assert plain_form(body) == dict(form.items()), body
     for other in (b"", b"flag", b"=x", b"a=1&&b=2", b"a=1&" * 70):
-        assert _plain_form(other) is None, other
+        assert plain_form(other) is None, other

@@ -313,7 +313,7 @@ def _retry_pair(ended: tuple[float, float], sent: tuple[float, float]):
     from types import SimpleNamespace
 
     from leasecron.kernel.model import Schedule
-    from leasecron.kernel.sim.check_keys import _retries
+    from leasecron.kernel.sim.check_keys import retries
     from leasecron.kernel.sim.target import Request
 
     def request(attempt, at, mono, end=(None, None)):
@@ -331,7 +331,7 @@ def _retry_pair(ended: tuple[float, float], sent: tuple[float, float]):
         max_retries={},
         config=SimConfig(faults=frozenset()),
     )
-    return _retries(result)
+    return retries(result)
 
 
 def test_retry_delay_check_holds_across_clock_steps_and_still_catches_early_retries():

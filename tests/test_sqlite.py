@@ -110,7 +110,7 @@ def _objects(path: str) -> set[tuple[str, str]]:
 
 async def test_fresh_file_gets_schema_version_4(open_store):
     store = open_store()
-    assert store.schema_version() == 4
+    assert await store.schema_version() == 4
     assert sqlite_mod.SCHEMA_VERSION == 4
     assert _objects(store.path) >= {
         ("table", "agno_schedules"),
@@ -134,7 +134,7 @@ async def test_reopen_keeps_rows_and_only_applies_new_migrations(open_store, mon
     # Were migrations 1 to 4 re-run on reopen, these scripts would fail.
     monkeypatch.setattr(sqlite_mod, "MIGRATIONS", ["THIS IS NOT SQL"] * 4)
     again = open_store("m.db")
-    assert again.schema_version() == 4
+    assert await again.schema_version() == 4
     assert [s.id for s in await again.list_schedules()] == ["a"]
     await again.close()
     # A newer leasecron with a fifth migration applies just that one.
@@ -142,7 +142,7 @@ async def test_reopen_keeps_rows_and_only_applies_new_migrations(open_store, mon
         sqlite_mod, "MIGRATIONS", [*["THIS IS NOT SQL"] * 4, "ALTER TABLE {S} ADD COLUMN note TEXT"]
     )
     upgraded = open_store("m.db")
-    assert upgraded.schema_version() == 5
+    assert await upgraded.schema_version() == 5
     cols = [r["name"] for r in upgraded._connect().execute("PRAGMA table_info(agno_schedules)")]
     assert cols[-1] == "note"
     assert [r.id for r in await upgraded.list_runs("a")] == ["p"]
@@ -153,16 +153,17 @@ async def test_a_version_3_file_gains_owners_and_keeps_its_rows(open_store, monk
     with monkeypatch.context() as m:
         m.setattr(sqlite_mod, "MIGRATIONS", sqlite_mod.MIGRATIONS[:3])
         old = open_store("v3.db")
-        assert old.schema_version() == 3
+        assert await old.schema_version() == 3
         await old.create_schedule(sched("a", T0))
         await old.close()
     # read-only, nothing is migrated: the old rows read as nobody's
     readonly = open_store("v3.db", readonly=True)
-    assert (readonly.schema_version(), (await readonly.get_schedule("a")).user_id) == (3, None)
+    schedule = await readonly.get_schedule("a")
+    assert (await readonly.schema_version(), schedule.user_id) == (3, None)
     assert [s.id for s in await readonly.list_schedules()] == ["a"]
     await readonly.close()
     new = open_store("v3.db")
-    assert new.schema_version() == 4
+    assert await new.schema_version() == 4
     cols = [r["name"] for r in new._connect().execute("PRAGMA table_info(agno_schedules)")]
     assert cols[-1] == "user_id"
     assert ("index", "agno_schedules_by_user") in _objects(new.path)
@@ -207,7 +208,7 @@ async def test_custom_prefix_creates_its_own_tables(open_store):
     assert [s.id for s in await mine.list_schedules()] == ["a"]
     assert await theirs.list_schedules() == []
     assert await theirs.next_due() is None
-    assert mine.schema_version() == theirs.schema_version() == 4
+    assert await mine.schema_version() == await theirs.schema_version() == 4
 
 
 async def test_file_from_a_newer_version_is_refused(open_store, tmp_path):

@@ -29,7 +29,6 @@ from leasecron.kernel import (
     Scheduler,
     SimClock,
     Span,
-    SqliteStore,
     Step,
     StepOutput,
     StoreError,
@@ -800,8 +799,7 @@ def migrations_module(kind: str):
 
 
 async def version(store) -> int:
-    found = store.schema_version()
-    return found if isinstance(store, SqliteStore) else await found
+    return await store.schema_version()
 
 
 @store_test

@@ -98,7 +98,7 @@ def invalid(field: str | None, kind: str, msg: str, value: Any = None) -> HTTPEx
 async def read_run_request(request: Request) -> RunRequest:
     """The run request in the body, or an HTTPException (422, 415) naming what is wrong."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type == URLENCODED and (quick := _plain_form(await request.body())) is not None:
+    if media_type == URLENCODED and (quick := plain_form(await request.body())) is not None:
         fields, from_form = quick, True
     elif media_type in FORM_TYPES:
         fields = await _form(request)
@@ -117,7 +117,7 @@ async def read_run_request(request: Request) -> RunRequest:
     return _build(fields, from_form)
 
 
-def _plain_form(body: bytes) -> dict[str, str] | None:
+def plain_form(body: bytes) -> dict[str, str] | None:
     """A small urlencoded body of `name=value` pairs, decoded as Starlette's form parser
     decodes them (latin-1, then unquote_plus; a name given twice: its last value); None for
     anything else (no `=` in a pair, an empty name, many pairs, a big body), which the form

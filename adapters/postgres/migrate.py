@@ -16,7 +16,7 @@ from . import sql as postgres_sql
 if TYPE_CHECKING:
     import psycopg
 
-    Conn = psycopg.AsyncConnection
+    Conn = psycopg.AsyncConnection[Any]
 
 _CREATED_TABLE = re.compile(r'CREATE TABLE IF NOT EXISTS "[^"]+"\."([^"]+)"', re.IGNORECASE)
 

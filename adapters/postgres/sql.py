@@ -62,6 +62,10 @@ from leasecron.kernel.tables import render
 # never misses a trigger or retry committed meanwhile. Locks are always taken schedule row first,
 # run rows second, and a batch locks its schedule rows in id order: no two store transactions can
 # deadlock.
+#
+# The race each statement closes is said once, on the SQLite statement of the same name
+# (kernel/sqlite/sql.py, whose head also states the timing fence): the fences are the same. A
+# comment here says only what Postgres does differently; a statement without one is SQLite's.
 # ---------------------------------------------------------------------------------------------
 
 # When a free row next needs attention: its earliest pending run or its slot cursor, whichever
@@ -76,7 +80,6 @@ LEASE_SQL = {
     # ids of the row-at-a-time writes: one lock order everywhere, whatever the database's collation.
     "lock_schedules": """
         SELECT id, enabled FROM {S} WHERE id = ANY(%(ids)s) ORDER BY id COLLATE "C" FOR UPDATE""",
-    # The idle poll: MIN over the partial index on due_at is one index probe, flat in table size.
     "next_due": """
         SELECT MIN(due_at) AS due FROM {S} WHERE enabled AND due_at IS NOT NULL""",
     # The same poll, also reading the time authority's clock: the round trip we pay anyway keeps
@@ -85,17 +88,11 @@ LEASE_SQL = {
         SELECT MIN(due_at) AS due, {clock} AS now FROM {S} WHERE enabled AND due_at IS NOT NULL""",
     "server_time": """
         SELECT {clock} AS now""",
-    # Claim up to %(limit)s due rows under a new lease, in ONE statement. A held row's due_at is
-    # its lease expiry, so a crashed holder's row comes due here and is reclaimed by the same
-    # statement. Orphans (rows still leased, their lease run out) get up to %(orphans)s places
-    # first, from their own index: under a backlog live rows with older due times would otherwise
-    # always sort first, and a crashed replica's attempts would wait far past their lease.
-    # FOR UPDATE SKIP LOCKED: concurrent claimers never wait on each other and never take the
-    # same row (a row another transaction is claiming, starting or finishing is skipped, not
-    # queued behind). The outer WHERE re-checks due-ness and the lease on the row version
-    # actually locked: the candidate lists were read from the statement's snapshot, and a row
-    # released-and-reclaimed by a commit in between must not be claimed twice. Bumping
-    # lease_version issues the fencing token every later write of this holder must present.
+    # SQLite's claim (the lease, the orphans' places, the fencing token), with FOR UPDATE SKIP
+    # LOCKED: concurrent claimers never wait on each other and never take the same row (a row
+    # another transaction is claiming, starting or finishing is skipped, not queued behind). The
+    # outer WHERE's re-check is needed here: the candidate lists were read from the statement's
+    # snapshot, and a row released-and-reclaimed by a commit in between must not be claimed twice.
     # (Each candidate subquery carries LIMIT and FOR UPDATE, which the planner keeps as one
     # evaluated subplan; it is never re-run per outer row. Candidates beyond the final LIMIT stay
     # locked only until this short transaction ends.)
@@ -117,45 +114,31 @@ LEASE_SQL = {
            AND enabled AND due_at <= %(now)s
            AND (locked_by IS NULL OR lease_expires_at <= %(now)s)
         RETURNING *""",
-    # The claimed rows' waiting work and running attempts, read inside the claim's transaction
-    # (a fresh snapshot taken after the claim locked the rows): a trigger committed before is
-    # seen; one committing after waits for our lock (add_pending_run locks the row first) and is
-    # seen by the next claim, never half-seen by this one. One query for the whole batch.
+    # SQLite's claim_runs, from a fresh snapshot taken after the claim locked the rows: a trigger
+    # committed before is seen; one committing after waits for our lock (add_pending_run locks the
+    # row first) and is seen by the next claim.
     "claim_runs": """
         SELECT * FROM {R} WHERE schedule_id = ANY(%(ids)s) AND status IN ('pending', 'running')
          ORDER BY due_at, created_at, seq""",
-    # A claimed row the kernel cannot decode (its payload unparseable, written by another tool)
-    # or plan (a cron edited by hand into nonsense) is taken out of the pool under the lease we
-    # hold, in the claim's or start's transaction: disabled with the reason kept, no lease, never
-    # due. Without it every claim that meets the row fails, and the replica fires nothing at all.
-    # timing_version moves, so no plan made before can write a cursor back; enabling clears it.
     "quarantine": """
         UPDATE {S} SET enabled = FALSE, disabled_reason = %(reason)s, next_run_at = NULL,
                due_at = NULL, locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
                timing_version = timing_version + 1
          WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
            AND timing_version = %(timing)s""",
-    # An overlap=allow holder re-reads a row it keeps leased, to fire slots and pending work that
-    # come due while its runs are in flight (no other replica may: the row is leased).
     "held_row": """
         SELECT * FROM {S} WHERE id = %(id)s AND locked_by = %(replica)s
            AND lease_version = %(version)s AND enabled""",
-    # Start: advance the slot cursor only while we still hold the lease (a reclaim bumped
-    # lease_version) and the timing is the one we planned with (an update of cron, interval,
-    # time zone or enabled recomputed next_run_at itself; ours would resurrect the old series).
-    # This UPDATE is also the schedule row's lock for the rest of the start transaction.
+    # SQLite's start_fence; this UPDATE is also the schedule row's lock for the rest of the start
+    # transaction.
     "start_fence": """
         UPDATE {S} SET next_run_at = %(next_run_at)s,
                last_run_at = COALESCE(%(last_run_at)s, last_run_at)
          WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
            AND timing_version = %(timing)s""",
-    # An attempt whose holder's lease expired ends lease_lost, but only if it is still running:
-    # if the old holder's result landed first, the slot is done and must not be fired again.
     "lose_orphan": """
         UPDATE {R} SET status = 'lease_lost', completed_at = %(now)s, error = %(error)s
          WHERE id = %(id)s AND status = 'running'""",
-    # Pending -> running only if still pending: a disable or delete between claim and start
-    # cancelled it, and a cancelled trigger must not fire.
     "start_pending": """
         UPDATE {R} SET status = 'running', replica = %(replica)s, lease_version = %(version)s,
                triggered_at = %(now)s
@@ -168,17 +151,11 @@ LEASE_SQL = {
                %(idempotency_key)s, %(due_at)s, %(run_id)s, %(session_id)s, %(error)s,
                %(replica)s, %(lease_version)s, %(reclaim)s, %(triggered_at)s, %(completed_at)s,
                %(input)s, %(created_at)s)""",
-    # Heartbeat: extend the lease only for the (holder, version) that owns it. A holder whose
-    # lease was taken gets rowcount 0 and stops; it can never extend someone else's lease.
     "heartbeat": """
         UPDATE {S} SET lease_expires_at = %(lease_until)s, due_at = %(lease_until)s
          WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s""",
-    # A lease that was not renewed was lost only if its row still exists: a schedule deleted
-    # mid-run lets its attempt finish (nobody else can claim a deleted row).
     "schedule_exists": """
         SELECT 1 FROM {S} WHERE id = %(id)s""",
-    # Record an attempt's outcome only while this holder still owns the attempt. After a reclaim
-    # the row is lease_lost and this late write changes nothing.
     "finish_run": """
         UPDATE {R} SET status = %(status)s, status_code = %(status_code)s,
                run_id = COALESCE(%(run_id)s, run_id),
@@ -187,45 +164,32 @@ LEASE_SQL = {
                output = %(output)s
          WHERE id = %(id)s AND status = 'running' AND replica = %(replica)s
            AND lease_version = %(version)s""",
-    # The holder's bookkeeping on the schedule row, fenced on the lease like every holder write.
-    # It answers whether we still hold the row, and the row's timing and enabled state.
     "finish_schedule": """
         UPDATE {S} SET last_status = %(status)s,
                consecutive_failures = CASE WHEN %(success)s THEN 0
                                            ELSE consecutive_failures + 1 END
          WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
         RETURNING timing_version, enabled""",
-    # Overlap handling moves the slot cursor past slots that came due during the run, but only if
-    # no update changed the timing meanwhile.
     "finish_advance": """
         UPDATE {S} SET next_run_at = %(next_run_at)s
          WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
            AND timing_version = %(timing)s""",
-    # A retry is queued only if the schedule still exists and is enabled: a disable or delete
-    # that committed during the run means nothing more of it fires.
     "schedule_enabled": """
         SELECT timing_version FROM {S} WHERE id = %(id)s AND enabled""",
-    # A one-off is done after its last attempt, unless a trigger is still waiting on it: that
-    # fires first (a trigger is never lost) and the end of its run disables the row.
     "disable_one_off": """
         UPDATE {S} SET enabled = FALSE, next_run_at = NULL, due_at = NULL
          WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s
            AND timing_version = %(timing)s
            AND NOT EXISTS (SELECT 1 FROM {R} r WHERE r.schedule_id = %(id)s
                             AND r.status = 'pending')""",
-    # Release: drop the lease and recompute due_at from the cursor and pending runs in the same
-    # statement, so a trigger or an update committed during the run is honoured, not overwritten.
-    # Run only while the row lock is held from an earlier statement (fresh snapshot, see above).
+    # SQLite's release, run only while the row lock is held from an earlier statement (a fresh
+    # snapshot: "Transactions and locks" above).
     "release": """
         UPDATE {S} SET locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
                due_at = CASE WHEN enabled THEN """
     + DUE_EXPR
     + """ END
          WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s""",
-    # Manager writes (update, trigger) recompute due_at too, except on a held row: there due_at
-    # must stay the lease expiry, live (the holder's release recomputes it) or already past (a
-    # crashed holder's orphan must stay claimable now, not wait for the next slot). Taken from
-    # lease_expires_at, not the old due_at, which a disable in between may have cleared.
     "refresh_due": """
         UPDATE {S} SET due_at = CASE
                WHEN NOT enabled THEN NULL
@@ -236,21 +200,17 @@ LEASE_SQL = {
          WHERE id = %(id)s""",
     # -- the manager's writes (kernel/writes.py: create_schedule, update_schedule,
     # enable_schedule, disable_schedule, delete_schedule, add_pending_run); each runs under the
-    # row's lock (lock_schedules), taken first. Their races are SQLite's (kernel/sqlite/sql.py).
-    # Whether the row exists and is enabled: a trigger of a gone or disabled schedule is refused.
+    # row's lock (lock_schedules), taken first, where SQLite's run under BEGIN IMMEDIATE.
     "schedule_state": """
         SELECT enabled FROM {S} WHERE id = %(id)s""",
-    # A new row, as SQLite's; the name's UNIQUE constraint is {prefix}schedules_name_key.
+    # SQLite's insert_schedule; the name's UNIQUE constraint is {prefix}schedules_name_key.
     "insert_schedule": """
         INSERT INTO {S} ({{columns}}) VALUES ({{values}})""",
     "get_schedule": """
         SELECT * FROM {S} WHERE id = %(id)s""",
-    # The caller's columns ({{sets}}: `column = %(column)s` each). A change of the slot series bumps
-    # timing_version (%(bump)s), fencing out a holder that planned with the old timing.
     "update_fields": """
         UPDATE {S} SET {{sets}}, timing_version = timing_version + %(bump)s, updated_at = %(now)s
          WHERE id = %(id)s""",
-    # Enable and disable, as SQLite's: both bump timing_version.
     "enable_schedule": """
         UPDATE {S} SET enabled = TRUE, disabled_reason = NULL, next_run_at = %(next_run_at)s,
                timing_version = timing_version + 1, updated_at = %(now)s
@@ -260,32 +220,21 @@ LEASE_SQL = {
          WHERE id = %(id)s""",
     "delete_schedule": """
         DELETE FROM {S} WHERE id = %(id)s""",
-    # Disabling or deleting cancels waiting work in the same transaction: nothing of the schedule
-    # fires after the change commits. A running attempt is left to finish and be recorded.
     "cancel_pending": """
         UPDATE {R} SET status = 'cancelled', completed_at = %(now)s, error = %(reason)s
          WHERE schedule_id = %(id)s AND status = 'pending'""",
-    # Deleting a row whose holder's lease has already run out: its attempts in flight have nobody
-    # left to record them (a live holder still will, fenced on the run row), so they end now.
     "lose_unheld": """
         UPDATE {R} SET status = 'lease_lost', completed_at = %(now)s,
                error = 'schedule deleted after its holder''s lease ran out'
          WHERE schedule_id = %(id)s AND status = 'running'
            AND EXISTS (SELECT 1 FROM {S} s WHERE s.id = %(id)s
                         AND (s.locked_by IS NULL OR s.lease_expires_at <= %(now)s))""",
-    # A run endpoint answered: link the attempt to the run it started, while it is still ours.
     "set_run_ids": """
         UPDATE {R} SET run_id = %(run_id)s, session_id = %(session_id)s
          WHERE id = %(id)s AND status = 'running' AND replica = %(replica)s""",
-    # The live leases a replica holds. After a claim whose reply was lost (the connection cut
-    # after the commit) it holds rows it does not know of; it reads them here and hands back
-    # those it does not track (expire_lease, fenced), instead of leaving them to wait out the
-    # lease. A rare path: it scans the leased rows, no index needed.
     "leases_of": """
         SELECT id, lease_version FROM {S}
          WHERE locked_by = %(replica)s AND lease_expires_at > %(now)s""",
-    # A stopping replica hands its leases back at once: expired now, so another replica
-    # re-delivers the cancelled attempts without waiting out the lease.
     "expire_lease": """
         UPDATE {S} SET lease_expires_at = %(now)s, due_at = %(now)s
          WHERE id = %(id)s AND locked_by = %(replica)s AND lease_version = %(version)s""",
@@ -295,9 +244,8 @@ LEASE_SQL = {
     # into one, so a batch may send it per row.
     "notify": """
         SELECT pg_notify(%(channel)s, '')""",
-    # Retention: final run rows older than a cut-off, oldest first (the created_at index), at most
-    # %(limit)s of them (NULL: all), so one batch holds few row locks for a short time. Pending
-    # and running rows are never pruned. SKIP LOCKED: two replicas pruning at once take disjoint
+    # SQLite's prune_runs, oldest first (the created_at index), %(limit)s NULL for all; one batch
+    # holds few row locks for a short time. SKIP LOCKED: two replicas pruning at once take disjoint
     # rows instead of queueing on each other's. A plain DELETE: autovacuum reclaims the space.
     "prune_runs": """
         DELETE FROM {R} WHERE id IN (

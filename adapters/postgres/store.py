@@ -28,8 +28,8 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypedDict
 
 import psycopg
 from psycopg.rows import dict_row
@@ -39,6 +39,7 @@ from leasecron.kernel import writes
 from leasecron.kernel.clock import AlignedClock, Clock, SystemClock
 from leasecron.kernel.errors import ScheduleExistsError, StoreError
 from leasecron.kernel.offload import tracked
+from leasecron.kernel.rows import Row
 from leasecron.kernel.store import Claim, FinishPlan, StartPlan, orphan_places
 
 from .listen import relay_notifications
@@ -50,7 +51,16 @@ from .sql import LEASE_SQL, META_SQL, ROUND_SQL
 
 log = logging.getLogger("leasecron")
 
-_KEEPALIVE = {
+
+class _Keepalive(TypedDict):
+    keepalives: int
+    keepalives_idle: int
+    keepalives_interval: int
+    keepalives_count: int
+
+
+# A TypedDict, so that the type checker sees these keys cannot be a connect() parameter.
+_KEEPALIVE: _Keepalive = {
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,
@@ -67,7 +77,7 @@ _HOPELESS = re.compile(
 )
 _PROBE_TIMEOUT = 2  # seconds the first direct connect may take before the pool takes over
 
-Conn = psycopg.AsyncConnection
+Conn = psycopg.AsyncConnection[dict[str, Any]]  # every connection makes dict rows
 
 # A set-based statement's array element types, as Python sees them: every element converted, so
 # one array never mixes int and float (psycopg types an array by its elements).
@@ -164,7 +174,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         self._poll_lock: asyncio.Lock | None = None  # made on first use, in the store's loop
         self._listeners: list[Callable[[], None]] = []
         self._listen_task: asyncio.Task[None] | None = None
-        self._pool: AsyncConnectionPool | None = None
+        self._pool: AsyncConnectionPool[Conn] | None = None
         self._open_lock: asyncio.Lock | None = None
         self._closed = False
 
@@ -252,7 +262,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         return await schema_version(conn, self._meta)
 
     async def schema_version(self) -> int:
-        """The version recorded in the meta table (async, unlike SqliteStore's)."""
+        """The version recorded in the meta table."""
         return await self._run("schema_version", self._version)
 
     async def _run(self, operation: str, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
@@ -372,6 +382,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
                         raise
         except psycopg.Error as exc:
             raise StoreError("next_due", exc) from exc
+        assert row is not None  # a SELECT without FROM: always one row
         for clock, at in zip(clocks, sent, strict=True):
             clock.observe(row["now"], at, clock.monotonic())
         return row["due"]
@@ -428,7 +439,7 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
     async def _claims_of(
         self,
         conn: Conn,
-        rows: list[Mapping[str, Any]],
+        rows: Sequence[Row],
         replica: str | None = None,
         now: float = 0.0,
     ) -> list[Claim]:
@@ -532,8 +543,12 @@ class PostgresStore(PostgresSchedules, PostgresSessions):
         for inner in steps:
             if isinstance(inner, writes.Many):
                 params.extend(inner.params)
-            else:
+            elif isinstance(
+                inner, writes.Count | writes.One | writes.All | writes.Update | writes.Insert
+            ):
                 params.append(inner.params)
+            else:  # only statements that have a set form are sent as one round
+                return None
         if len(params) < 2 or len({p["id"] for p in params}) < len(params):
             return None
         return {

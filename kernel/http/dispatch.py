@@ -239,8 +239,9 @@ class HttpDispatcher(AgentOsRuns):
         return self._reply(response, b"".join(chunks), cap)
 
     def _reply(self, response: httpx.Response, body: bytes, cap: int | None) -> Reply:
-        truncated = cap is not None and len(body) > cap
-        if truncated:
+        truncated = False
+        if cap is not None and len(body) > cap:
+            truncated = True
             body = body[: cap + self._redact.margin]
         return Reply(response, body, truncated, self._redact)
 

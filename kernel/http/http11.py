@@ -241,7 +241,7 @@ def _parse_status(line: bytes, request: httpx.Request) -> tuple[int, bytes, byte
 
 
 async def _read_chunked(reader: asyncio.StreamReader, request: httpx.Request) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         size_line = await reader.readline()
         if not size_line:  # the server closed mid-body: not the end of the body

@@ -165,14 +165,15 @@ class Metrics:
         self._count("leasecron_finishes_total", replica, status=status)
         if status in _FAILED:
             cause = failure_class(status, data.get("status_code"))
-            self._count("leasecron_failures_total", replica, **{"class": cause})
+            self._count("leasecron_failures_total", replica, 1.0, **{"class": cause})
         if data.get("retry_at") is not None:
             self._count("leasecron_retries_scheduled_total", replica)
         if data.get("skipped"):  # a release that recorded overlapped slots skipped
             self._count("leasecron_skipped_slots_total", replica, data["skipped"])
         if data.get("recorded") is False:
             self._count("leasecron_unrecorded_outcomes_total", replica)
-        sent = self._sent.pop(data.get("run_row_id"), None)
+        run_row_id = data.get("run_row_id")
+        sent = None if run_row_id is None else self._sent.pop(run_row_id, None)
         if sent is not None and data.get("at") is not None:
             hist = self._duration.get(replica) or self._duration.setdefault(
                 replica, _Histogram(DURATION_BUCKETS)

@@ -11,7 +11,6 @@ scheduled attempts.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +36,7 @@ class ReplicaState:
 class ClusterStatus:
     now: float
     window: float
-    schema_version: int | None
+    schema_version: int
     schedules: int
     enabled: int
     quarantined: list[Schedule]
@@ -102,16 +101,6 @@ class ClusterStatus:
         }
 
 
-async def _schema_version(store: Any) -> int | None:
-    """The store's schema version (SqliteStore answers at once, PostgresStore over the network;
-    a store without one: None)."""
-    read = getattr(store, "schema_version", None)
-    if read is None:
-        return None
-    version = read()
-    return await version if inspect.isawaitable(version) else version
-
-
 def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -128,7 +117,7 @@ async def cluster_status(
     schema_version: int | None = None,
 ) -> ClusterStatus:
     if schema_version is None:
-        schema_version = await _schema_version(manager.store)
+        schema_version = await manager.store.schema_version()
     schedules = await manager.list()
     names = {s.id: s.name for s in schedules}
     recent = await manager.store.list_runs(None, run_limit)  # newest first
@@ -144,7 +133,7 @@ async def cluster_status(
         return bool(s.locked_by and s.lease_expires_at is not None and s.lease_expires_at > now)
 
     for s in schedules:
-        if leased(s):
+        if s.locked_by is not None and leased(s):
             replica(s.locked_by).leases += 1
     lags: list[float] = []
     for r in in_window:

@@ -62,7 +62,7 @@ def concurrent_of(result: Any, key: str, sent: list[Any]) -> list[Violation]:
     ]
 
 
-def _retries(result: Any) -> list[Violation]:
+def retries(result: Any) -> list[Violation]:
     """The retry check over an in-memory list of requests (`result.requests`)."""
     by_key: dict[str, list[Any]] = defaultdict(list)
     for req in sorted(result.requests, key=lambda r: r.seq):

@@ -32,7 +32,7 @@ async def running_runs(store: Any, schedule_ids: Any) -> list[Any]:
     """The run rows still running (a few: at most the replicas' concurrency), without loading
     the rest."""
     if isinstance(store, SqliteStore):
-        rows = store._connect().execute(
+        rows = store.execute(
             f"SELECT * FROM {store.runs_table} WHERE status = 'running' "
             "ORDER BY created_at DESC, rowid DESC"
         )

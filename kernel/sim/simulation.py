@@ -162,7 +162,7 @@ class Simulation:
         store = self.manager.store
         if not isinstance(store, SqliteStore):
             return []
-        rows = store._connect().execute(
+        rows = store.execute(
             f"SELECT id, lease_expires_at FROM {store.schedules_table} WHERE locked_by = ?",
             (sched.replica_id,),
         )
@@ -444,5 +444,5 @@ def _scratch_store(path: str) -> SqliteStore:
     WAL checkpoint would otherwise wait on the disk; what commits, and in which order, is the
     same)."""
     store = SqliteStore(path, inline=True)
-    store._connect().execute("PRAGMA synchronous=OFF")
+    store.execute("PRAGMA synchronous=OFF")
     return store

@@ -9,10 +9,13 @@ lease store with the workflow part (workflow/sqlite.py) when workflow/ is there,
 alone in a copy without it.
 """
 
+from typing import TYPE_CHECKING
+
 from ..parts import WORKFLOW
 from .store import SqliteLeaseStore
 
-if WORKFLOW:
+# mypy checks the whole kernel, workflow/ included: the store with its workflow part.
+if TYPE_CHECKING or WORKFLOW:
     from ..workflow.sqlite import SqliteStore
 else:
     SqliteStore = SqliteLeaseStore

@@ -18,11 +18,12 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from ..offload import Worker, tracked
 
 Write = Callable[[sqlite3.Connection], Any]
+T = TypeVar("T")
 
 
 class _Lost(Exception):
@@ -42,11 +43,11 @@ class GroupCommit:
         self._connect = connect
         self._alone = alone  # one write in a transaction of its own (the store's _tx)
         self._lock = threading.Lock()
-        self._pending: list[tuple[Write, Future]] = []
+        self._pending: list[tuple[Write, Future[Any]]] = []
 
-    async def run(self, fn: Write) -> Any:
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` in the next batch and return its result (or raise its error)."""
-        future: Future = Future()
+        future: Future[T] = Future()
         with self._lock:
             self._pending.append((fn, future))
             lead = len(self._pending) == 1
@@ -87,7 +88,7 @@ class GroupCommit:
             else:
                 future.set_exception(value)
 
-    def _together(self, batch: list[tuple[Write, Future]]) -> list[tuple[bool, Any]]:
+    def _together(self, batch: list[tuple[Write, Future[Any]]]) -> list[tuple[bool, Any]]:
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         results: list[tuple[bool, Any]] = []
@@ -113,7 +114,7 @@ class GroupCommit:
             raise
         return results
 
-    def _one(self, fn: Write, future: Future) -> None:
+    def _one(self, fn: Write, future: Future[Any]) -> None:
         try:
             future.set_result(self._alone(fn))
         except BaseException as exc:

@@ -84,7 +84,7 @@ def tables_to_create(
     migrations: list[str],
     current: int,
     tables: dict[str, str],
-    created: re.Pattern = _CREATED_TABLE,
+    created: re.Pattern[str] = _CREATED_TABLE,
 ) -> list[str]:
     """The tables the migrations after `current` create (`created` captures a table's bare
     name from a CREATE TABLE in the dialect's text): none of them may already exist."""

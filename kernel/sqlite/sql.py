@@ -39,6 +39,16 @@ _FAR = 1e18  # stands for "never" inside MIN(); SQLite's scalar MIN() returns NU
 # Every transaction is BEGIN IMMEDIATE: it holds the file's write lock from its first read, so
 # within it nothing another replica or process commits can interleave. The fences below are what
 # make a write by a holder that lost its lease (or planned with a stale schedule) a no-op.
+#
+# The timing fence, the second fence of every holder write that moves the slot cursor or ends a
+# one-off (start_fence, finish_advance, disable_one_off, quarantine). A holder plans from the row
+# it claimed: the cursor it writes back is computed from that row's cron, interval, run_at, time
+# zone and enabled state. The manager changes these without the lease (the holder keeps it across
+# the change): it recomputes next_run_at itself and bumps timing_version (update_fields when a
+# timing column changes, enable_schedule, disable_schedule; quarantine bumps it too). The holder
+# presents the timing_version it planned with, so its write after such a change is a no-op
+# instead of putting the old series' cursor back over the new one. Every other mention of
+# timing_version points here.
 # ---------------------------------------------------------------------------------------------
 
 # When a free row next needs attention: its earliest pending run or its slot cursor, whichever
@@ -89,7 +99,7 @@ LEASE_SQL = {
     # or plan (a cron edited by hand into nonsense) is taken out of the pool under the lease we
     # hold, in the claim's or start's transaction: disabled with the reason kept, no lease, never
     # due. Without it every claim that meets the row fails, and the replica fires nothing at all.
-    # timing_version moves, so no plan made before can write a cursor back; enabling clears it.
+    # It bumps timing_version (the timing fence, above); enabling clears the reason.
     "quarantine": """
         UPDATE {S} SET enabled = 0, disabled_reason = :reason, next_run_at = NULL, due_at = NULL,
                locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
@@ -102,8 +112,7 @@ LEASE_SQL = {
         SELECT * FROM {S} WHERE id = :id AND locked_by = :replica AND lease_version = :version
            AND enabled = 1""",
     # Start: advance the slot cursor only while we still hold the lease (a reclaim bumped
-    # lease_version) and the timing is the one we planned with (an update of cron, interval,
-    # time zone or enabled recomputed next_run_at itself; ours would resurrect the old series).
+    # lease_version) and under the timing we planned with (the timing fence, above).
     "start_fence": """
         UPDATE {S} SET next_run_at = :next_run_at, last_run_at = COALESCE(:last_run_at, last_run_at)
          WHERE id = :id AND locked_by = :replica AND lease_version = :version
@@ -151,8 +160,8 @@ LEASE_SQL = {
                consecutive_failures = CASE WHEN :success THEN 0 ELSE consecutive_failures + 1 END
          WHERE id = :id AND locked_by = :replica AND lease_version = :version
         RETURNING timing_version, enabled""",
-    # Overlap handling moves the slot cursor past slots that came due during the run, but only if
-    # no update changed the timing meanwhile.
+    # Overlap handling moves the slot cursor past slots that came due during the run, under the
+    # timing fence (above): not if an update changed the timing meanwhile.
     "finish_advance": """
         UPDATE {S} SET next_run_at = :next_run_at
          WHERE id = :id AND locked_by = :replica AND lease_version = :version
@@ -202,12 +211,13 @@ LEASE_SQL = {
     "get_schedule": """
         SELECT * FROM {S} WHERE id = :id""",
     # The caller's columns ({{sets}}: `column = :column` each). A change of the slot series bumps
-    # timing_version (:bump), fencing out a holder that planned with the old timing.
+    # timing_version (:bump: writes.TIMING_COLUMNS; the timing fence, above).
     "update_fields": """
         UPDATE {S} SET {{sets}}, timing_version = timing_version + :bump, updated_at = :now
          WHERE id = :id""",
     # Enabling resumes at the manager's next slot after now and clears a quarantine's reason;
-    # disabling keeps the cursor. Both move the slot series: timing_version is bumped.
+    # disabling keeps the cursor. Both move the slot series: timing_version is bumped (the
+    # timing fence, above).
     "enable_schedule": """
         UPDATE {S} SET enabled = 1, disabled_reason = NULL, next_run_at = :next_run_at,
                timing_version = timing_version + 1, updated_at = :now

@@ -17,8 +17,8 @@ import re
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, TypeVarTuple
 
 from .. import writes
 from ..clock import Clock
@@ -39,6 +39,9 @@ from .schema import (  # noqa: F401
 from .sql import _FAR, LEASE_SQL
 
 WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL is cut back to after a checkpoint
+
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 
 class SqliteLeaseStore:
@@ -121,12 +124,12 @@ class SqliteLeaseStore:
             self._conn = conn
         return self._conn
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, fn: Callable[[*Args], T], *args: *Args) -> T:
         if self._worker is None:
             return fn(*args)
         return self._worker.call(fn, *args)
 
-    async def _run(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, operation: str, fn: Callable[[*Args], T], *args: *Args) -> T:
         try:
             if self._worker is None:
                 return fn(*args)
@@ -136,7 +139,7 @@ class SqliteLeaseStore:
         except sqlite3.Error as exc:
             raise StoreError(operation, exc) from exc
 
-    async def _write(self, operation: str, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _write(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A write that may share its transaction with others queued at the same time (group
         commit: group_commit.py); it fails, or commits, as it would on its own."""
         if self._group is None:
@@ -148,7 +151,7 @@ class SqliteLeaseStore:
         except sqlite3.Error as exc:
             raise StoreError(operation, exc) from exc
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn inside BEGIN IMMEDIATE ... COMMIT; roll back on any error."""
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
@@ -205,8 +208,18 @@ class SqliteLeaseStore:
         # and a file whose tables belong to another program is refused untouched.
         self._connect().execute("PRAGMA journal_mode=WAL")
 
-    def schema_version(self) -> int:
-        return self._call(lambda: schema_version(self._connect(), self.prefix))
+    async def schema_version(self) -> int:
+        return await self._run(
+            "schema_version", lambda: schema_version(self._connect(), self.prefix)
+        )
+
+    def execute(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[sqlite3.Row]:
+        """Run one statement on the store's own connection, outside any flow, and return its
+        rows: for tools that look into the file (the simulator's checks, a PRAGMA on a scratch
+        file). Synchronous, on the store's thread; the lease algorithm never goes through here."""
+        return self._call(lambda: self._connect().execute(sql, params).fetchall())
 
     def aligned_clock(self, local: Clock) -> Clock:
         """`local`: the file has no clock of its own, every replica runs on its host's."""
@@ -313,7 +326,8 @@ class SqliteLeaseStore:
         def op() -> int:
             where, args = self._filter(enabled, user_id, name_contains)
             sql = f"SELECT count(*) FROM {self.schedules_table}{where}"
-            return self._connect().execute(sql, args).fetchone()[0]
+            count: int = self._connect().execute(sql, args).fetchone()[0]
+            return count
 
         return await self._run("count_schedules", op)
 
@@ -385,7 +399,8 @@ class SqliteLeaseStore:
         def op() -> int:
             where, args = ("WHERE schedule_id = ?", (schedule_id,)) if schedule_id else ("", ())
             sql = f"SELECT count(*) FROM {self.runs_table} {where}"
-            return self._connect().execute(sql, args).fetchone()[0]
+            count: int = self._connect().execute(sql, args).fetchone()[0]
+            return count
 
         return await self._run("count_runs", op)
 
@@ -409,7 +424,8 @@ class SqliteLeaseStore:
         busy all the same (a WAL recovery), the worker asks instead."""
         if self._worker is not None and self.path != ":memory:":
             try:
-                return self._reader().execute(self._sql["next_due"]).fetchone()[0]
+                due: float | None = self._reader().execute(self._sql["next_due"]).fetchone()[0]
+                return due
             except sqlite3.OperationalError:
                 pass
         return await self._run(
@@ -455,7 +471,7 @@ class SqliteLeaseStore:
             return conn.execute(sql, step.params).rowcount
         return None
 
-    def _flow(self, flow: writes.Flow) -> Callable[[sqlite3.Connection], Any]:
+    def _flow(self, flow: writes.Flow[T]) -> Callable[[sqlite3.Connection], T]:
         return lambda conn: writes.run(flow, lambda step: self._answer(conn, step))
 
     async def start(
@@ -548,12 +564,13 @@ class SqliteLeaseStore:
 
         def op() -> int:
             conn = self._connect()
-            before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            before: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
             if before == 0:
                 return 0
             # executescript steps the pragma to completion: execute() would free one page only.
             conn.executescript(f"PRAGMA incremental_vacuum({int(max_pages)})")
-            return before - conn.execute("PRAGMA freelist_count").fetchone()[0]
+            after: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            return before - after
 
         return await self._run("reclaim_space", op)
 
@@ -565,6 +582,7 @@ class SqliteLeaseStore:
         def op() -> bool:
             conn = self._connect()
             conn.execute("PRAGMA busy_timeout=0")
+            busy: int  # 1 if a reader or writer kept the checkpoint from completing
             try:
                 busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             finally:
