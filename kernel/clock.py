@@ -9,6 +9,7 @@ until it waits again before time moves on. The same test therefore gives the sam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -29,6 +30,33 @@ class Clock(Protocol):
         """Wait until `event` is set or `timeout` passes; True when the event was set."""
 
 
+def _event_future(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> asyncio.Future[Any]:
+    """A future that event.set() resolves, like the one Event.wait() awaits, but without the
+    task and the asyncio.wait() a race of two awaitables would cost on every wait of a loop.
+    Registered where Event.set() looks (CPython's `_waiters`); elsewhere a task relays it."""
+    fut: asyncio.Future[Any] = loop.create_future()
+    waiters = getattr(event, "_waiters", None)
+    if waiters is not None:
+        waiters.append(fut)
+    else:
+        relay = asyncio.ensure_future(event.wait())
+        relay.add_done_callback(lambda _: _resolve(fut))
+        fut.add_done_callback(lambda _: relay.cancel())
+    return fut
+
+
+def _resolve(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _forget(event: asyncio.Event, fut: asyncio.Future[Any]) -> None:
+    waiters = getattr(event, "_waiters", None)
+    if waiters is not None:
+        with contextlib.suppress(ValueError):
+            waiters.remove(fut)
+
+
 class SystemClock:
     """Wall-clock time and real asyncio waits."""
 
@@ -41,12 +69,15 @@ class SystemClock:
     async def wait(self, event: asyncio.Event, timeout: float) -> bool:
         if event.is_set():
             return True
+        loop = asyncio.get_running_loop()
+        fut = _event_future(loop, event)
+        timer = loop.call_later(max(0.0, timeout), _resolve, fut)
         try:
-            async with asyncio.timeout(max(0.0, timeout)):
-                await event.wait()
-            return True
-        except TimeoutError:
-            return False
+            await fut
+        finally:
+            timer.cancel()
+            _forget(event, fut)
+        return event.is_set()
 
 
 class SimClock:
@@ -94,14 +125,14 @@ class SimClock:
         if timeout <= 0:
             await asyncio.sleep(0)
             return event.is_set()
-        timer = self._timer(self._now + timeout)
-        waiter = asyncio.ensure_future(event.wait())
+        # One future, both the timer's and the event's: whichever comes first resolves it.
+        fut = _event_future(asyncio.get_running_loop(), event)
+        heapq.heappush(self._timers, (self._now + timeout, next(self._seq), fut))
         try:
-            pending: set[asyncio.Future[Any]] = {timer, waiter}
-            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            await fut
         finally:
-            timer.cancel()
-            waiter.cancel()
+            fut.cancel()  # a dead timer that advance() skips
+            _forget(event, fut)
         return event.is_set()
 
     def next_deadline(self) -> float | None:

@@ -4,7 +4,7 @@ back, with JSON columns encoded once here. Any DB-API row that maps names to val
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import fields as dc_fields
 from typing import Any, Protocol
 
@@ -63,17 +63,26 @@ def _payload(text: str | None) -> Any:
     return payload
 
 
+def _by_name(row: Any) -> Mapping[str, Any]:
+    """The row as a dict. A sqlite3.Row finds a name by scanning its columns, so ~50 look-ups
+    by name cost more than pairing its keys with its values once. (Any: a Row as the drivers
+    give it, which the Row protocol types only by its look-up.)"""
+    if isinstance(row, dict):
+        return row
+    if isinstance(row, Mapping):
+        return dict(row)
+    return dict(zip(row.keys(), row, strict=True))
+
+
 def to_schedule(row: Row, *, strict: bool = True) -> Schedule:
     """A schedule row as a Schedule. strict (what a claim needs: the payload is sent): a payload
     that cannot be decoded raises UndecodableRow. Not strict (reads for people and the manager):
     such a payload reads as None and the reason shows as disabled_reason, so the row can be
     listed, shown and repaired."""
-    values = {name: row[name] for name in SCHEDULE_COLUMNS}
-    for name in LATER_COLUMNS:
-        try:
-            values[name] = row[name]
-        except (IndexError, KeyError):  # a row of a schema before the column's
-            values[name] = None
+    named = _by_name(row)
+    values = {name: named[name] for name in SCHEDULE_COLUMNS}
+    for name in LATER_COLUMNS:  # a row of a schema before the column's reads it as None
+        values[name] = named.get(name)
     try:
         values["payload"] = _payload(values["payload"])
     except UndecodableRow as exc:
@@ -95,7 +104,8 @@ def _lenient_json(text: str | None) -> Any:
 
 
 def to_run(row: Row) -> ScheduleRun:
-    values = {name: row[name] for name in RUN_COLUMNS}
+    named = _by_name(row)
+    values = {name: named[name] for name in RUN_COLUMNS}
     values["input"] = _lenient_json(values["input"])
     values["output"] = _lenient_json(values["output"])
     return ScheduleRun(**values)

@@ -48,8 +48,7 @@ def stream(db: Any, row: Any, sql: str, params: tuple = ()) -> Iterator[Any]:
     cursor = db.execute(sql, params)
     make = row._make
     while page := cursor.fetchmany(PAGE):
-        for values in page:
-            yield make(values)
+        yield from map(make, page)
 
 
 def merge(

@@ -77,9 +77,11 @@ class FaultyStore:
         if name not in self.OPS:
             return attr
 
+        before, after = f"before_{name}", f"after_{name}"
+
         async def call(*args: Any, **kwargs: Any) -> Any:
             sim = self._sim
-            sim.maybe_crash(self._replica, f"before_{name}")
+            sim.maybe_crash(self._replica, before)
             if sim.store_error(name, "before"):
                 raise StoreError(name, RuntimeError("injected: failed before the call"))
             result = await attr(*args, **kwargs)
@@ -90,9 +92,11 @@ class FaultyStore:
                         sim.trace.started(run_row_id, tick)
             if sim.store_error(name, "after"):
                 raise StoreError(name, RuntimeError("injected: reply lost after commit"))
-            sim.maybe_crash(self._replica, f"after_{name}")
+            sim.maybe_crash(self._replica, after)
             return result
 
+        # Kept on the instance: the next look-up finds it without coming back here.
+        setattr(self, name, call)
         return call
 
 

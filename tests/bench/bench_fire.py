@@ -8,6 +8,7 @@ sending the same number of no-op requests. Usage: python tests/bench/bench_fire.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 
@@ -88,8 +89,7 @@ def raw_sql_fires(n: int, batch: int) -> float:
                 },
             ).fetchall()
             ids = [row["id"] for row in rows]
-            claim_runs = sql["claim_runs"].replace("{ids}", ",".join("?" * len(ids)))
-            conn.execute(claim_runs, ids).fetchall()
+            conn.execute(sql["claim_runs"], {"ids": json.dumps(ids)}).fetchall()
             conn.execute("COMMIT")
             conn.execute("BEGIN IMMEDIATE")
             for row in rows:
