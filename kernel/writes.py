@@ -481,12 +481,19 @@ def lockstep(flows: list[Flow]) -> Flow:
     return results
 
 
-def run(flow: Flow, answer: Callable[[Command], Any]) -> Any:
-    """Drive a flow with a synchronous driver (a Batch is answered step by step); returns the
-    flow's result."""
+def run(
+    flow: Flow,
+    answer: Callable[[Command], Any],
+    answer_batch: Callable[[list[Command]], list[Any]] | None = None,
+) -> Any:
+    """Drive a flow with a synchronous driver; returns the flow's result. A Batch goes to
+    `answer_batch` whole (a store with set-based rounds), or without one is answered step by
+    step."""
 
     def each(step: Command) -> Any:
         if isinstance(step, Batch):
+            if answer_batch is not None:
+                return answer_batch(step.steps)
             return [answer(inner) for inner in step.steps]
         return answer(step)
 
