@@ -23,8 +23,10 @@ What a store must answer:
   Notify()             wake other processes' replicas once this transaction commits (a store
                        without a cross-process channel does nothing)
   Batch(steps)         the steps above, in order; a list of their answers. The rows of a batch
-                       move in lockstep (see `lockstep`), so a networked store can send each
-                       round in one round trip (Postgres: pipeline mode) instead of one per row.
+                       move in lockstep (see `lockstep`), so a store can run each round's steps
+                       of one kind as one set-based statement (SQLite and Postgres: ROUND_SQL)
+                       and send the round in one round trip (Postgres: pipeline mode) instead
+                       of one per row.
 """
 
 from __future__ import annotations

@@ -89,6 +89,7 @@ class SqliteLeaseStore:
             )
             for name, (columns, sql) in ROUND_SQL.items()
         }
+        # (name, rows) -> the statement's text: at most len(ROUND_SQL) * ROUND_ROWS_MAX of them
         self._round_texts: dict[tuple[str, int], str] = {}
         self._variables: int | None = None  # the connection's bound-parameter limit
         self._listeners: list[Callable[[], None]] = []
