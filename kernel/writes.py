@@ -23,8 +23,10 @@ What a store must answer:
   Notify()             wake other processes' replicas once this transaction commits (a store
                        without a cross-process channel does nothing)
   Batch(steps)         the steps above, in order; a list of their answers. The rows of a batch
-                       move in lockstep (see `lockstep`), so a networked store can send each
-                       round in one round trip (Postgres: pipeline mode) instead of one per row.
+                       move in lockstep (see `lockstep`), so a store can run each round's steps
+                       of one kind as one set-based statement (SQLite and Postgres: ROUND_SQL)
+                       and send the round in one round trip (Postgres: pipeline mode) instead
+                       of one per row.
 """
 
 from __future__ import annotations
@@ -488,12 +490,19 @@ def lockstep(flows: list[Flow[T]]) -> Flow[list[T]]:
     return results
 
 
-def run(flow: Flow[T], answer: Callable[[Command], Any]) -> T:
-    """Drive a flow with a synchronous driver (a Batch is answered step by step); returns the
-    flow's result."""
+def run(
+    flow: Flow[T],
+    answer: Callable[[Command], Any],
+    answer_batch: Callable[[list[Command]], list[Any]] | None = None,
+) -> T:
+    """Drive a flow with a synchronous driver; returns the flow's result. A Batch goes to
+    `answer_batch` whole (a store with set-based rounds), or without one is answered step by
+    step."""
 
     def each(step: Command) -> Any:
         if isinstance(step, Batch):
+            if answer_batch is not None:
+                return answer_batch(step.steps)
             return [answer(inner) for inner in step.steps]
         return answer(step)
 

@@ -38,6 +38,7 @@ from leasecron.kernel import (  # noqa: E402
 )
 from store_builders import (  # noqa: E402
     LEASE,
+    check_lease_rounds,
     claim_one,
     closes_stores,
     finish_plan,
@@ -47,6 +48,7 @@ from store_builders import (  # noqa: E402
     sched,
     start_plan,
 )
+from store_builders import lease_rounds as shared_lease_rounds  # noqa: E402
 from support import T0, Target  # noqa: E402
 
 pytestmark = pytest.mark.postgres
@@ -173,107 +175,19 @@ async def test_a_trigger_waiting_on_a_release_sees_the_retry_that_release_queued
 
 
 async def lease_rounds(store: PostgresStore, batched: bool) -> tuple:
-    """One batch through start, heartbeat and finish, with every branch of the flows in it: plain
-    starts, a pending trigger started and one cancelled, a start fenced out on timing and one on
-    a lease taken over, a heartbeat of a lost lease and of a deleted row, outcomes with a retry,
-    with overlap rows, on a deleted row and on a lease taken over. `batched`: each call gets the
-    whole batch (the set-based rounds); otherwise one plan or lease per call (the per-row
-    statements). Returns every answer and the tables as they end."""
+    """store_builders.lease_rounds on this store's schema."""
 
-    def each(items: list) -> list[list]:
-        return [items] if batched else [[item] for item in items]
+    def tables() -> tuple[list[dict], list[dict]]:
+        with psycopg.connect(store.dsn, row_factory=dict_row) as conn:
+            schedules = conn.execute(
+                f"SELECT * FROM {store.schedules_table} ORDER BY id"
+            ).fetchall()
+            runs = conn.execute(f"SELECT * FROM {store.runs_table} ORDER BY id").fetchall()
+        for row in runs:
+            row.pop("seq")  # the identity's order of insertion, not state
+        return schedules, runs
 
-    sids = list("abcdefghijkl")
-    for sid in sids:
-        await store.create_schedule(sched(sid, T0 - 60))
-    await store.add_pending_run(pending("p-b", "b", T0 - 5), T0 - 10)
-    await store.add_pending_run(pending("p-e", "e", T0 - 5), T0 - 10)
-    claims = {c.schedule.id: c for c in await store.claim("r1", T0, LEASE, 100)}
-    assert sorted(claims) == sids
-    await store.update_schedule("c", {"next_run_at": T0 + 5}, T0 + 1)  # timing changed
-    raw(store, "UPDATE {S} SET locked_by = 'r2', lease_version = lease_version + 1 WHERE id = 'd'")
-    raw(store, "UPDATE {R} SET status = 'cancelled' WHERE id = 'p-e'")
-    skipped = running("f-skip", claims["f"], "r1", T0, status="skipped")
-    plans = [
-        start_plan(claims["a"], T0 + 60, insert_runs=[running("a-1", claims["a"], "r1", T0)]),
-        start_plan(claims["b"], T0 + 600, start_pending=["p-b"]),
-        start_plan(claims["c"], T0 + 60, insert_runs=[running("c-1", claims["c"], "r1", T0)]),
-        start_plan(claims["d"], T0 + 60, insert_runs=[running("d-1", claims["d"], "r1", T0)]),
-        start_plan(claims["e"], T0 + 60, start_pending=["p-e"]),
-        start_plan(
-            claims["f"],
-            T0 + 60,
-            insert_runs=[skipped, running("f-1", claims["f"], "r1", T0)],
-        ),
-        *(
-            start_plan(
-                claims[sid], T0 + 60, insert_runs=[running(f"{sid}-1", claims[sid], "r1", T0)]
-            )
-            for sid in "ghijkl"
-        ),
-    ]
-    started = [r for part in each(plans) for r in await store.start("r1", T0, LEASE, part)]
-    await store.delete_schedule("h", T0 + 2)
-    leases = [(sid, claims[sid].schedule.lease_version) for sid in "abdfh"]
-    lost = set()
-    for part in each(leases):
-        lost |= await store.heartbeat("r1", T0 + 10, LEASE, part)
-    raw(store, "UPDATE {S} SET locked_by = 'r2', lease_version = lease_version + 1 WHERE id = 'g'")
-    # i: leased again, to the same replica under a new version; j: disabled during its run
-    raw(store, "UPDATE {S} SET lease_version = lease_version + 1 WHERE id = 'i'")
-    # l: both: taken over by another replica, then disabled
-    raw(store, "UPDATE {S} SET locked_by = 'r2', lease_version = lease_version + 1 WHERE id = 'l'")
-    for sid in "jl":
-        await store.update_schedule(sid, {"enabled": False}, T0 + 15)
-    retry_b = pending("b-retry", "b", T0 + 80, created=T0 + 20)
-    retry_g = pending("g-retry", "g", T0 + 90, created=T0 + 20)
-    retry_i = pending("i-retry", "i", T0 + 95, created=T0 + 20)
-    outcomes = [
-        finish_plan(claims["a"], "a-1", T0 + 20, output={"n": 1}),
-        finish_plan(claims["b"], "p-b", T0 + 20, status="failed", retry=retry_b),
-        finish_plan(
-            claims["f"],
-            "f-1",
-            T0 + 20,
-            next_run_at=T0 + 120,
-            advance_slot=True,
-            insert_runs=[running("f-over", claims["f"], "r1", T0 + 20, status="skipped")],
-        ),
-        finish_plan(claims["g"], "g-1", T0 + 20, status="failed", retry=retry_g),
-        finish_plan(claims["h"], "h-1", T0 + 20),
-        finish_plan(claims["i"], "i-1", T0 + 20, status="failed", retry=retry_i),
-        finish_plan(
-            claims["j"],
-            "j-1",
-            T0 + 20,
-            status="failed",
-            retry=pending("j-retry", "j", T0 + 95, created=T0 + 20),
-            next_run_at=T0 + 120,
-            advance_slot=True,
-        ),
-        finish_plan(
-            claims["k"],
-            "k-1",
-            T0 + 20,
-            next_run_at=T0 + 180,
-            advance_slot=True,
-            insert_runs=[running("k-over", claims["k"], "r1", T0 + 20, status="skipped")],
-        ),
-        finish_plan(
-            claims["l"],
-            "l-1",
-            T0 + 20,
-            status="failed",
-            retry=pending("l-retry", "l", T0 + 95, created=T0 + 20),
-        ),
-    ]
-    recorded = [r for part in each(outcomes) for r in await store.finish("r1", T0 + 20, part)]
-    with psycopg.connect(store.dsn, row_factory=dict_row) as conn:
-        schedules = conn.execute(f"SELECT * FROM {store.schedules_table} ORDER BY id").fetchall()
-        runs = conn.execute(f"SELECT * FROM {store.runs_table} ORDER BY id").fetchall()
-    for row in runs:
-        row.pop("seq")  # the identity's order of insertion, not state
-    return started, lost, recorded, schedules, runs
+    return await shared_lease_rounds(store, batched, lambda sql: raw(store, sql), tables)
 
 
 @pg_test
@@ -282,24 +196,7 @@ async def test_set_based_rounds_end_exactly_as_the_per_row_statements(open_store
     statements), on two schemas: the same answers and the same rows, column for column."""
     batched = await lease_rounds(open_store(), batched=True)
     per_row = await lease_rounds(open_store(schema=f"t_{secrets.token_hex(4)}"), batched=False)
-    started, lost, recorded, schedules, runs = batched
-    assert started[:5] == [{"a-1"}, {"p-b"}, None, None, set()]
-    assert started[5:] == [{f"{sid}-1"} for sid in "fghijkl"]
-    assert lost == {"d"}  # h was deleted, not lost
-    assert recorded == [True] * 9
-    by_id = {row["id"]: row for row in schedules}
-    assert by_id["b"]["due_at"] == T0 + 80 and by_id["b"]["locked_by"] is None  # its retry
-    assert by_id["f"]["next_run_at"] == T0 + 120  # advanced past the overlap
-    assert by_id["g"]["locked_by"] == "r2"  # the new holder keeps it
-    assert by_id["i"]["locked_by"] == "r1"  # under its new version, not released by the old
-    assert by_id["i"]["due_at"] == by_id["i"]["lease_expires_at"]
-    assert by_id["j"]["next_run_at"] != T0 + 120 and by_id["j"]["due_at"] is None  # disabled
-    assert by_id["k"]["next_run_at"] == T0 + 180
-    statuses = {row["id"]: row["status"] for row in runs}
-    assert statuses["g-retry"] == statuses["i-retry"] == "pending"
-    assert statuses["p-e"] == "cancelled"
-    assert "j-retry" not in statuses and "l-retry" not in statuses  # disabled: no retry
-    assert "c-1" not in statuses and "d-1" not in statuses
+    check_lease_rounds(batched)
     assert batched == per_row
 
 

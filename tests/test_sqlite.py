@@ -15,10 +15,14 @@ from leasecron.kernel import (
     Span,
     SqliteStore,
     StoreError,
+    writes,
 )
+from leasecron.kernel.sqlite import sql as sqlite_sql
 from leasecron.kernel.sqlite import store as sqlite_mod
 from store_builders import (
     LEASE,
+    check_lease_rounds,
+    lease_rounds,
     pending,
     sched,
 )
@@ -282,3 +286,80 @@ async def test_concurrent_span_saves_and_run_id_writes_all_land(tmp_path):
         assert len(await store.get_trace("t1499")) == 3
     finally:
         await store.close()
+
+
+# -- set-based rounds --------------------------------------------------------------------------
+
+
+async def sqlite_lease_rounds(store: SqliteStore, batched: bool) -> tuple:
+    """store_builders.lease_rounds on this store's file."""
+
+    def run_raw(sql: str) -> None:
+        raw(store).execute(sql.format(S=store.schedules_table, R=store.runs_table))
+
+    def tables() -> tuple[list[dict], list[dict]]:
+        conn = raw(store)
+        schedules = conn.execute(f"SELECT * FROM {store.schedules_table} ORDER BY id")
+        runs = conn.execute(f"SELECT * FROM {store.runs_table} ORDER BY id")
+        return [dict(row) for row in schedules], [dict(row) for row in runs]
+
+    return await lease_rounds(store, batched, run_raw, tables)
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_set_based_rounds_end_exactly_as_the_per_row_statements(open_store, inline):
+    """The same batch, whole (one statement per round and kind) and one row per call (the per-row
+    statements), on two files: the same answers and the same rows, column for column."""
+    whole, one_by_one = open_store("whole.db", inline=inline), open_store("rows.db", inline=inline)
+    batched = await sqlite_lease_rounds(whole, batched=True)
+    per_row = await sqlite_lease_rounds(one_by_one, batched=False)
+    check_lease_rounds(batched)
+    assert batched == per_row
+    # Every set-based statement ran on the whole batch (the scenario has two or more rows at each
+    # kind); one row per call, only a plan's own two new run rows make a set.
+    assert {name for name, _ in whole._round_texts} == set(sqlite_sql.ROUND_SQL)
+    assert set(one_by_one._round_texts) == {("insert_run", 2)}
+
+
+async def test_a_round_larger_than_one_statement_is_split(open_store, monkeypatch):
+    """A round past the rows one statement may bind goes as several statements, each fenced."""
+    monkeypatch.setattr(sqlite_mod, "ROUND_ROWS_MAX", 3)
+    store = open_store()
+    for i in range(8):
+        await store.create_schedule(sched(f"s{i}", T0 - 60))
+    claims = {c.schedule.id: c for c in await store.claim("r1", T0, LEASE, 100)}
+    raw(store).execute(
+        f"UPDATE {store.schedules_table} SET lease_version = lease_version + 1 WHERE id = 's6'"
+    )
+    leases = [(sid, c.schedule.lease_version) for sid, c in claims.items()]
+    assert await store.heartbeat("r1", T0 + 5, LEASE, leases) == {"s6"}
+    assert {rows for name, rows in store._round_texts} == {3, 2}
+    for sid in claims:
+        due = (await store.get_schedule(sid)).due_at
+        assert due == (T0 + LEASE if sid == "s6" else T0 + 5 + LEASE), sid
+
+
+async def test_a_round_naming_one_row_twice_runs_the_per_row_statements(open_store):
+    """UPDATE … FROM applies one of two source rows for one target row: such a round is left to
+    the per-row statements, which apply both in order."""
+    store = open_store()
+    await store.create_schedule(sched("a", T0 - 60))
+    claim = (await store.claim("r1", T0, LEASE, 100))[0]
+    fence = {"id": "a", "replica": "r1", "version": claim.schedule.lease_version}
+    steps = [
+        writes.Count("heartbeat", {**fence, "lease_until": T0 + 40}),
+        writes.Count("heartbeat", {**fence, "lease_until": T0 + 50}),
+    ]
+    conn = store._connect()
+    assert store._tx(lambda c: store._round(c, steps)) == [1, 1]
+    assert store._round_texts == {}
+    assert conn.execute(f"SELECT due_at FROM {store.schedules_table}").fetchone()[0] == T0 + 50
+
+
+def test_each_set_based_statement_is_a_per_row_one_and_binds_its_declared_columns():
+    """A round's statement stands for the per-row statement of its name, and its VALUES rows
+    are bound in the order its `v(...)` (or INSERT column list) names them."""
+    for name, (columns, sql) in sqlite_sql.ROUND_SQL.items():
+        assert name in sqlite_sql.LEASE_SQL, name
+        names = sql.split("(", 1)[1].split(")", 1)[0]
+        assert names.replace(",", " ").split() == columns.split(), name

@@ -3,7 +3,15 @@ closes. Read it top to bottom to learn the algorithm; `store.py` only runs these
 `schema.py` holds the tables. {S} is the schedules table, {R} the runs table.
 
 Every transaction, its statements in order (the flows are in kernel/writes.py; "per row" steps
-of a batch run side by side, one row's steps always in this order):
+of a batch run side by side, one row's steps always in this order). A batch's rows move in
+lockstep rounds, and each round runs the steps of one kind as ONE set-based statement of
+ROUND_SQL (a VALUES list, one row per row of the batch, fenced per row) where two or more rows
+take that step; so a batch of plain fires, however many rows, is these statements:
+    claim          claim; claim_runs
+    start          start_fence; insert_run
+    heartbeat      heartbeat; schedule_exists (if any lost)
+    finish         finish_run; finish_schedule; release
+Row by row, the steps are:
 
   one fire, claim to release:
     idle poll      next_due
@@ -51,13 +59,19 @@ _FAR = 1e18  # stands for "never" inside MIN(); SQLite's scalar MIN() returns NU
 # timing_version points here.
 # ---------------------------------------------------------------------------------------------
 
+
 # When a free row next needs attention: its earliest pending run or its slot cursor, whichever
 # is sooner. Written by every statement that releases a row or changes its work, so the idle
 # poll stays one index probe. The subquery reads the pending-runs index only: its cost does not
 # grow with the schedule's run history.
-DUE_EXPR = """NULLIF(MIN(COALESCE(next_run_at, {far}),
-    COALESCE((SELECT MIN(r.due_at) FROM {R} r WHERE r.schedule_id = {S}.id
-              AND r.status = 'pending'), {far})), {far})"""
+def due_of(row: str) -> str:
+    """The expression for the schedule row named `row` (its table, or an UPDATE's alias)."""
+    return f"""NULLIF(MIN(COALESCE({row}.next_run_at, {{far}}),
+    COALESCE((SELECT MIN(r.due_at) FROM {{R}} r WHERE r.schedule_id = {row}.id
+              AND r.status = 'pending'), {{far}})), {{far}})"""
+
+
+DUE_EXPR = due_of("{S}")
 
 LEASE_SQL = {
     # The idle poll: MIN over the partial index on due_at is one index probe, flat in table size.
@@ -265,4 +279,161 @@ LEASE_SQL = {
         DELETE FROM {R} WHERE rowid IN (
             SELECT rowid FROM {R} WHERE status NOT IN ('pending', 'running')
                AND created_at < :before LIMIT :limit)""",
+}
+
+# ---------------------------------------------------------------------------------------------
+# Set-based rounds. The flows of kernel/writes.py move a batch's rows in lockstep, one round at a
+# time, every row of a round at the same kind of step. The store runs each round's steps of one
+# kind as ONE statement over a VALUES list (one row of `?` per row of the round, {rows}),
+# instead of one statement per row: one call into SQLite, one release and re-take of the GIL,
+# one pass of the driver's Python, where a round of a hundred rows cost a hundred. Each is the
+# per-row statement of the same name above, fenced per row exactly as it is: a row whose fence
+# fails is not matched, is not RETURNed, and the flow reads it as the per-row statement's "0
+# rows" or "no row" (a lost lease stays lost, and is reported so). SQLite's RETURNING may name
+# only the table written, and not by its alias, so a statement returns the ids it matched
+# (unqualified: the written row's) and the store maps them back to the round's rows. Rows of a
+# round are distinct (the flows' rule: one schedule per flow), so no statement meets one target
+# row twice (UPDATE … FROM would apply only one of two); a round that would, and a round of one
+# row, runs the per-row statements.
+# The whole transaction holds the file's write lock (BEGIN IMMEDIATE), so the order in which an
+# UPDATE … FROM visits its rows locks nothing and decides nothing: unlike Postgres, no round
+# needs to lock its rows in id order first.
+# Each entry: the per-row parameters, in the order of each VALUES row (the names of `v`); the
+# statement.
+# ---------------------------------------------------------------------------------------------
+
+ROUND_SQL: dict[str, tuple[str, str]] = {
+    # start: advance each slot cursor under its row's (holder, version, timing) fence.
+    "start_fence": (
+        "id replica version timing next_run_at last_run_at",
+        """
+        WITH v(id, replica, version, timing, next_run_at, last_run_at) AS (VALUES {rows})
+        UPDATE {S} AS s SET next_run_at = v.next_run_at,
+               last_run_at = COALESCE(v.last_run_at, s.last_run_at)
+          FROM v
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+           AND s.timing_version = v.timing
+        RETURNING id""",
+    ),
+    # start (and finish's retries and overlap rows): every new run row of the round, one INSERT.
+    # A run id taken fails the whole statement, as it fails the per-row INSERT: the transaction
+    # is rolled back either way.
+    "insert_run": (
+        "id schedule_id attempt scheduled_for trigger status idempotency_key due_at run_id"
+        " session_id error replica lease_version reclaim triggered_at completed_at input"
+        " created_at",
+        """
+        INSERT INTO {R} (id, schedule_id, attempt, scheduled_for, trigger, status,
+               idempotency_key, due_at, run_id, session_id, error, replica, lease_version,
+               reclaim, triggered_at, completed_at, input, created_at)
+        VALUES {rows}""",
+    ),
+    # start: pending -> running, each only if still pending (a cancelled trigger must not fire).
+    "start_pending": (
+        "id replica version now",
+        """
+        WITH v(id, replica, version, now) AS (VALUES {rows})
+        UPDATE {R} AS r SET status = 'running', replica = v.replica, lease_version = v.version,
+               triggered_at = v.now
+          FROM v
+         WHERE r.id = v.id AND r.status = 'pending'
+        RETURNING id""",
+    ),
+    # heartbeat: extend each lease only for the (holder, version) that owns it.
+    "heartbeat": (
+        "id replica version lease_until",
+        """
+        WITH v(id, replica, version, lease_until) AS (VALUES {rows})
+        UPDATE {S} AS s SET lease_expires_at = v.lease_until, due_at = v.lease_until
+          FROM v
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+        RETURNING id""",
+    ),
+    # heartbeat: which of the leases not renewed still have a row (a deleted row is not lost).
+    "schedule_exists": (
+        "id",
+        """
+        WITH v(id) AS (VALUES {rows})
+        SELECT s.id FROM v JOIN {S} s ON s.id = v.id""",
+    ),
+    # finish: record each outcome only while this holder still owns the attempt (after a
+    # reclaim the run row is lease_lost and is not matched).
+    "finish_run": (
+        "id replica version status status_code run_id session_id error completed_at"
+        " duration_ms output",
+        """
+        WITH v(id, replica, version, status, status_code, run_id, session_id, error,
+               completed_at, duration_ms, output) AS (VALUES {rows})
+        UPDATE {R} AS r SET status = v.status, status_code = v.status_code,
+               run_id = COALESCE(v.run_id, r.run_id),
+               session_id = COALESCE(v.session_id, r.session_id),
+               error = v.error, completed_at = v.completed_at, duration_ms = v.duration_ms,
+               output = v.output
+          FROM v
+         WHERE r.id = v.id AND r.status = 'running' AND r.replica = v.replica
+           AND r.lease_version = v.version
+        RETURNING id""",
+    ),
+    # finish: the holder's bookkeeping on each schedule row, fenced on its lease; a row matched
+    # answers its timing and enabled state, a row not matched is no longer ours.
+    "finish_schedule": (
+        "id replica version status success",
+        """
+        WITH v(id, replica, version, status, success) AS (VALUES {rows})
+        UPDATE {S} AS s SET last_status = v.status,
+               consecutive_failures = CASE WHEN v.success THEN 0
+                                           ELSE s.consecutive_failures + 1 END
+          FROM v
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+        RETURNING id, timing_version, enabled""",
+    ),
+    # finish: overlap moves each cursor past slots that came due, only if the timing is unchanged.
+    "finish_advance": (
+        "id replica version timing next_run_at",
+        """
+        WITH v(id, replica, version, timing, next_run_at) AS (VALUES {rows})
+        UPDATE {S} AS s SET next_run_at = v.next_run_at
+          FROM v
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+           AND s.timing_version = v.timing
+        RETURNING id""",
+    ),
+    # finish: a retry is queued only for a schedule that still exists and is enabled.
+    "schedule_enabled": (
+        "id",
+        """
+        WITH v(id) AS (VALUES {rows})
+        SELECT s.id, s.timing_version FROM v JOIN {S} s ON s.id = v.id AND s.enabled = 1""",
+    ),
+    # start and finish: drop each lease and recompute due_at from the cursor and the pending runs
+    # in the same statement, so a trigger or update committed during the run is honoured (the
+    # subquery reads each row's own pending runs, as the per-row statement's does).
+    "release": (
+        "id replica version",
+        """
+        WITH v(id, replica, version) AS (VALUES {rows})
+        UPDATE {S} AS s SET locked_by = NULL, locked_at = NULL, lease_expires_at = NULL,
+               due_at = CASE WHEN s.enabled = 1 THEN """
+        + due_of("s")
+        + """ END
+          FROM v
+         WHERE s.id = v.id AND s.locked_by = v.replica AND s.lease_version = v.version
+        RETURNING id""",
+    ),
+    # finish, a lease lost meanwhile: refresh each due_at unless somebody holds the row (then it
+    # stays the lease expiry), as the manager's per-row refresh does.
+    "refresh_due": (
+        "id",
+        """
+        WITH v(id) AS (VALUES {rows})
+        UPDATE {S} AS s SET due_at = CASE
+               WHEN s.enabled = 0 THEN NULL
+               WHEN s.locked_by IS NOT NULL THEN s.lease_expires_at
+               ELSE """
+        + due_of("s")
+        + """ END
+          FROM v
+         WHERE s.id = v.id
+        RETURNING id""",
+    ),
 }
