@@ -17,6 +17,7 @@ from leasecron.kernel import (
     StoreError,
     writes,
 )
+from leasecron.kernel.sqlite import rounds as sqlite_rounds
 from leasecron.kernel.sqlite import sql as sqlite_sql
 from leasecron.kernel.sqlite import store as sqlite_mod
 from store_builders import (
@@ -317,13 +318,13 @@ async def test_set_based_rounds_end_exactly_as_the_per_row_statements(open_store
     assert batched == per_row
     # Every set-based statement ran on the whole batch (the scenario has two or more rows at each
     # kind); one row per call, only a plan's own two new run rows make a set.
-    assert {name for name, _ in whole._round_texts} == set(sqlite_sql.ROUND_SQL)
-    assert set(one_by_one._round_texts) == {("insert_run", 2)}
+    assert {name for name, _ in whole._rounds.texts} == set(sqlite_sql.ROUND_SQL)
+    assert set(one_by_one._rounds.texts) == {("insert_run", 2)}
 
 
 async def test_a_round_larger_than_one_statement_is_split(open_store, monkeypatch):
     """A round past the rows one statement may bind goes as several statements, each fenced."""
-    monkeypatch.setattr(sqlite_mod, "ROUND_ROWS_MAX", 3)
+    monkeypatch.setattr(sqlite_rounds, "ROUND_ROWS_MAX", 3)
     store = open_store()
     for i in range(8):
         await store.create_schedule(sched(f"s{i}", T0 - 60))
@@ -333,7 +334,7 @@ async def test_a_round_larger_than_one_statement_is_split(open_store, monkeypatc
     )
     leases = [(sid, c.schedule.lease_version) for sid, c in claims.items()]
     assert await store.heartbeat("r1", T0 + 5, LEASE, leases) == {"s6"}
-    assert {rows for name, rows in store._round_texts} == {3, 2}
+    assert {rows for name, rows in store._rounds.texts} == {3, 2}
     for sid in claims:
         due = (await store.get_schedule(sid)).due_at
         assert due == (T0 + LEASE if sid == "s6" else T0 + 5 + LEASE), sid
@@ -351,8 +352,12 @@ async def test_a_round_naming_one_row_twice_runs_the_per_row_statements(open_sto
         writes.Count("heartbeat", {**fence, "lease_until": T0 + 50}),
     ]
     conn = store._connect()
-    assert store._tx(lambda c: store._round(c, steps)) == [1, 1]
-    assert store._round_texts == {}
+
+    def round_of(c):
+        return store._rounds.run(c, steps, lambda step: store._answer(c, step))
+
+    assert store._tx(round_of) == [1, 1]
+    assert store._rounds.texts == {}
     assert conn.execute(f"SELECT due_at FROM {store.schedules_table}").fetchone()[0] == T0 + 50
 
 

@@ -28,6 +28,7 @@ from ..offload import Worker
 from ..rows import json_dump, schedule_filter, to_run, to_schedule
 from ..store import Claim, FinishPlan, StartPlan, check_updatable
 from .group_commit import GroupCommit
+from .rounds import SetRounds
 from .schema import (  # noqa: F401
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -42,14 +43,9 @@ WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL is cut back to after a checkpoi
 # Prepared statements a connection keeps: a set-based round's text differs by its number of rows
 # (kinds x round sizes), and sqlite3's default of 128 would re-prepare the common ones.
 STATEMENT_CACHE = 512
-ROUND_ROWS_MAX = 500  # rows of one set-based statement; a larger round is split
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
-
-
-# The commands a round may send as one set-based statement (sql.ROUND_SQL) per kind.
-SET_BASED = (writes.Count, writes.One, writes.Many)
 
 
 class SqliteLeaseStore:
@@ -88,17 +84,15 @@ class SqliteLeaseStore:
             name: sql.format(S=self.schedules_table, R=self.runs_table, far=_FAR)
             for name, sql in LEASE_SQL.items()
         }
-        # name -> (its parameters in VALUES order, the statement with {rows} left to fill)
-        self._round_sql = {
-            name: (
-                columns.split(),
-                sql.format(S=self.schedules_table, R=self.runs_table, far=_FAR, rows="{rows}"),
-            )
-            for name, (columns, sql) in ROUND_SQL.items()
-        }
-        # (name, rows) -> the statement's text: at most len(ROUND_SQL) * ROUND_ROWS_MAX of them
-        self._round_texts: dict[tuple[str, int], str] = {}
-        self._variables: int | None = None  # the connection's bound-parameter limit
+        self._rounds = SetRounds(
+            {
+                name: (
+                    columns.split(),
+                    sql.format(S=self.schedules_table, R=self.runs_table, far=_FAR, rows="{rows}"),
+                )
+                for name, (columns, sql) in ROUND_SQL.items()
+            }
+        )
         self._listeners: list[Callable[[], None]] = []
         self._worker = None if inline else Worker(f"leasecron-sqlite-{prefix}")
         self._group = (
@@ -495,84 +489,8 @@ class SqliteLeaseStore:
         return lambda conn: writes.run(
             flow,
             lambda step: self._answer(conn, step),
-            lambda steps: self._round(conn, steps),
+            lambda steps: self._rounds.run(conn, steps, lambda step: self._answer(conn, step)),
         )
-
-    def _round(self, conn: sqlite3.Connection, steps: list[writes.Command]) -> list[Any]:
-        """One lockstep round: the steps of each kind that has a set-based form (sql.ROUND_SQL)
-        as one statement over the round's rows, the others one statement each. Answers in the
-        steps' order, as the per-row statements would give them. The kinds run one after the
-        other: the rows of a round are distinct schedules, so their order changes no outcome."""
-        kinds: dict[str, list[int]] = {}
-        for index, inner in enumerate(steps):
-            if isinstance(inner, SET_BASED) and inner.name in self._round_sql:
-                kinds.setdefault(inner.name, []).append(index)
-        answers: list[Any] = [None] * len(steps)
-        done: set[int] = set()
-        for index, inner in enumerate(steps):
-            if index in done:
-                continue
-            if isinstance(inner, SET_BASED):
-                group = kinds.get(inner.name)
-                if (
-                    group is not None
-                    and group[0] == index
-                    and self._round_set(conn, inner.name, steps, group, answers)
-                ):
-                    done.update(group)
-                    continue
-            answers[index] = self._answer(conn, inner)
-        return answers
-
-    def _round_set(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        steps: list[writes.Command],
-        indexes: list[int],
-        answers: list[Any],
-    ) -> bool:
-        """Run one kind's steps of a round as its set-based statement and fill their answers: a
-        Count 1 or 0 (an INSERT, always 1), a One its row or None, a Many nothing. False (nothing
-        run) where the per-row statements must run instead: a single row, or one target row named
-        twice."""
-        columns, template = self._round_sql[name]
-        group = [steps[i] for i in indexes]
-        params: list[Any] = []
-        for inner in group:
-            if isinstance(inner, writes.Many):
-                params.extend(inner.params)
-            elif isinstance(inner, (writes.Count, writes.One)):
-                params.append(inner.params)
-        if len(params) < 2 or len({p["id"] for p in params}) < len(params):
-            return False
-        matched: dict[str, Any] = {}
-        width = min(ROUND_ROWS_MAX, self._max_variables(conn) // len(columns))
-        for start in range(0, len(params), width):
-            chunk = params[start : start + width]
-            values = [p[column] for p in chunk for column in columns]
-            sql = self._round_text(name, template, len(columns), len(chunk))
-            for row in conn.execute(sql, values).fetchall():
-                matched[row["id"]] = row
-        for index, inner in zip(indexes, group, strict=True):
-            if isinstance(inner, writes.Count):
-                answers[index] = 1 if name == "insert_run" or inner.params["id"] in matched else 0
-            elif isinstance(inner, writes.One):
-                answers[index] = matched.get(inner.params["id"])
-        return True
-
-    def _round_text(self, name: str, template: str, width: int, rows: int) -> str:
-        key = (name, rows)
-        text = self._round_texts.get(key)
-        if text is None:
-            row = "(" + ", ".join("?" * width) + ")"
-            text = self._round_texts[key] = template.format(rows=", ".join([row] * rows))
-        return text
-
-    def _max_variables(self, conn: sqlite3.Connection) -> int:
-        if self._variables is None:
-            self._variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        return self._variables
 
     async def start(
         self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]

@@ -83,8 +83,8 @@ def raw_sql_fires(n: int, batch: int, set_based: bool) -> float:
             for row in rows:
                 conn.execute(sql[name], row)
             return
-        columns, template = store._round_sql[name]
-        text = store._round_text(name, template, len(columns), len(rows))
+        columns, template = store._rounds.statements[name]
+        text = store._rounds.text(name, template, len(columns), len(rows))
         conn.execute(text, [row[c] for row in rows for c in columns]).fetchall()
 
     now = time.time()
