@@ -161,13 +161,12 @@ def raw_claim(conn: Any, names: Any, replica: str, batch: int, now: float) -> li
     return [] if conn.execute(any_due, {"now": now}).fetchone() is not None else None
 
 
-def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
-    """One connection firing every due schedule it can claim, statement by statement as the store
-    runs them for a plain interval schedule (no pending work, no retry); reports (fires,
-    batches, statements) when a claim finds nothing due anywhere."""
+def raw_loop(dsn: str, schema: str, batch: int, barrier, done, name: str, fire_batch) -> None:
+    """One connection claiming every due schedule it can, a batch at a time, each batch fired by
+    `fire_batch(conn, names, replica, rows, now)` (which answers the statements it sent);
+    reports (fires, batches, statements, CPU) when a claim finds nothing due anywhere."""
     names = unopened(schema)
-    sql, channel = names._sql, names.channel
-    replica = f"raw-{os.getpid()}"
+    replica = f"{name}-{os.getpid()}"
     fired = batches = statements = 0
     with (
         aborting(barrier),
@@ -184,64 +183,77 @@ def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
             if not rows:
                 time.sleep(0.001)  # every due row is being claimed by another worker
                 continue
-            with conn.transaction():
-                for row in rows:
-                    slot = row["next_run_at"]
-                    conn.execute(
-                        sql["start_fence"],
-                        {
-                            "id": row["id"],
-                            "replica": replica,
-                            "version": row["lease_version"],
-                            "timing": row["timing_version"],
-                            "next_run_at": slot + row["interval_seconds"],
-                            "last_run_at": now,
-                        },
-                    )
-                    run = ScheduleRun(
-                        id=f"{row['id']}-{row['lease_version']}",
-                        schedule_id=row["id"],
-                        attempt=1,
-                        scheduled_for=slot,
-                        trigger="schedule",
-                        status="running",
-                        idempotency_key=f"{row['id']}@{slot}",
-                        replica=replica,
-                        lease_version=row["lease_version"],
-                        triggered_at=now,
-                        created_at=now,
-                    )
-                    conn.execute(sql["insert_run"], run_params(run))
-            done_at = time.time()
-            with conn.transaction():
-                conn.execute(sql["lock_schedules"], {"ids": [row["id"] for row in rows]})
-                for row in rows:
-                    fence = {"id": row["id"], "replica": replica, "version": row["lease_version"]}
-                    conn.execute(
-                        sql["finish_run"],
-                        {
-                            **fence,
-                            "id": f"{row['id']}-{row['lease_version']}",
-                            "status": "success",
-                            "status_code": 200,
-                            "run_id": None,
-                            "session_id": None,
-                            "error": None,
-                            "completed_at": done_at,
-                            "duration_ms": 0.1,
-                            "output": None,
-                        },
-                    )
-                    conn.execute(
-                        sql["finish_schedule"], {**fence, "status": "success", "success": True}
-                    ).fetchone()
-                    conn.execute(sql["release"], fence)
-                conn.execute(sql["notify"], {"channel": channel})
+            statements += fire_batch(conn, names, replica, rows, now)
             fired += len(rows)
             batches += 1
-            # BEGIN + COMMIT x3, claim, claim_runs, lock_schedules, notify; 5 per row.
-            statements += 10 + 5 * len(rows)
         done.put((fired, batches, statements, cpu_seconds() - cpu0))
+
+
+def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
+    """One connection firing every due schedule it can claim, statement by statement as the store
+    runs them for a plain interval schedule (no pending work, no retry); reports (fires,
+    batches, statements) when a claim finds nothing due anywhere."""
+    raw_loop(dsn, schema, batch, barrier, done, "raw", per_row_batch)
+
+
+def per_row_batch(conn: Any, names: Any, replica: str, rows: list, now: float) -> int:
+    """One claimed batch fired; the statements it sent."""
+    sql, channel = names._sql, names.channel
+    with conn.transaction():
+        for row in rows:
+            slot = row["next_run_at"]
+            conn.execute(
+                sql["start_fence"],
+                {
+                    "id": row["id"],
+                    "replica": replica,
+                    "version": row["lease_version"],
+                    "timing": row["timing_version"],
+                    "next_run_at": slot + row["interval_seconds"],
+                    "last_run_at": now,
+                },
+            )
+            run = ScheduleRun(
+                id=f"{row['id']}-{row['lease_version']}",
+                schedule_id=row["id"],
+                attempt=1,
+                scheduled_for=slot,
+                trigger="schedule",
+                status="running",
+                idempotency_key=f"{row['id']}@{slot}",
+                replica=replica,
+                lease_version=row["lease_version"],
+                triggered_at=now,
+                created_at=now,
+            )
+            conn.execute(sql["insert_run"], run_params(run))
+    done_at = time.time()
+    with conn.transaction():
+        conn.execute(sql["lock_schedules"], {"ids": [row["id"] for row in rows]})
+        for row in rows:
+            fence = {"id": row["id"], "replica": replica, "version": row["lease_version"]}
+            conn.execute(
+                sql["finish_run"],
+                {
+                    **fence,
+                    "id": f"{row['id']}-{row['lease_version']}",
+                    "status": "success",
+                    "status_code": 200,
+                    "run_id": None,
+                    "session_id": None,
+                    "error": None,
+                    "completed_at": done_at,
+                    "duration_ms": 0.1,
+                    "output": None,
+                },
+            )
+            conn.execute(
+                sql["finish_schedule"], {**fence, "status": "success", "success": True}
+            ).fetchone()
+            conn.execute(sql["release"], fence)
+        conn.execute(sql["notify"], {"channel": channel})
+    # BEGIN + COMMIT x3, claim, claim_runs, lock_schedules, notify; 5 per row.
+    return 10 + 5 * len(rows)
 
 
 def raw_fires(
@@ -307,92 +319,75 @@ def raw_set_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
     store sends it: claim + claim_runs | lock_schedules, start_fence, insert_run |
     lock_schedules, finish_run, finish_schedule, release, notify. No pipelining: one round trip
     per statement."""
-    names = unopened(schema)
+    raw_loop(dsn, schema, batch, barrier, done, "rawset", set_based_batch)
+
+
+def set_based_batch(conn: Any, names: Any, replica: str, rows: list, now: float) -> int:
+    """One claimed batch fired; the statements it sent."""
     sql, sets, channel = names._sql, names._round_sql, names.channel
-    replica = f"rawset-{os.getpid()}"
-    fired = batches = statements = 0
-    with (
-        aborting(barrier),
-        psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn,
-    ):
-        conn.execute("SELECT 1")
-        barrier.wait(timeout=BARRIER_TIMEOUT)
-        cpu0 = cpu_seconds()
-        while True:
-            now = time.time()
-            rows = raw_claim(conn, names, replica, batch, now)
-            if rows is None:
-                break
-            if not rows:
-                time.sleep(0.001)  # every due row is being claimed by another worker
-                continue
-            ids = [row["id"] for row in rows]
-            fences = [
-                {"id": row["id"], "replica": replica, "version": row["lease_version"]}
-                for row in rows
-            ]
-            with conn.transaction():
-                conn.execute(sql["lock_schedules"], {"ids": ids}).fetchall()
-                cursors = [
-                    {
-                        **fence,
-                        "timing": row["timing_version"],
-                        "next_run_at": row["next_run_at"] + row["interval_seconds"],
-                        "last_run_at": now,
-                    }
-                    for fence, row in zip(fences, rows, strict=True)
-                ]
-                conn.execute(sets["start_fence"], set_arrays(names, "start_fence", cursors))
-                runs = [
-                    run_params(
-                        ScheduleRun(
-                            id=f"{row['id']}-{row['lease_version']}",
-                            schedule_id=row["id"],
-                            attempt=1,
-                            scheduled_for=row["next_run_at"],
-                            trigger="schedule",
-                            status="running",
-                            idempotency_key=f"{row['id']}@{row['next_run_at']}",
-                            replica=replica,
-                            lease_version=row["lease_version"],
-                            triggered_at=now,
-                            created_at=now,
-                        )
-                    )
-                    for row in rows
-                ]
-                conn.execute(sets["insert_run"], set_arrays(names, "insert_run", runs))
-            done_at = time.time()
-            with conn.transaction():
-                conn.execute(sql["lock_schedules"], {"ids": ids}).fetchall()
-                outcomes = [
-                    {
-                        **fence,
-                        "id": f"{fence['id']}-{fence['version']}",
-                        "status": "success",
-                        "status_code": 200,
-                        "run_id": None,
-                        "session_id": None,
-                        "error": None,
-                        "completed_at": done_at,
-                        "duration_ms": 0.1,
-                        "output": None,
-                    }
-                    for fence in fences
-                ]
-                conn.execute(sets["finish_run"], set_arrays(names, "finish_run", outcomes))
-                books = [{**fence, "status": "success", "success": True} for fence in fences]
-                conn.execute(
-                    sets["finish_schedule"], set_arrays(names, "finish_schedule", books)
-                ).fetchall()
-                conn.execute(sets["release"], set_arrays(names, "release", fences))
-                conn.execute(sql["notify"], {"channel": channel})
-            fired += len(rows)
-            batches += 1
-            # BEGIN + COMMIT x3, claim, claim_runs, 2 x lock_schedules, start_fence, insert_run,
-            # finish_run, finish_schedule, release, notify.
-            statements += 16
-        done.put((fired, batches, statements, cpu_seconds() - cpu0))
+    ids = [row["id"] for row in rows]
+    fences = [
+        {"id": row["id"], "replica": replica, "version": row["lease_version"]} for row in rows
+    ]
+    with conn.transaction():
+        conn.execute(sql["lock_schedules"], {"ids": ids}).fetchall()
+        cursors = [
+            {
+                **fence,
+                "timing": row["timing_version"],
+                "next_run_at": row["next_run_at"] + row["interval_seconds"],
+                "last_run_at": now,
+            }
+            for fence, row in zip(fences, rows, strict=True)
+        ]
+        conn.execute(sets["start_fence"], set_arrays(names, "start_fence", cursors))
+        runs = [
+            run_params(
+                ScheduleRun(
+                    id=f"{row['id']}-{row['lease_version']}",
+                    schedule_id=row["id"],
+                    attempt=1,
+                    scheduled_for=row["next_run_at"],
+                    trigger="schedule",
+                    status="running",
+                    idempotency_key=f"{row['id']}@{row['next_run_at']}",
+                    replica=replica,
+                    lease_version=row["lease_version"],
+                    triggered_at=now,
+                    created_at=now,
+                )
+            )
+            for row in rows
+        ]
+        conn.execute(sets["insert_run"], set_arrays(names, "insert_run", runs))
+    done_at = time.time()
+    with conn.transaction():
+        conn.execute(sql["lock_schedules"], {"ids": ids}).fetchall()
+        outcomes = [
+            {
+                **fence,
+                "id": f"{fence['id']}-{fence['version']}",
+                "status": "success",
+                "status_code": 200,
+                "run_id": None,
+                "session_id": None,
+                "error": None,
+                "completed_at": done_at,
+                "duration_ms": 0.1,
+                "output": None,
+            }
+            for fence in fences
+        ]
+        conn.execute(sets["finish_run"], set_arrays(names, "finish_run", outcomes))
+        books = [{**fence, "status": "success", "success": True} for fence in fences]
+        conn.execute(
+            sets["finish_schedule"], set_arrays(names, "finish_schedule", books)
+        ).fetchall()
+        conn.execute(sets["release"], set_arrays(names, "release", fences))
+        conn.execute(sql["notify"], {"channel": channel})
+    # BEGIN + COMMIT x3, claim, claim_runs, 2 x lock_schedules, start_fence, insert_run,
+    # finish_run, finish_schedule, release, notify.
+    return 16
 
 
 def raw_set_section(dsn: str, args: argparse.Namespace, raw_set: dict[int, float]) -> None:
