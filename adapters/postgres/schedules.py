@@ -7,20 +7,19 @@ PostgresStore: it uses the store's plumbing (`_run`, `_tx`, `_one`, `_count`, `_
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from psycopg import errors as pg_errors
 
-from leasecron.kernel import writes
 from leasecron.kernel.errors import ScheduleExistsError
+from leasecron.kernel.manager_writes import ManagerWrites
 from leasecron.kernel.model import Schedule, ScheduleRun
 from leasecron.kernel.rows import (
     schedule_filter,
     to_run,
     to_schedule,
 )
-from leasecron.kernel.store import check_updatable
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,23 +47,24 @@ def _filter(
     return schedule_filter(enabled, user_id, lambda n: f"%({n})s", name_contains, CONTAINS)
 
 
-class PostgresSchedules:
+class PostgresSchedules(ManagerWrites):
     """Schedule and run-history operations for PostgresStore (see the module docstring)."""
 
     def _unique_name(self, name: str) -> contextlib.AbstractContextManager[None]:
         """A name taken by another row: the UNIQUE violation as ScheduleExistsError."""
         return _unique_name(f"{self.prefix}schedules_name_key", name)
 
-    async def create_schedule(self, schedule: Schedule) -> None:
-        """Insert a new row (writes.create_schedule)."""
-        write = self._flow(writes.create_schedule(schedule))
+    async def _transaction(self, operation: str, flow: Any, name: str = "") -> Any:
+        """A manager write (leasecron.kernel.manager_writes): the flow as one transaction."""
+        write = self._flow(flow)
 
-        async def op(conn: Conn) -> None:
-            with self._unique_name(schedule.name):
-                await write(conn)
+        async def op(conn: Conn) -> Any:
+            if not name:
+                return await write(conn)
+            with self._unique_name(name):
+                return await write(conn)
 
-        await self._tx("create_schedule", op)
-        self.notify()
+        return await self._tx(operation, op)
 
     async def _get(self, conn: Conn, column: str, value: str) -> Schedule | None:
         row = await self._one(
@@ -112,52 +112,6 @@ class PostgresSchedules:
             return int(row["n"])
 
         return await self._run("count_schedules", op)
-
-    async def update_schedule(
-        self, schedule_id: str, fields: dict[str, Any], now: float
-    ) -> Schedule | None:
-        """Apply caller fields (writes.update_schedule); the row as it now is, or None."""
-        check_updatable(fields)
-        write = self._flow(writes.update_schedule(schedule_id, fields, now))
-
-        async def op(conn: Conn) -> Any:
-            with self._unique_name(fields.get("name", "")):
-                return await write(conn)
-
-        return await self._schedule_write("update_schedule", op)
-
-    async def enable_schedule(
-        self, schedule_id: str, next_run_at: float | None, now: float
-    ) -> Schedule | None:
-        """Enable from `next_run_at` (writes.enable_schedule); the row as it now is, or None."""
-        flow = writes.enable_schedule(schedule_id, next_run_at, now)
-        return await self._schedule_write("enable_schedule", self._flow(flow))
-
-    async def disable_schedule(self, schedule_id: str, now: float) -> Schedule | None:
-        """Disable, cancelling waiting work (writes.disable_schedule); the row, or None."""
-        flow = writes.disable_schedule(schedule_id, now)
-        return await self._schedule_write("disable_schedule", self._flow(flow))
-
-    async def _schedule_write(
-        self, operation: str, op: Callable[[Conn], Awaitable[Any]]
-    ) -> Schedule | None:
-        """A manager write answering the row as it now is."""
-        row = await self._tx(operation, op)
-        self.notify()
-        return to_schedule(row, strict=False) if row else None
-
-    async def delete_schedule(self, schedule_id: str, now: float) -> bool:
-        """Delete the schedule and cancel its pending runs (writes.delete_schedule)."""
-        deleted = await self._tx(
-            "delete_schedule", self._flow(writes.delete_schedule(schedule_id, now))
-        )
-        self.notify()
-        return deleted
-
-    async def add_pending_run(self, run: ScheduleRun, now: float) -> None:
-        """Queue durable work, a manual trigger (writes.add_pending_run)."""
-        await self._tx("add_pending_run", self._flow(writes.add_pending_run(run, now)))
-        self.notify()
 
     async def list_runs(
         self, schedule_id: str | None, limit: int = 20, offset: int = 0

@@ -23,10 +23,11 @@ from typing import Any, TypeVar, TypeVarTuple
 from .. import writes
 from ..clock import Clock
 from ..errors import ScheduleExistsError, StoreError
+from ..manager_writes import ManagerWrites
 from ..model import Schedule, ScheduleRun
 from ..offload import Worker
 from ..rows import json_dump, schedule_filter, to_run, to_schedule
-from ..store import Claim, FinishPlan, StartPlan, check_updatable
+from ..store import Claim, FinishPlan, StartPlan
 from .group_commit import GroupCommit
 from .rounds import SetRounds
 from .schema import (  # noqa: F401
@@ -48,7 +49,7 @@ T = TypeVar("T")
 Args = TypeVarTuple("Args")
 
 
-class SqliteLeaseStore:
+class SqliteLeaseStore(ManagerWrites):
     """The kernel's Store on one SQLite file.
 
     path: a file path (":memory:" works for a single store object).
@@ -276,16 +277,17 @@ class SqliteLeaseStore:
                 raise ScheduleExistsError(name) from exc
             raise
 
-    async def create_schedule(self, schedule: Schedule) -> None:
-        """Insert a new row (writes.create_schedule)."""
-        write = self._flow(writes.create_schedule(schedule))
+    async def _transaction(self, operation: str, flow: writes.Flow[T], name: str = "") -> T:
+        """A manager write (manager_writes.py): the flow as one transaction on the worker."""
+        write = self._flow(flow)
 
-        def op(conn: sqlite3.Connection) -> None:
-            with self._unique_name(schedule.name):
-                write(conn)
+        def op(conn: sqlite3.Connection) -> T:
+            if not name:
+                return write(conn)
+            with self._unique_name(name):
+                return write(conn)
 
-        await self._run("create_schedule", self._tx, op)
-        self.notify()
+        return await self._run(operation, self._tx, op)
 
     def _get(self, conn: sqlite3.Connection, column: str, value: str) -> Schedule | None:
         row = conn.execute(
@@ -344,52 +346,6 @@ class SqliteLeaseStore:
             return count
 
         return await self._run("count_schedules", op)
-
-    async def update_schedule(
-        self, schedule_id: str, fields: dict[str, Any], now: float
-    ) -> Schedule | None:
-        """Apply caller fields (writes.update_schedule); the row as it now is, or None."""
-        check_updatable(fields)
-        write = self._flow(writes.update_schedule(schedule_id, fields, now))
-
-        def op(conn: sqlite3.Connection) -> Any:
-            with self._unique_name(fields.get("name", "")):
-                return write(conn)
-
-        return await self._schedule_write("update_schedule", op)
-
-    async def enable_schedule(
-        self, schedule_id: str, next_run_at: float | None, now: float
-    ) -> Schedule | None:
-        """Enable from `next_run_at` (writes.enable_schedule); the row as it now is, or None."""
-        flow = writes.enable_schedule(schedule_id, next_run_at, now)
-        return await self._schedule_write("enable_schedule", self._flow(flow))
-
-    async def disable_schedule(self, schedule_id: str, now: float) -> Schedule | None:
-        """Disable, cancelling waiting work (writes.disable_schedule); the row, or None."""
-        flow = writes.disable_schedule(schedule_id, now)
-        return await self._schedule_write("disable_schedule", self._flow(flow))
-
-    async def _schedule_write(
-        self, operation: str, op: Callable[[sqlite3.Connection], Any]
-    ) -> Schedule | None:
-        """A manager write answering the row as it now is."""
-        row = await self._run(operation, self._tx, op)
-        self.notify()
-        return to_schedule(row, strict=False) if row else None
-
-    async def delete_schedule(self, schedule_id: str, now: float) -> bool:
-        """Delete the schedule and cancel its pending runs (writes.delete_schedule)."""
-        flow = writes.delete_schedule(schedule_id, now)
-        deleted = await self._run("delete_schedule", self._tx, self._flow(flow))
-        self.notify()
-        return deleted
-
-    async def add_pending_run(self, run: ScheduleRun, now: float) -> None:
-        """Queue durable work, a manual trigger (writes.add_pending_run)."""
-        flow = writes.add_pending_run(run, now)
-        await self._run("add_pending_run", self._tx, self._flow(flow))
-        self.notify()
 
     async def list_runs(
         self, schedule_id: str | None, limit: int = 20, offset: int = 0
