@@ -19,7 +19,7 @@ from .model import Fire, Outcome, Schedule, ScheduleRun
 from .parts import WORKFLOW
 from .scheduler import Scheduler
 from .sqlite import SqliteStore
-from .store import Claim, FinishPlan, LostRun, StartPlan, Store
+from .store import Claim, FinishPlan, LeaseStore, LostRun, ScheduleStore, StartPlan, Store
 from .tools import SchedulerTools
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "FinishPlan",
     "Fire",
     "HttpDispatcher",
+    "LeaseStore",
     "LeasecronError",
     "LostRun",
     "Outcome",
@@ -39,6 +40,7 @@ __all__ = [
     "ScheduleManager",
     "ScheduleNotFoundError",
     "ScheduleRun",
+    "ScheduleStore",
     "Scheduler",
     "SchedulerTools",
     "SimClock",
