@@ -29,10 +29,19 @@ async def test_a_held_post_answers_200_with_the_finished_run_as_its_poll_does(tm
             "/agents/echo/runs", data={"message": "hi", **BACKGROUND}, headers=HELD
         )
         polled = await poll(client, "/agents/echo/runs", held.json())
+        # A poll of a run no longer in flight is answered at once: no wait is claimed, so a
+        # client backs off rather than asking again at once.
+        ended = held.json()
+        unheld = await client.get(
+            f"/agents/echo/runs/{ended['run_id']}",
+            params={"session_id": ended["session_id"]},
+            headers=HELD,
+        )
         plain = await client.post("/agents/echo/runs", data={"message": "hi", **BACKGROUND})
     assert held.status_code == 200
     assert held.headers["preference-applied"] == "wait=5"
     assert held.json() == polled
+    assert unheld.status_code == 200 and "preference-applied" not in unheld.headers
     assert polled["status"] == "COMPLETED" and polled["content"] == "echo: hi"
     # Without the preference: the reference's answer, unchanged.
     assert plain.status_code == 202 and "preference-applied" not in plain.headers
@@ -83,6 +92,7 @@ async def test_a_repeated_post_of_one_run_id_answers_that_run_and_starts_no_seco
     assert first.status_code == 202 and first.json()["run_id"] == "r-1"
     assert again_live.status_code == 202 and again_live.json()["run_id"] == "r-1"
     assert again_held.status_code == 200 and again_held.json()["content"] == "echo: once"
+    assert "preference-applied" not in again_held.headers  # over already: nothing was held
     assert again_sync.status_code == 200 and again_sync.json() == again_held.json()
     assert len(echo.calls) == 1
     assert [r["run_id"] for r in session["runs"]] == ["r-1"]

@@ -370,10 +370,6 @@ class RunExecutor:
         True if it ended."""
         return await self.clock.wait(live.done, seconds)
 
-    async def begin(self, live: LiveRun) -> None:
-        """Wait until the run's start is saved (or it is refused, or over)."""
-        await live.begun.wait()
-
     def _start_saved(self, run_id: str) -> None:
         live = self.runs.get(run_id)
         if live is not None:

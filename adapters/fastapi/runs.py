@@ -195,24 +195,18 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
             live = executor.submit(component, run_request, stream=True)
             return StreamingResponse(_events(executor, live), media_type="text/event-stream")
         live = executor.submit(component, run_request)
-        if run_request.background:
-            if wait is None:
-                if run_request.run_id is not None:
-                    await executor.begin(live)  # saved, or refused: its id is another's
-                    if live.refused is not None:
-                        return await _refused(executor, component, run_request, wait)
-                return accepted(live)
-            if not await executor.settle(live, wait):
-                return accepted(live, applied(wait))
-            if live.refused is not None:
-                return await _refused(executor, component, run_request, wait)
-            return _ended(live, applied(wait))
-        out = await executor.wait(live)
+        ended, headers = True, None
+        if not run_request.background:
+            await executor.wait(live)
+        elif wait is not None:
+            ended, headers = await executor.settle(live, wait), applied(wait)
+        else:
+            ended = False
+            if run_request.run_id is not None:
+                await live.begun.wait()  # saved, or refused: its id is another's
         if live.refused is not None:
             return await _refused(executor, component, run_request, wait)
-        if out is None:  # the server shut down under it
-            raise HTTPException(503, "the server is shutting down; the run was cancelled")
-        return JSONResponse(run_view(out))
+        return _ended(live, headers) if ended else accepted(live, headers)
 
     @api.get(
         f"/{kind}/{{component_id}}/runs",
@@ -256,14 +250,18 @@ def _component_routes(api: APIRouter, ctx: ServerContext, kind: str) -> None:
         executor = _executor(ctx)
         wait = preferred_wait(request)
         live = executor.runs.get(run_id)
-        if wait is not None and live is not None and _live_belongs(live, component, session_id):
-            await executor.settle(live, wait)  # long-poll: answer once it ends, or at the wait
+        # Long-poll a run in flight here: answer once it ends, or at the wait. A run this
+        # process does not hold is answered at once, and says no wait was applied, so the
+        # client backs off instead of asking again at once.
+        held = wait is not None and live is not None and _live_belongs(live, component, session_id)
+        if held:
+            await executor.settle(live, wait)
         answer = poll_answer(
             executor, component, run_id, session_id, await _stored_run(executor, run_id)
         )
         if answer is None:
             raise HTTPException(404, RUN_NOT_FOUND)
-        if wait is not None:
+        if held:
             answer.headers.update(applied(wait))
         return answer
 
@@ -307,9 +305,9 @@ def accepted(live: LiveRun, headers: dict[str, str] | None = None) -> JSONRespon
     )
 
 
-def _ended(live: LiveRun, headers: dict[str, str]) -> JSONResponse:
-    """A background run that ended within the POST's wait: 200 with the run as a poll shows it
-    (the same view), or 503 if the server's shutdown cancelled it before it was saved."""
+def _ended(live: LiveRun, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A run that ended while its POST waited: 200 with the run as a poll shows it (the same
+    view), or 503 if the server's shutdown cancelled it before it was saved."""
     if live.output is None:
         raise HTTPException(503, "the server is shutting down; the run was cancelled")
     return JSONResponse(run_view(live.output), headers=headers)
@@ -374,22 +372,22 @@ async def _repeated(
     """The answer to a repeated POST: the run it names, as its poll would answer (held for
     `wait` if it is in flight here); a background request that finds it unfinished gets the
     202 it got the first time."""
-    headers = applied(wait) if wait is not None else None
     if isinstance(found, LiveRun):
-        if wait is not None:
+        headers = None
+        if wait is not None:  # held here: the preference is applied
             await executor.settle(found, wait)
-        if found.output is None:
+            headers = applied(wait)
+        if not found.done.is_set():
             if run_request.background:
                 return accepted(found, headers)
             await executor.wait(found)
-            if found.output is None:
-                raise HTTPException(503, "the server is shutting down; the run was cancelled")
-        return JSONResponse(run_view(found.output), headers=headers)
+        return _ended(found, headers)
+    # Stored (another process's, or this one's from before): answered at once, nothing held.
     if run_request.background and RunStatus(found.status) not in FINAL:
         status = RunStatus(found.status).value
         body = {"run_id": found.run_id, "session_id": found.session_id, "status": status}
-        return JSONResponse(body, status_code=202, headers=headers)
-    return JSONResponse(run_view(found), headers=headers)
+        return JSONResponse(body, status_code=202)
+    return JSONResponse(run_view(found))
 
 
 def poll_answer(
