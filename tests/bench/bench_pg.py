@@ -196,57 +196,70 @@ def raw_worker(dsn: str, schema: str, batch: int, barrier, done) -> None:
     raw_loop(dsn, schema, batch, barrier, done, "raw", per_row_batch)
 
 
+def fence_of(row: dict, replica: str) -> dict[str, Any]:
+    """The (holder, version) fence of a claimed row."""
+    return {"id": row["id"], "replica": replica, "version": row["lease_version"]}
+
+
+def cursor_of(row: dict, replica: str, now: float) -> dict[str, Any]:
+    """start_fence's parameters: the slot cursor advanced one interval under the row's fence."""
+    return {
+        **fence_of(row, replica),
+        "timing": row["timing_version"],
+        "next_run_at": row["next_run_at"] + row["interval_seconds"],
+        "last_run_at": now,
+    }
+
+
+def new_run_of(row: dict, replica: str, now: float) -> dict[str, Any]:
+    """insert_run's parameters: the running attempt of the row's slot."""
+    slot = row["next_run_at"]
+    return run_params(
+        ScheduleRun(
+            id=f"{row['id']}-{row['lease_version']}",
+            schedule_id=row["id"],
+            attempt=1,
+            scheduled_for=slot,
+            trigger="schedule",
+            status="running",
+            idempotency_key=f"{row['id']}@{slot}",
+            replica=replica,
+            lease_version=row["lease_version"],
+            triggered_at=now,
+            created_at=now,
+        )
+    )
+
+
+def success_of(row: dict, replica: str, done_at: float) -> dict[str, Any]:
+    """finish_run's parameters: the attempt recorded a success."""
+    return {
+        **fence_of(row, replica),
+        "id": f"{row['id']}-{row['lease_version']}",
+        "status": "success",
+        "status_code": 200,
+        "run_id": None,
+        "session_id": None,
+        "error": None,
+        "completed_at": done_at,
+        "duration_ms": 0.1,
+        "output": None,
+    }
+
+
 def per_row_batch(conn: Any, names: Any, replica: str, rows: list, now: float) -> int:
     """One claimed batch fired; the statements it sent."""
     sql, channel = names._sql, names.channel
     with conn.transaction():
         for row in rows:
-            slot = row["next_run_at"]
-            conn.execute(
-                sql["start_fence"],
-                {
-                    "id": row["id"],
-                    "replica": replica,
-                    "version": row["lease_version"],
-                    "timing": row["timing_version"],
-                    "next_run_at": slot + row["interval_seconds"],
-                    "last_run_at": now,
-                },
-            )
-            run = ScheduleRun(
-                id=f"{row['id']}-{row['lease_version']}",
-                schedule_id=row["id"],
-                attempt=1,
-                scheduled_for=slot,
-                trigger="schedule",
-                status="running",
-                idempotency_key=f"{row['id']}@{slot}",
-                replica=replica,
-                lease_version=row["lease_version"],
-                triggered_at=now,
-                created_at=now,
-            )
-            conn.execute(sql["insert_run"], run_params(run))
+            conn.execute(sql["start_fence"], cursor_of(row, replica, now))
+            conn.execute(sql["insert_run"], new_run_of(row, replica, now))
     done_at = time.time()
     with conn.transaction():
         conn.execute(sql["lock_schedules"], {"ids": [row["id"] for row in rows]})
         for row in rows:
-            fence = {"id": row["id"], "replica": replica, "version": row["lease_version"]}
-            conn.execute(
-                sql["finish_run"],
-                {
-                    **fence,
-                    "id": f"{row['id']}-{row['lease_version']}",
-                    "status": "success",
-                    "status_code": 200,
-                    "run_id": None,
-                    "session_id": None,
-                    "error": None,
-                    "completed_at": done_at,
-                    "duration_ms": 0.1,
-                    "output": None,
-                },
-            )
+            fence = fence_of(row, replica)
+            conn.execute(sql["finish_run"], success_of(row, replica, done_at))
             conn.execute(
                 sql["finish_schedule"], {**fence, "status": "success", "success": True}
             ).fetchone()
@@ -326,58 +339,17 @@ def set_based_batch(conn: Any, names: Any, replica: str, rows: list, now: float)
     """One claimed batch fired; the statements it sent."""
     sql, sets, channel = names._sql, names._round_sql, names.channel
     ids = [row["id"] for row in rows]
-    fences = [
-        {"id": row["id"], "replica": replica, "version": row["lease_version"]} for row in rows
-    ]
+    fences = [fence_of(row, replica) for row in rows]
     with conn.transaction():
         conn.execute(sql["lock_schedules"], {"ids": ids}).fetchall()
-        cursors = [
-            {
-                **fence,
-                "timing": row["timing_version"],
-                "next_run_at": row["next_run_at"] + row["interval_seconds"],
-                "last_run_at": now,
-            }
-            for fence, row in zip(fences, rows, strict=True)
-        ]
+        cursors = [cursor_of(row, replica, now) for row in rows]
         conn.execute(sets["start_fence"], set_arrays(names, "start_fence", cursors))
-        runs = [
-            run_params(
-                ScheduleRun(
-                    id=f"{row['id']}-{row['lease_version']}",
-                    schedule_id=row["id"],
-                    attempt=1,
-                    scheduled_for=row["next_run_at"],
-                    trigger="schedule",
-                    status="running",
-                    idempotency_key=f"{row['id']}@{row['next_run_at']}",
-                    replica=replica,
-                    lease_version=row["lease_version"],
-                    triggered_at=now,
-                    created_at=now,
-                )
-            )
-            for row in rows
-        ]
+        runs = [new_run_of(row, replica, now) for row in rows]
         conn.execute(sets["insert_run"], set_arrays(names, "insert_run", runs))
     done_at = time.time()
     with conn.transaction():
         conn.execute(sql["lock_schedules"], {"ids": ids}).fetchall()
-        outcomes = [
-            {
-                **fence,
-                "id": f"{fence['id']}-{fence['version']}",
-                "status": "success",
-                "status_code": 200,
-                "run_id": None,
-                "session_id": None,
-                "error": None,
-                "completed_at": done_at,
-                "duration_ms": 0.1,
-                "output": None,
-            }
-            for fence in fences
-        ]
+        outcomes = [success_of(row, replica, done_at) for row in rows]
         conn.execute(sets["finish_run"], set_arrays(names, "finish_run", outcomes))
         books = [{**fence, "status": "success", "success": True} for fence in fences]
         conn.execute(
