@@ -167,15 +167,17 @@ def test_the_wait_preference_is_read_as_rfc_7240_words_it_and_capped():
 class Counting(httpx.AsyncBaseTransport):
     """The app's ASGI transport, counting requests and seeing each one's headers and form."""
 
-    def __init__(self, app: Any, lose_post_reply: bool = False):
+    def __init__(self, app: Any, lose_post_reply: bool = False, log: list[Any] | None = None):
         self.inner = httpx.ASGITransport(app=app)
         self.sent: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
         self.lose_post_reply = lose_post_reply
+        self.log = log if log is not None else []  # "sent" for each request, in order
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = (await request.aread()).decode()
         form = dict(pair.split("=", 1) for pair in body.split("&")) if body else {}
         self.sent.append((request.method, request.url.path, dict(request.headers), form))
+        self.log.append("sent")
         response = await self.inner.handle_async_request(request)
         if request.method == "POST" and self.lose_post_reply:
             self.lose_post_reply = False
@@ -187,16 +189,8 @@ class Counting(httpx.AsyncBaseTransport):
 async def test_the_dispatcher_names_the_run_records_it_first_and_sends_one_request(tmp_path):
     agent_os = make_os(tmp_path)
     async with serving(agent_os):
-        app = agent_os.get_app()
-        transport = Counting(app)
         order: list[Any] = []
-        original = transport.handle_async_request
-
-        async def noted(request):
-            order.append("sent")
-            return await original(request)
-
-        transport.handle_async_request = noted
+        transport = Counting(agent_os.get_app(), log=order)
         dispatcher = HttpDispatcher("http://os", transport=transport, long_poll=5)
 
         async def on_started(run_id, session_id):

@@ -442,11 +442,13 @@ class SqliteLeaseStore(ManagerWrites):
         return None
 
     def _flow(self, flow: writes.Flow[T]) -> Callable[[sqlite3.Connection], T]:
-        return lambda conn: writes.run(
-            flow,
-            lambda step: self._answer(conn, step),
-            lambda steps: self._rounds.run(conn, steps, lambda step: self._answer(conn, step)),
-        )
+        def drive(conn: sqlite3.Connection) -> T:
+            def answer(step: writes.Command) -> Any:
+                return self._answer(conn, step)
+
+            return writes.run(flow, answer, lambda steps: self._rounds.run(conn, steps, answer))
+
+        return drive
 
     async def start(
         self, replica: str, now: float, lease_seconds: float, plans: list[StartPlan]
